@@ -1,0 +1,381 @@
+"""Controller commands of the `keyturn` CLI: inventory, plans, runs, records, the daemon."""
+from __future__ import annotations
+
+import getpass
+import json
+import signal
+import sys
+import threading
+import time
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from controller import inventory
+from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, Plan, Record, Zone)
+from controller.plans import PlanError, parse_spec, save_plan
+from controller.runtime import Controller, start_controller
+from shared.settings import load_settings
+
+console = Console()
+
+
+def controller() -> Controller:
+    return start_controller(load_settings())
+
+
+def read_secret_stdin() -> str:
+    secret = sys.stdin.readline().rstrip("\n")
+    if not secret:
+        raise click.ClickException("no secret on standard input")
+    return secret
+
+
+def print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if cell is None else str(cell) for cell in row])
+    console.print(table)
+
+
+# ---- init, zones ---------------------------------------------------------------------------
+
+@click.command()
+def init():
+    """Create the data directory, keys and database schema (or upgrade the schema)."""
+    settings = load_settings()
+    report = inventory.initialise(settings)
+    for line in report:
+        click.echo(line)
+
+
+@click.command("add")
+@click.argument("name")
+@click.option("--public-key", help="The zone's public key from `keyturn zone keygen` on the "
+                                   "worker's machine. Without it a key pair is made here.")
+@click.option("--trust-first-use/--no-trust-first-use", default=None,
+              help="Pin an asset's host key on first contact (default: KEYTURN_TRUST_FIRST_USE).")
+def zone_add(name, public_key, trust_first_use):
+    """Register a network zone."""
+    ctl = controller()
+    zone, made_key = inventory.add_zone(ctl, name, public_key, trust_first_use)
+    click.echo(f"zone {zone.name} registered (queue rotate.{zone.name})")
+    if made_key:
+        click.echo(f"zone private key written to {ctl.settings.zone_key_path(zone.name)}")
+    click.echo(f"controller public key for its workers: {inventory.controller_public_key(ctl)}")
+
+
+@click.command("list")
+def zone_list():
+    """Zones with their assets and the workers seen in them."""
+    controller()
+    print_table("zones", ["zone", "assets", "key", "workers (last seen)"],
+                [[z.name, z.assets.count(), "yes" if z.public_key else "missing",
+                  ", ".join(f"{w.worker_id} ({w.last_seen:%H:%M:%S})" for w in inventory.workers(z))]
+                 for z in Zone.select().order_by(Zone.name)])
+
+
+# ---- assets and accounts -------------------------------------------------------------------
+
+@click.group()
+def asset():
+    """Assets (hosts) whose accounts are rotated."""
+
+
+@asset.command("add")
+@click.argument("name")
+@click.option("--address", required=True)
+@click.option("--port", default=22, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--platform", default="linux", show_default=True,
+              type=click.Choice(["linux", "unix", "aix"]))
+@click.option("--zone", "zone_name", required=True)
+@click.option("--node", help="Asset tree folder, e.g. /prod/web (created when missing).")
+@click.option("--host-key", help="Pinned OpenSSH host public key line.")
+def asset_add(name, address, port, platform, zone_name, node, host_key):
+    """Add an asset."""
+    controller()
+    created = inventory.add_asset(name, address, port, platform, zone_name, node, host_key)
+    click.echo(f"asset {created.name} added in zone {zone_name}")
+
+
+@asset.command("list")
+def asset_list():
+    """Assets with their zone, node and accounts."""
+    controller()
+    print_table("assets", ["asset", "address", "platform", "zone", "node", "accounts", "host key"],
+                [[a.name, f"{a.address}:{a.port}", a.platform, a.zone.name,
+                  a.node.path if a.node else "", a.accounts.count(),
+                  "pinned" if a.host_key else "not pinned"]
+                 for a in Asset.select().order_by(Asset.name)])
+
+
+@click.group()
+def account():
+    """Accounts on assets."""
+
+
+@account.command("add")
+@click.argument("asset_name")
+@click.argument("username")
+@click.option("--privileged", is_flag=True, help="The account workers log in with on this asset.")
+@click.option("--secret-stdin", is_flag=True, help="Read the current secret from standard input.")
+def account_add(asset_name, username, privileged, secret_stdin):
+    """Add an account (or update its secret and flag)."""
+    ctl = controller()
+    secret = read_secret_stdin() if secret_stdin else None
+    created = inventory.set_account(ctl, asset_name, username, secret, privileged)
+    click.echo(f"account {created.username}@{asset_name} saved"
+               + (" (privileged)" if created.privileged else ""))
+
+
+@account.command("list")
+@click.argument("asset_name", required=False)
+def account_list(asset_name):
+    """Accounts, optionally of one asset."""
+    controller()
+    query = Account.select(Account, Asset).join(Asset).order_by(Asset.name, Account.username)
+    if asset_name:
+        query = query.where(Asset.name == asset_name)
+    print_table("accounts", ["asset", "account", "privileged", "secret", "changed", "state"],
+                [[a.asset.name, a.username, "yes" if a.privileged else "",
+                  "set" if a.secret_current else "none", a.current_since,
+                  "rotating" if a.busy_execution else ""] for a in query])
+
+
+# ---- plans ---------------------------------------------------------------------------------
+
+@click.group()
+def plan():
+    """Change-secret plans."""
+
+
+@plan.command("add")
+@click.argument("name")
+@click.option("--username", "usernames", multiple=True, required=True)
+@click.option("--asset", "assets", multiple=True)
+@click.option("--node", "nodes", multiple=True)
+@click.option("--strategy", type=click.Choice(["random", "specific"]), default="random",
+              show_default=True)
+@click.option("--secret-stdin", is_flag=True, help="Read the given secret (strategy specific).")
+@click.option("--length", default=16, show_default=True, type=int)
+@click.option("--lowercase/--no-lowercase", default=True)
+@click.option("--uppercase/--no-uppercase", default=True)
+@click.option("--digits/--no-digits", default=True)
+@click.option("--symbols/--no-symbols", default=True)
+@click.option("--exclude-symbols", default="")
+@click.option("--interval-hours", type=int)
+@click.option("--crontab")
+@click.option("--recipient", "recipients", multiple=True)
+def plan_add(name, secret_stdin, **fields):
+    """Create a plan."""
+    ctl = controller()
+    fields = {key: list(value) if isinstance(value, tuple) else value
+              for key, value in fields.items()}
+    if secret_stdin:
+        fields["secret"] = read_secret_stdin()
+    try:
+        spec = parse_spec({"name": name, **fields})
+        created = save_plan(spec, ctl.vault)
+    except PlanError as exc:
+        raise click.ClickException(f"plan not saved: {exc}")
+    click.echo(f"plan {created.name} saved")
+    protected = spec.protected_usernames()
+    if protected and ctl.settings.secure_mode:
+        click.echo(f"note: secure mode is on, so {', '.join(protected)} will be skipped "
+                   f"(as will each asset's privileged account)")
+
+
+@plan.command("list")
+def plan_list():
+    """Plans with their targets, schedule and last execution."""
+    controller()
+    rows = []
+    for p in Plan.select().order_by(Plan.name):
+        last = p.executions.order_by(Execution.id.desc()).first()
+        schedule = (f"every {p.interval_hours} h" if p.interval_hours else p.crontab) or "manual"
+        rows.append([p.name, ", ".join(p.usernames), p.asset_links.count(), p.node_links.count(),
+                     p.strategy, schedule, p.next_run_at or "",
+                     f"#{last.id} {last.status}" if last else ""])
+    print_table("plans", ["plan", "usernames", "assets", "nodes", "strategy", "schedule",
+                          "next run", "last execution"], rows)
+
+
+@plan.command("delete")
+@click.argument("name")
+def plan_delete(name):
+    """Delete a plan (its executions and records are kept)."""
+    controller()
+    found = inventory.plan_by_name(name)
+    found.delete_instance()
+    click.echo(f"plan {name} deleted")
+
+
+@plan.command("run")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Show progress until the execution ends.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait at most.")
+def plan_run(name, wait, timeout):
+    """Run a plan now. With --wait, exit non-zero if any record did not succeed."""
+    from controller.planning import run_plan
+
+    ctl = controller()
+    execution = run_plan(ctl, inventory.plan_by_name(name), started_by=getpass.getuser())
+    click.echo(f"execution {execution.id}: {execution.total} accounts, {execution.skipped} skipped")
+    if ctl.settings.embedded and execution.total:
+        click.echo("embedded mode: `keyturn serve` dispatches the records")
+    if not wait:
+        return
+    execution = wait_for(execution.id, timeout)
+    summarise(execution)
+    if execution.status != "success":
+        sys.exit(1)
+
+
+def wait_for(execution_id: int, timeout: float) -> Execution:
+    """Show a progress bar until the execution ends (or the timeout passes)."""
+    columns = [TextColumn("execution {task.fields[id]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("ok {task.fields[ok]}  failed {task.fields[bad]}"), TimeElapsedColumn()]
+    give_up = time.monotonic() + timeout
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = None
+        while True:
+            execution = Execution.get_by_id(execution_id)
+            if task is None:
+                task = progress.add_task("run", total=execution.total, id=execution_id, ok=0, bad=0)
+            progress.update(task, completed=execution.ended, ok=execution.succeeded,
+                            bad=execution.failed + execution.unverified)
+            if execution.status != "running":
+                return execution
+            if time.monotonic() > give_up:
+                raise click.ClickException(f"execution {execution_id} still running after "
+                                           f"{timeout:.0f} s")
+            time.sleep(0.2)
+
+
+def summarise(execution: Execution) -> None:
+    print_table(f"execution {execution.id} ({execution.plan_name}): {execution.status}",
+                ["success", "unverified", "failed", "skipped", "total"],
+                [[execution.succeeded, execution.unverified, execution.failed, execution.skipped,
+                  execution.total]])
+    failures = (Record.select(Record, Account, Asset).join(Account).join(Asset)
+                .where((Record.execution == execution) & (Record.status != "success")))
+    if failures.count():
+        print_table("not succeeded", ["record", "asset", "account", "status", "reason"],
+                    [[r.id, r.account.asset.name, r.account.username, r.status, r.error]
+                     for r in failures])
+
+
+# ---- executions and records ----------------------------------------------------------------
+
+@click.group()
+def execution():
+    """Executions (runs of plans)."""
+
+
+@execution.command("show")
+@click.argument("execution_id", type=int)
+def execution_show(execution_id):
+    """An execution's summary and log."""
+    controller()
+    found = Execution.get_or_none(Execution.id == execution_id)
+    if found is None:
+        raise click.ClickException(f"no execution {execution_id}")
+    summarise(found)
+    for line in found.log_lines.order_by(LogLine.id):
+        click.echo(f"{line.at:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
+
+
+@click.command()
+@click.option("--execution", "execution_id", type=int)
+@click.option("--plan", "plan_name")
+@click.option("--status", type=click.Choice(["pending", "dispatched", "success", "failed",
+                                             "unverified"]))
+@click.option("--limit", default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def records(execution_id, plan_name, status, limit, as_json):
+    """Per-account records, newest first (secrets are never shown here)."""
+    controller()
+    query = (Record.select(Record, Account, Asset, Execution).join(Account).join(Asset)
+             .switch(Record).join(Execution).order_by(Record.id.desc()).limit(limit))
+    if execution_id:
+        query = query.where(Record.execution == execution_id)
+    if plan_name:
+        query = query.where(Execution.plan_name == plan_name)
+    if status:
+        query = query.where(Record.status == status)
+    rows = [{"id": r.id, "execution": r.execution_id, "plan": r.execution.plan_name,
+             "asset": r.account.asset.name, "account": r.account.username, "status": r.status,
+             "error_code": r.error_code, "error": r.error, "worker": r.worker_id,
+             "attempt": r.attempt, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
+            for r in query]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    print_table("records", ["id", "execution", "asset", "account", "status", "reason", "worker"],
+                [[r["id"], r["execution"], r["asset"], r["account"], r["status"], r["error"],
+                  r["worker"]] for r in rows])
+
+
+@click.group()
+def secret():
+    """Reveal stored secrets (audited)."""
+
+
+@secret.command("show")
+@click.argument("asset_name")
+@click.argument("username")
+@click.option("--version", "which", type=click.Choice(["current", "pending", "previous"]),
+              default="current", show_default=True)
+def secret_show(asset_name, username, which):
+    """Print an account's secret; the reveal is written to the audit log."""
+    ctl = controller()
+    found = inventory.account_by_name(asset_name, username)
+    value = ctl.vault.decrypt(getattr(found, f"secret_{which}"))
+    if value is None:
+        raise click.ClickException(f"{username}@{asset_name} has no {which} secret")
+    AuditEvent.create(actor=f"cli:{getpass.getuser()}", action="secret.show",
+                      target=f"{asset_name}/{username}", detail=which)
+    click.echo(value)
+
+
+# ---- processes -----------------------------------------------------------------------------
+
+@click.command()
+def daemon():
+    """Run the controller daemon: results, heartbeats, dispatcher and reaper."""
+    from controller.daemon import Daemon
+
+    ctl = controller()
+    if ctl.settings.embedded:
+        raise click.ClickException("no KEYTURN_BROKER_URL: the embedded mode runs the daemon "
+                                   "inside `keyturn serve`")
+    run_until_signalled([Daemon(ctl)])
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+def serve(host, port):
+    """Run the controller: daemon and, in the embedded mode, a worker for every zone."""
+    from controller.embedded import services
+
+    ctl = controller()
+    run_until_signalled(services(ctl))
+
+
+def run_until_signalled(services: list) -> None:
+    """Start services, then stop them in reverse order on SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    for service in services:
+        service.start()
+    click.echo("running; stop with Ctrl-C", err=True)
+    stop.wait()
+    for service in reversed(services):
+        service.stop()

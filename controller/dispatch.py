@@ -1,0 +1,96 @@
+"""Publishing records: claim pending records, seal one command per account to its zone and
+publish it to `rotate.<zone>`. The one path for the CLI, the daemon's dispatcher and the reaper."""
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+from peewee import chunked
+
+from controller.models import Account, Asset, Record, Zone, utcnow
+from controller.planning import login_accounts
+from controller.runtime import Controller
+from shared.broker import ROTATE_ACTOR, publish, rotate_queue
+from shared.errors import KeyturnError
+from shared.messages import AssetTarget, RotateCommand, seal
+
+BATCH = 1000
+
+
+def dispatch_execution(ctl: Controller, execution_id: int) -> int:
+    return dispatch_where(ctl, Record.execution == execution_id)
+
+
+def dispatch_pending(ctl: Controller) -> int:
+    return dispatch_where(ctl, Record.status == "pending")
+
+
+def dispatch_where(ctl: Controller, condition) -> int:
+    """Publish every pending record matching `condition`; returns how many were published."""
+    sent = 0
+    while True:
+        claimed = claim_batch(ctl, condition)
+        if not claimed:
+            return sent
+        sent += publish_records(ctl, claimed)
+
+
+def claim_batch(ctl: Controller, condition) -> list[int]:
+    """Move up to BATCH pending records to `dispatched`; only the claimer publishes them."""
+    now = utcnow()
+    ids = [row for (row,) in Record.select(Record.id)
+           .where(condition & (Record.status == "pending")).order_by(Record.id).limit(BATCH).tuples()]
+    if not ids:
+        return []
+    query = (Record.update(status="dispatched", dispatched_at=now,
+                           deadline=now + timedelta(seconds=ctl.settings.rotation_deadline))
+             .where(Record.id.in_(ids) & (Record.status == "pending")).returning(Record.id))
+    return [row.id for row in query.execute()]
+
+
+def publish_records(ctl: Controller, record_ids: list[int]) -> int:
+    """Publish claimed records; on a bus failure the unpublished ones go back to pending."""
+    records = list(Record.select(Record, Account, Asset, Zone)
+                   .join(Account).join(Asset).join(Zone)
+                   .where(Record.id.in_(record_ids)).order_by(Record.id))
+    logins = login_accounts({record.account.asset_id for record in records})
+    login_secrets = {}
+    for done, record in enumerate(records):
+        asset = record.account.asset
+        try:
+            if asset.id not in login_secrets:
+                login_secrets[asset.id] = candidate_secrets(ctl, logins.get(asset.id))
+            command = build_command(ctl, record, login_secrets[asset.id], logins[asset.id])
+            publish(ctl.broker, rotate_queue(asset.zone.name), ROTATE_ACTOR,
+                    seal("rotate", command, ctl.channel(asset.zone)))
+        except Exception as exc:
+            unsent = [r.id for r in records[done:]]
+            for ids in chunked(unsent, 500):
+                Record.update(status="pending").where(Record.id.in_(ids)).execute()
+            raise KeyturnError(f"publishing stopped ({type(exc).__name__}); "
+                               f"{len(unsent)} records wait as pending for the dispatcher") from None
+    return len(records)
+
+
+def candidate_secrets(ctl: Controller, login: Account | None) -> list[str]:
+    """The login account's secrets to try: current, then pending (it may be in rotation too)."""
+    if login is None or login.secret_current is None:
+        raise KeyturnError("asset has no privileged account with a secret")
+    candidates = [ctl.vault.decrypt(login.secret_current)]
+    if login.secret_pending is not None:
+        candidates.append(ctl.vault.decrypt(login.secret_pending))
+    return candidates
+
+
+def build_command(ctl: Controller, record: Record, login_secrets: list[str],
+                  login: Account) -> RotateCommand:
+    account, asset = record.account, record.account.asset
+    return RotateCommand(
+        action=record.action, record_id=record.id, attempt=record.attempt, zone=asset.zone.name,
+        asset=AssetTarget(name=asset.name, address=asset.address, port=asset.port,
+                          platform=asset.platform, host_key=asset.host_key,
+                          trust_first_use=asset.zone.trust_first_use),
+        login_username=login.username, login_secrets=login_secrets,
+        username=account.username, secret_type=account.secret_type,
+        new_secret=ctl.vault.decrypt(record.new_secret),
+        timeout=ctl.settings.ssh_timeout,
+        valid_until=record.deadline.replace(tzinfo=timezone.utc).timestamp())

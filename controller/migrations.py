@@ -1,0 +1,40 @@
+"""Create or upgrade the schema: `keyturn init` runs `migrate()`.
+
+A new database gets the current tables and the latest version at once. An existing one runs,
+in order, every step newer than its recorded version; each step is a function of a
+`playhouse.migrate` migrator, so columns are added in place and no data is dropped.
+"""
+from __future__ import annotations
+
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
+
+from controller.db import database, is_postgres
+from controller.models import MODELS, SchemaVersion
+
+# Step N upgrades a version N-1 database to version N. Append; never edit a released step.
+STEPS: list = []
+LATEST = 1 + len(STEPS)
+
+
+def current_version() -> int | None:
+    if not database.table_exists(SchemaVersion._meta.table_name):
+        return None
+    row = SchemaVersion.select().first()
+    return row.version if row else None
+
+
+def migrate() -> tuple[int | None, int]:
+    """Bring the schema to LATEST; returns (version before, version after)."""
+    with database.atomic():
+        before = current_version()
+        if before is None:
+            database.create_tables(MODELS)
+            SchemaVersion.create(version=LATEST)
+            return before, LATEST
+        if before > LATEST:
+            raise RuntimeError(f"database schema {before} is newer than this keyturn ({LATEST})")
+        migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+        for step in STEPS[before - 1:]:
+            run_operations(*step(migrator))
+        SchemaVersion.update(version=LATEST).execute()
+        return before, LATEST

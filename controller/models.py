@@ -1,0 +1,186 @@
+"""The controller's data model (peewee). Secret columns hold `controller.vault` ciphertext only."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import peewee as pw
+
+from controller.db import database
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class JSONField(pw.TextField):
+    """JSON in a text column, portable across SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+
+
+class Zone(BaseModel):
+    name = pw.CharField(unique=True, max_length=63)
+    public_key = pw.CharField(null=True)          # base64 Curve25519; None: zone cannot be used yet
+    trust_first_use = pw.BooleanField(default=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Node(BaseModel):
+    """A folder of the asset tree, named by its path (`/prod/web`)."""
+
+    path = pw.CharField(unique=True, max_length=512)
+
+
+class Asset(BaseModel):
+    name = pw.CharField(unique=True, max_length=128)
+    address = pw.CharField(max_length=255)
+    port = pw.IntegerField(default=22)
+    platform = pw.CharField(max_length=16, default="linux")
+    zone = pw.ForeignKeyField(Zone, backref="assets", on_delete="RESTRICT")
+    node = pw.ForeignKeyField(Node, backref="assets", null=True, on_delete="SET NULL")
+    host_key = pw.TextField(null=True)            # pinned OpenSSH public key line
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class Account(BaseModel):
+    """A user on an asset with its secret versions: current, pending (in rotation) and previous."""
+
+    asset = pw.ForeignKeyField(Asset, backref="accounts", on_delete="CASCADE")
+    username = pw.CharField(max_length=64)
+    secret_type = pw.CharField(max_length=16, default="password")
+    privileged = pw.BooleanField(default=False)
+    secret_current = pw.BlobField(null=True)
+    secret_pending = pw.BlobField(null=True)
+    secret_previous = pw.BlobField(null=True)
+    current_since = pw.DateTimeField(null=True)
+    pending_since = pw.DateTimeField(null=True)
+    previous_since = pw.DateTimeField(null=True)
+    busy_execution = pw.IntegerField(null=True, index=True)   # the execution rotating it now (one at a time)
+
+    class Meta:
+        indexes = ((("asset", "username"), True),)
+
+
+class Plan(BaseModel):
+    name = pw.CharField(unique=True, max_length=128)
+    usernames = JSONField(default=list)
+    strategy = pw.CharField(max_length=16, default="random")          # random | specific
+    secret_type = pw.CharField(max_length=16, default="password")
+    given_secret = pw.BlobField(null=True)                             # strategy "specific"
+    length = pw.IntegerField(default=16)
+    lowercase = pw.BooleanField(default=True)
+    uppercase = pw.BooleanField(default=True)
+    digits = pw.BooleanField(default=True)
+    symbols = pw.BooleanField(default=True)
+    exclude_symbols = pw.CharField(default="", max_length=64)
+    params = JSONField(default=dict)
+    interval_hours = pw.IntegerField(null=True)
+    crontab = pw.CharField(null=True, max_length=128)
+    next_run_at = pw.DateTimeField(null=True, index=True)
+    recipients = JSONField(default=list)
+    active = pw.BooleanField(default=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class PlanAsset(BaseModel):
+    plan = pw.ForeignKeyField(Plan, backref="asset_links", on_delete="CASCADE")
+    asset = pw.ForeignKeyField(Asset, on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("plan", "asset"), True),)
+
+
+class PlanNode(BaseModel):
+    plan = pw.ForeignKeyField(Plan, backref="node_links", on_delete="CASCADE")
+    node = pw.ForeignKeyField(Node, on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("plan", "node"), True),)
+
+
+class Execution(BaseModel):
+    plan = pw.ForeignKeyField(Plan, backref="executions", null=True, on_delete="SET NULL")
+    plan_name = pw.CharField(max_length=128)            # kept when the plan is deleted
+    trigger = pw.CharField(max_length=16, default="manual")   # manual | schedule | retry | api
+    started_by = pw.CharField(max_length=128, default="cli")
+    retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
+    status = pw.CharField(max_length=16, default="running", index=True)   # running | success | failed
+    created_at = pw.DateTimeField(default=utcnow, index=True)
+    finished_at = pw.DateTimeField(null=True)
+    total = pw.IntegerField(default=0)
+    succeeded = pw.IntegerField(default=0)
+    failed = pw.IntegerField(default=0)
+    unverified = pw.IntegerField(default=0)
+    skipped = pw.IntegerField(default=0)
+
+    @property
+    def ended(self) -> int:
+        return self.succeeded + self.failed + self.unverified
+
+
+class LogLine(BaseModel):
+    execution = pw.ForeignKeyField(Execution, backref="log_lines", on_delete="CASCADE")
+    at = pw.DateTimeField(default=utcnow)
+    level = pw.CharField(max_length=8, default="info")
+    message = pw.TextField()
+
+
+class Record(BaseModel):
+    """One account's rotation inside an execution. Old and new secret are set before dispatch."""
+
+    execution = pw.ForeignKeyField(Execution, backref="records", on_delete="CASCADE")
+    account = pw.ForeignKeyField(Account, backref="records", on_delete="CASCADE")
+    retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
+    action = pw.CharField(max_length=8, default="rotate")          # rotate | verify
+    status = pw.CharField(max_length=16, default="pending", index=True)
+    old_secret = pw.BlobField(null=True)
+    new_secret = pw.BlobField(null=True)
+    error_code = pw.CharField(max_length=32, null=True)
+    error = pw.TextField(null=True)
+    worker_id = pw.CharField(max_length=128, null=True)
+    attempt = pw.IntegerField(default=1)               # dispatches so far (the reaper re-dispatches)
+    created_at = pw.DateTimeField(default=utcnow)
+    dispatched_at = pw.DateTimeField(null=True)
+    deadline = pw.DateTimeField(null=True, index=True)
+    started_at = pw.DateTimeField(null=True)
+    finished_at = pw.DateTimeField(null=True)
+    ignored = pw.BooleanField(default=False)
+
+
+class AuditEvent(BaseModel):
+    at = pw.DateTimeField(default=utcnow, index=True)
+    actor = pw.CharField(max_length=128)
+    action = pw.CharField(max_length=64)
+    target = pw.CharField(max_length=255)
+    detail = pw.TextField(default="")
+
+
+class WorkerSeen(BaseModel):
+    worker_id = pw.CharField(primary_key=True, max_length=128)
+    zone = pw.CharField(max_length=63, index=True)
+    host = pw.CharField(max_length=255)
+    version = pw.CharField(max_length=32)
+    in_flight = pw.IntegerField(default=0)
+    last_seen = pw.DateTimeField(default=utcnow)
+
+
+MODELS = [SchemaVersion, Zone, Node, Asset, Account, Plan, PlanAsset, PlanNode, Execution, LogLine,
+          Record, AuditEvent, WorkerSeen]
+
+TERMINAL = ("success", "failed", "unverified")
+IN_FLIGHT = ("pending", "dispatched")

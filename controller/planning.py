@@ -1,0 +1,138 @@
+"""Running a plan: resolve its accounts, apply secure mode, and commit one pending record per
+account holding its new secret, all before anything is published (step 1 of the protocol)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peewee import JOIN, chunked
+
+from controller.db import database
+from controller.executions import finish_if_done, log, log_many
+from controller.models import (Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode, Record,
+                               Zone, utcnow)
+from controller.plans import PROTECTED_USERNAMES
+from controller.runtime import Controller
+from controller.secretgen import PasswordRules
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Target:
+    account: Account
+    new_secret: str
+
+
+def resolve_accounts(plan: Plan) -> list[Account]:
+    """The plan's usernames on its assets and on every asset under its nodes (with asset, zone)."""
+    asset_ids = PlanAsset.select(PlanAsset.asset).where(PlanAsset.plan == plan)
+    targets = Asset.id.in_(asset_ids)
+    for (path,) in PlanNode.select(Node.path).join(Node).where(PlanNode.plan == plan).tuples():
+        targets |= (Node.path == path) | Node.path.startswith(path.rstrip("/") + "/")
+    return list(Account.select(Account, Asset, Zone)
+                .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
+                .where(Account.username.in_(plan.usernames) & targets)
+                .order_by(Asset.name, Account.username))
+
+
+def login_accounts(asset_ids: set[int]) -> dict[int, Account]:
+    """Each asset's privileged account: the one workers log in with."""
+    found = {}
+    for ids in chunked(sorted(asset_ids), CHUNK):
+        for account in Account.select().where(Account.asset.in_(ids) & Account.privileged):
+            found[account.asset_id] = account
+    return found
+
+
+def skip_reason(account: Account, login: Account | None, secure_mode: bool) -> str | None:
+    where = f"{account.username}@{account.asset.name}"
+    if login is None:
+        return f"skipped {where}: asset has no privileged account to log in with"
+    if login.secret_current is None:
+        return f"skipped {where}: the privileged account {login.username} has no secret"
+    if not account.asset.zone.public_key:
+        return f"skipped {where}: zone {account.asset.zone.name} has no public key"
+    if secure_mode and (account.privileged or account.username.lower() in PROTECTED_USERNAMES):
+        return f"skipped {where}: secure mode protects privileged and root accounts"
+    return None
+
+
+def new_secret_source(ctl: Controller, plan: Plan):
+    """A function returning each account's new secret under the plan's strategy."""
+    if plan.strategy == "specific":
+        given = ctl.vault.decrypt(plan.given_secret)
+        return lambda: given
+    rules = PasswordRules(plan.length, plan.lowercase, plan.uppercase, plan.digits, plan.symbols,
+                          plan.exclude_symbols)
+    return rules.generate
+
+
+def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
+                    started_by: str = "cli") -> Execution:
+    """Create the execution and its pending records in one transaction; nothing is published."""
+    accounts = resolve_accounts(plan)
+    logins = login_accounts({account.asset_id for account in accounts})
+    next_secret = new_secret_source(ctl, plan)
+    with database.atomic():
+        execution = Execution.create(plan=plan, plan_name=plan.name, trigger=trigger,
+                                     started_by=started_by)
+        notes = [f"plan {plan.name}: {len(accounts)} accounts resolved "
+                 f"(secure mode {'on' if ctl.settings.secure_mode else 'off'})"]
+        eligible = []
+        for account in accounts:
+            reason = skip_reason(account, logins.get(account.asset_id), ctl.settings.secure_mode)
+            if reason:
+                notes.append(reason)
+            else:
+                eligible.append(account)
+        claimed = claim_accounts(execution, [account.id for account in eligible])
+        for account in eligible:
+            if account.id not in claimed:
+                notes.append(f"skipped {account.username}@{account.asset.name}: "
+                             f"already in another rotation")
+        targets = [Target(account, next_secret()) for account in eligible if account.id in claimed]
+        create_records(ctl, execution, targets)
+        execution.total = len(targets)
+        execution.skipped = len(accounts) - len(targets)
+        execution.save()
+        notes.append(f"{len(targets)} records pending, {execution.skipped} skipped")
+        log_many(execution.id, notes)
+        finish_if_done(execution.id)
+    return execution
+
+
+def claim_accounts(execution: Execution, account_ids: list[int]) -> set[int]:
+    """Mark accounts as busy with this execution unless another rotation holds them."""
+    for ids in chunked(account_ids, CHUNK):
+        (Account.update(busy_execution=execution.id)
+         .where(Account.id.in_(ids) & Account.busy_execution.is_null()).execute())
+    return {row for (row,) in Account.select(Account.id)
+            .where(Account.busy_execution == execution.id).tuples()}
+
+
+def create_records(ctl: Controller, execution: Execution, targets: list[Target],
+                   retry_of: dict[int, int] | None = None) -> None:
+    """Insert the pending records and make each new secret its account's pending secret."""
+    now = utcnow()
+    rows = [{"execution": execution.id, "account": t.account.id, "status": "pending",
+             "old_secret": t.account.secret_current, "new_secret": ctl.vault.encrypt(t.new_secret),
+             "created_at": now, "deadline": now,
+             "retry_of": (retry_of or {}).get(t.account.id)} for t in targets]
+    for batch in chunked(rows, CHUNK):
+        Record.insert_many(batch).execute()
+    pending = (Record.select(Record.new_secret)
+               .where((Record.execution == execution.id) & (Record.account == Account.id)))
+    (Account.update(secret_pending=pending, pending_since=now)
+     .where(Account.busy_execution == execution.id).execute())
+
+
+def run_plan(ctl: Controller, plan: Plan, **kwargs) -> Execution:
+    """Start an execution and publish its records. In the embedded mode the bus lives inside
+    `keyturn serve`, whose dispatcher publishes them."""
+    from controller.dispatch import dispatch_execution
+
+    execution = start_execution(ctl, plan, **kwargs)
+    if execution.total and not ctl.settings.embedded:
+        sent = dispatch_execution(ctl, execution.id)
+        log(execution.id, f"{sent} messages published")
+    return execution

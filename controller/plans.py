@@ -1,0 +1,119 @@
+"""Saving plans: one validated spec for the CLI, the console and the API."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from controller.db import database
+from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
+from controller.secretgen import DEFAULT_LENGTH, PasswordRules, RuleError, validate_given_secret
+from controller.vault import Vault
+from shared.errors import KeyturnError
+from shared.messages import USERNAME
+
+PROTECTED_USERNAMES = ("root", "administrator")
+
+
+class PlanError(KeyturnError):
+    """A plan cannot be saved; `errors` maps each bad field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+        self.errors = errors
+
+
+class PlanSpec(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    usernames: list[str] = Field(min_length=1)
+    assets: list[str] = []
+    nodes: list[str] = []
+    strategy: str = Field(default="random", pattern="^(random|specific)$")
+    secret_type: str = Field(default="password", pattern="^(password)$")
+    secret: SecretStr | None = None
+    length: int = DEFAULT_LENGTH
+    lowercase: bool = True
+    uppercase: bool = True
+    digits: bool = True
+    symbols: bool = True
+    exclude_symbols: str = ""
+    params: dict = {}
+    interval_hours: int | None = Field(default=None, ge=1, le=24 * 366)
+    crontab: str | None = None
+    recipients: list[str] = []
+    active: bool = True
+
+    @field_validator("usernames")
+    @classmethod
+    def _usernames(cls, names: list[str]) -> list[str]:
+        cleaned = list(dict.fromkeys(name.strip() for name in names if name.strip()))
+        bad = [name for name in cleaned if not USERNAME.match(name)]
+        if bad:
+            raise ValueError(f"not a valid user name: {', '.join(bad)}")
+        if not cleaned:
+            raise ValueError("name at least one user")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if not self.assets and not self.nodes:
+            raise ValueError("targets: name at least one asset or node")
+        if self.strategy == "specific":
+            if self.secret is None:
+                raise RuleError("secret", "is required with the specific strategy")
+            validate_given_secret(self.secret.get_secret_value())
+        else:
+            self.rules.validate()
+        return self
+
+    @property
+    def rules(self) -> PasswordRules:
+        return PasswordRules(self.length, self.lowercase, self.uppercase, self.digits, self.symbols,
+                             self.exclude_symbols)
+
+    def protected_usernames(self) -> list[str]:
+        """Usernames that secure mode will never rotate (said when the plan is saved)."""
+        return [name for name in self.usernames if name.lower() in PROTECTED_USERNAMES]
+
+
+def parse_spec(data: dict) -> PlanSpec:
+    """Validate a plan form/command; every problem is reported by field, never with its value."""
+    try:
+        return PlanSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = {}
+        for error in exc.errors(include_input=False):
+            rule_error = (error.get("ctx") or {}).get("error")
+            if isinstance(rule_error, RuleError):
+                errors[rule_error.field] = rule_error.message
+            else:
+                field = ".".join(str(part) for part in error["loc"]) or "plan"
+                message = error["msg"].removeprefix("Value error, ")
+                errors.setdefault(field, message)
+        raise PlanError(errors) from None
+
+
+def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None) -> Plan:
+    """Create `spec` as a new plan, or overwrite `plan` with it."""
+    assets = {a.name: a for a in Asset.select().where(Asset.name.in_(spec.assets))}
+    nodes = {n.path: n for n in Node.select().where(Node.path.in_(spec.nodes))}
+    missing = {"assets": [a for a in spec.assets if a not in assets],
+               "nodes": [n for n in spec.nodes if n not in nodes]}
+    errors = {field: "unknown: " + ", ".join(names) for field, names in missing.items() if names}
+    clash = Plan.select().where((Plan.name == spec.name) & (Plan.id != (plan.id if plan else -1)))
+    if clash.exists():
+        errors["name"] = "another plan has this name"
+    if errors:
+        raise PlanError(errors)
+    fields = spec.model_dump(exclude={"assets", "nodes", "secret"})
+    fields["given_secret"] = vault.encrypt(spec.secret.get_secret_value()) if spec.secret else None
+    fields["updated_at"] = utcnow()
+    with database.atomic():
+        if plan is None:
+            plan = Plan.create(**fields)
+        else:
+            Plan.update(**fields).where(Plan.id == plan.id).execute()
+            PlanAsset.delete().where(PlanAsset.plan == plan).execute()
+            PlanNode.delete().where(PlanNode.plan == plan).execute()
+            plan = Plan.get_by_id(plan.id)
+        PlanAsset.insert_many([{"plan": plan, "asset": a} for a in assets.values()]).execute()
+        PlanNode.insert_many([{"plan": plan, "node": n} for n in nodes.values()]).execute()
+    return plan

@@ -1,0 +1,60 @@
+"""What a controller process holds once it starts: settings, database, vault, keys and bus."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import dramatiq
+
+from controller.db import open_database
+from controller.models import Zone
+from controller.vault import Vault, load_vault
+from shared import zonecrypto
+from shared.broker import make_broker
+from shared.errors import KeyturnError
+from shared.settings import Settings
+
+
+@dataclass
+class Controller:
+    settings: Settings
+    vault: Vault
+    _channels: dict = field(default_factory=dict)
+
+    @cached_property
+    def broker(self) -> dramatiq.Broker:
+        return make_broker(self.settings.broker_url)
+
+    @cached_property
+    def private_key(self):
+        path = self.settings.controller_key_file
+        if not path.exists():
+            raise KeyturnError(f"no controller key at {path}: run `keyturn init`")
+        return zonecrypto.read_private_key(path)
+
+    def channel(self, zone: Zone) -> zonecrypto.Channel:
+        """The sealed channel to `zone`, cached per zone public key."""
+        if not zone.public_key:
+            raise KeyturnError(f"zone {zone.name} has no public key: register one with "
+                               f"`keyturn zone add {zone.name} --public-key ...`")
+        cached = self._channels.get(zone.public_key)
+        if cached is None:
+            cached = zonecrypto.Channel(self.private_key, zonecrypto.decode_public_key(zone.public_key))
+            self._channels[zone.public_key] = cached
+        return cached
+
+    def channel_for_zone_name(self, name: str) -> zonecrypto.Channel:
+        zone = Zone.get_or_none(Zone.name == name)
+        if zone is None:
+            raise KeyturnError(f"unknown zone {name}")
+        return self.channel(zone)
+
+
+def start_controller(settings: Settings) -> Controller:
+    open_database(settings.effective_database_url)
+    return Controller(settings=settings,
+                      vault=load_vault(_secret_key_text(settings), settings.master_key_file))
+
+
+def _secret_key_text(settings: Settings) -> str | None:
+    return settings.secret_key.get_secret_value() if settings.secret_key else None

@@ -1,0 +1,45 @@
+"""One place that knows the bus: queue and actor names, broker construction, publishing.
+
+The controller publishes `rotate` messages without importing worker code, and workers publish
+results without importing controller code: both only build `dramatiq.Message`s by name here.
+"""
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, default_middleware
+
+ROTATE_ACTOR = "rotate"
+RESULT_ACTOR = "apply_result"
+HEARTBEAT_ACTOR = "record_heartbeat"
+RESULTS_QUEUE = "keyturn.results"
+HEARTBEATS_QUEUE = "keyturn.heartbeats"
+
+
+def rotate_queue(zone: str) -> str:
+    return f"rotate.{zone}"
+
+
+def make_broker(broker_url: str | None) -> dramatiq.Broker:
+    """A RabbitMQ broker with publisher confirms, or the in-process one when no URL is set."""
+    middleware = [factory() for factory in default_middleware] + [CurrentMessage()]
+    if broker_url is None:
+        broker = StubBroker(middleware=middleware)
+        broker.emit_after("process_boot")
+    else:
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        broker = RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=middleware)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def publish(broker: dramatiq.Broker, queue_name: str, actor_name: str, envelope: dict) -> None:
+    broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name,
+                                    args=(envelope,), kwargs={}, options={}))
+
+
+def message_redelivered() -> bool:
+    """Was the message being handled delivered before (a worker died holding it)?"""
+    message = CurrentMessage.get_current_message()
+    return bool(getattr(message, "redelivered", False))

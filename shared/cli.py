@@ -1,0 +1,73 @@
+"""The `keyturn` command. Subcommands load lazily from the side that implements them, so a
+zone worker installed with `keyturn[worker]` runs without Flask or peewee."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from shared.errors import KeyturnError
+from shared.settings import SettingsError
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used (click's documented pattern)."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name not in self.lazy:
+            return super().get_command(ctx, name)
+        module_name, attr = self.lazy[name].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            side = module_name.split(".")[0]
+            raise click.ClickException(
+                f"`{name}` needs the {side} part: pip install 'keyturn[{side}]' ({exc.name} is missing)")
+        return getattr(module, attr)
+
+
+CONTROLLER = "controller.cli"
+ZONE_COMMANDS = {"add": f"{CONTROLLER}:zone_add", "list": f"{CONTROLLER}:zone_list",
+                 "keygen": "worker.cli:zone_keygen"}
+COMMANDS = {name: f"{CONTROLLER}:{name}" for name in (
+    "init", "asset", "account", "plan", "execution", "records", "secret", "daemon", "serve")}
+COMMANDS["worker"] = "worker.cli:worker"
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS)
+@click.version_option(package_name="keyturn")
+def cli():
+    """keyturn: rotate account secrets across a fleet."""
+
+
+@cli.group(cls=LazyGroup, lazy=ZONE_COMMANDS)
+def zone():
+    """Network zones: their keys and their workers."""
+
+
+def main() -> None:
+    """Entry point: known failures become one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SettingsError as exc:
+        click.echo(f"keyturn: bad setting {exc}", err=True)
+        sys.exit(2)
+    except KeyturnError as exc:
+        click.echo(f"keyturn: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,102 @@
+"""Settings from `KEYTURN_*` environment variables and an optional TOML file.
+
+Both sides load the same settings class; each reads only what it needs. A bad value stops
+start-up with one line that names the setting (`SettingsError`), never a traceback.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+from shared.errors import KeyturnError
+
+ENV_PREFIX = "KEYTURN_"
+
+
+class SettingsError(KeyturnError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".keyturn")
+    database_url: str | None = None
+    broker_url: str | None = None
+    secure_mode: bool = True
+    secret_key: SecretStr | None = None
+    zone_key_file: Path | None = None
+    controller_public_key: str | None = None
+    worker_threads: int = Field(default=8, ge=1, le=256)
+    ssh_timeout: float = Field(default=15.0, gt=0, le=600)
+    rotation_deadline: int = Field(default=600, ge=10)
+    max_dispatch_attempts: int = Field(default=3, ge=1, le=20)
+    trust_first_use: bool = True
+    step_up_window: int = Field(default=300, ge=0)
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_security: str = Field(default="none", pattern="^(none|starttls|tls)$")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "keyturn@localhost"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        """Environment beats the config file; the file is named by KEYTURN_CONFIG."""
+        sources = [init_settings, env_settings]
+        config_file = os.environ.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise SettingsError(f"KEYTURN_CONFIG: no such file {config_file}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return url or None
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'keyturn.db'}"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: one process runs everything over an in-process broker."""
+        return self.broker_url is None
+
+    @property
+    def controller_key_file(self) -> Path:
+        return self.data_dir / "controller.key"
+
+    def zone_key_path(self, zone: str) -> Path:
+        return self.zone_key_file or self.data_dir / "zones" / f"{zone}.key"
+
+
+def load_settings(**overrides) -> Settings:
+    """Load settings, turning pydantic's report into one line naming the first bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+        raise SettingsError(f"{name}: {error['msg']}") from None
