@@ -1,0 +1,60 @@
+"""Shared fixtures: settings on a temporary data dir, and the controller on SQLite and on
+PostgreSQL (a fresh schema per test in the `test` database)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from controller.inventory import initialise
+from controller.runtime import start_controller
+from shared.settings import load_settings
+
+pytest_plugins = ["tests.sshd_hosts"]
+
+POSTGRES_DSN = os.environ.get("KEYTURN_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Tests see only the KEYTURN_* settings they set themselves."""
+    for name in list(os.environ):
+        if name.startswith("KEYTURN_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL URL whose search_path is a schema made for this test and dropped after it."""
+    schema = f"kt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    params = dict(part.split("=", 1) for part in POSTGRES_DSN.split())
+    yield (f"postgresql://{params['user']}@{params['host']}:{params['port']}/{params['dbname']}"
+           f"?options=-csearch_path%3D{schema}")
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keyturn.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def settings(tmp_path, database_url):
+    return load_settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def ctl(settings):
+    """An initialised controller on the in-process broker."""
+    initialise(settings)
+    controller = start_controller(settings)
+    yield controller
+    from controller.db import database
+    database.close()

@@ -1,0 +1,335 @@
+"""Real OpenSSH test hosts, each with its own user database.
+
+Every host is a long-lived *holder* process in a private mount namespace that
+sees its own copy-on-write /etc and /var (overlays over the machine's) and
+private tmpfs /run, /home and /root; the machine's users and files are never
+touched.  sshd is started inside that namespace with nsenter, so it can be
+stopped, paused and restarted while the users, passwords and home directories
+survive.  Each host listens on its own 127.77.x.y:22.
+
+The holder ends, and first kills every process in its namespace, when the pipe
+on its stdin closes: on close(), and also when the test process dies in any
+way, so no sshd outlives a crashed run.  Needs root, unshare and nsenter; the
+base directory must not live under /var, /run, /home or /root.
+
+Load into a test session with ``pytest_plugins = ["tests.sshd_hosts"]`` and use
+the ``ssh_farm`` fixture.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import paramiko
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+READY_TIMEOUT = 10.0
+ADDRESS_LOCK_DIR = Path(tempfile.gettempdir()) / "keyturn-sshd-addresses"
+SUDO_RULES = {"nopasswd": "ALL=(ALL) NOPASSWD: ALL", "password": "ALL=(ALL) ALL"}
+
+# Runs as `sh -c HOLDER_SCRIPT holder SCRATCH` inside a fresh private mount namespace.
+HOLDER_SCRIPT = r"""
+set -e
+scratch=$1
+mount -t tmpfs -o mode=0700 tmpfs "$scratch"
+for d in etc var; do
+  mkdir "$scratch/$d" "$scratch/$d.work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$scratch/$d,workdir=$scratch/$d.work" "/$d"
+done
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -m 0755 /run/sshd
+mount -t tmpfs -o mode=0755 tmpfs /home
+mount -t tmpfs -o mode=0700 tmpfs /root
+# Only in this host's /etc overlay: no 2-4 s penalty per wrong password, and
+# sessions also work where writing /proc/self/loginuid is not permitted.
+sed -i 's/^\(auth.*pam_unix\.so.*\)$/\1 nodelay/' /etc/pam.d/common-auth
+sed -i 's/^session\s\+required\s\+pam_loginuid\.so/session optional pam_loginuid.so/' /etc/pam.d/sshd
+echo ready
+read -r _ || true
+set +e
+while :; do
+  killed=0
+  for p in /proc/[0-9]*; do
+    if [ "$p" != /proc/$$ ] && [ "$p/ns/mnt" -ef /proc/$$/ns/mnt ]; then
+      kill -9 "${p#/proc/}" 2>/dev/null && killed=1
+    fi
+  done
+  [ $killed = 0 ] && break
+done
+"""
+
+
+def _port_22_free(address: str) -> bool:
+    """Whether nothing listens on address:22, so sshd can bind it."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, 22))
+        except OSError:
+            return False
+    return True
+
+
+def _claim_address() -> tuple[str, int]:
+    """Pick an unused 127.77.x.y; the returned locked fd keeps parallel test runs off it."""
+    ADDRESS_LOCK_DIR.mkdir(exist_ok=True)
+    for n in range(2, 0xFFFF):
+        address = f"127.77.{n >> 8}.{n & 0xFF}"
+        fd = os.open(ADDRESS_LOCK_DIR / address, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _port_22_free(address):
+                return address, fd
+        except BlockingIOError:
+            pass
+        os.close(fd)
+    raise RuntimeError("no free address left in 127.77.0.0/16")
+
+
+class SshHost:
+    """One sshd test host with its own users, served on address:22."""
+
+    port = 22
+
+    def __init__(self, name: str, directory: Path):
+        """Create the namespace and host key and start sshd; cleans up after itself on failure."""
+        self.name = name
+        self.directory = directory
+        self.log_path = directory / "sshd.log"
+        self._key_path = directory / "ssh_host_ed25519_key"
+        self._config_path = directory / "sshd_config"
+        self._holder: subprocess.Popen | None = None
+        self._sshd: subprocess.Popen | None = None
+        self.address, self._address_lock = _claim_address()
+        try:
+            scratch = directory / "namespace"
+            scratch.mkdir(parents=True)
+            with open(self.log_path, "ab") as log:
+                self._holder = subprocess.Popen(
+                    ["unshare", "--mount", "--propagation", "private",
+                     "sh", "-c", HOLDER_SCRIPT, "holder", str(scratch)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                )
+            if self._holder.stdout.readline() != b"ready\n":
+                raise RuntimeError(f"{name}: namespace setup failed:\n{self._log_tail()}")
+            self._holder.stdout.close()
+            self._generate_host_key()
+            self._config_path.write_text(
+                f"ListenAddress {self.address}:{self.port}\n"
+                f"HostKey {self._key_path}\n"
+                "PidFile none\n"
+                "UsePAM yes\n"
+                "PasswordAuthentication yes\n"
+                "KbdInteractiveAuthentication no\n"
+                "PubkeyAuthentication yes\n"
+                "PermitRootLogin yes\n"
+                "UseDNS no\n"
+                "MaxStartups 200:30:400\n"
+                "MaxSessions 100\n"
+                "LogLevel INFO\n"
+                "Subsystem sftp internal-sftp\n"
+            )
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        """Name and address, so failing tests say which host."""
+        return f"<SshHost {self.name} {self.address}:{self.port}>"
+
+    def add_user(self, username: str, password: str, *, sudo: str | None = None,
+                 shell: str = "/bin/bash") -> None:
+        """Create a user with a home dir; sudo is None, "nopasswd" or "password" (asks own password)."""
+        rule = SUDO_RULES[sudo] if sudo else None
+        self.run(["useradd", "--create-home", "--shell", shell, username])
+        self.set_password(username, password)
+        if rule:
+            path = f"/etc/sudoers.d/keyturn-{username.replace('.', '_')}"
+            self.run(["sh", "-c", 'umask 0337 && cat > "$1"', "sh", path],
+                     input=f"{username} {rule}\n".encode())
+
+    def set_password(self, username: str, password: str) -> None:
+        """Set a password the way an admin would: chpasswd, password on stdin."""
+        self.run(["chpasswd"], input=f"{username}:{password}\n".encode())
+
+    def password_works(self, username: str, password: str) -> bool:
+        """Whether a real SSH password login succeeds; False on auth failure, raises on other errors."""
+        client = paramiko.SSHClient()
+        key_type, key_data = self.host_public_key.split()
+        client.get_host_keys().add(self.address, key_type,
+                                   paramiko.Ed25519Key(data=base64.b64decode(key_data)))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(self.address, self.port, username, password, timeout=5,
+                           banner_timeout=5, auth_timeout=5, allow_agent=False,
+                           look_for_keys=False)
+            return True
+        except paramiko.AuthenticationException:
+            return False
+        finally:
+            client.close()
+
+    def run(self, argv: list[str], input: bytes | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        """Run a command as root inside the host (its /etc, users, homes); output captured."""
+        return subprocess.run(self._nsenter(argv), input=input, capture_output=True,
+                              check=check, timeout=60)
+
+    def shadow_line(self, username: str) -> str:
+        """The user's line in the host's /etc/shadow, to check what a rotation wrote."""
+        return self.run(["getent", "shadow", username]).stdout.decode().strip()
+
+    def stop(self) -> None:
+        """Kill sshd so connections are refused; users and open sessions survive."""
+        if self._sshd is not None:
+            self._sshd.kill()
+            self._sshd.wait()
+            self._sshd = None
+
+    def start(self) -> None:
+        """Start sshd inside the namespace and wait until it sends its banner."""
+        with open(self.log_path, "ab") as log:
+            self._sshd = subprocess.Popen(
+                self._nsenter([SSHD, "-D", "-e", "-f", str(self._config_path)]),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._serves_banner():
+            if self._sshd.poll() is not None:
+                raise RuntimeError(f"{self.name}: sshd exited with {self._sshd.returncode}:\n"
+                                   f"{self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no SSH banner on {self.address}:{self.port} "
+                                   f"after {READY_TIMEOUT}s:\n{self._log_tail()}")
+            time.sleep(0.01)
+
+    def pause(self) -> None:
+        """SIGSTOP sshd: new connections are accepted by the kernel but hang (timeout tests)."""
+        self._running_sshd().send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT sshd: hanging connections proceed."""
+        self._running_sshd().send_signal(signal.SIGCONT)
+
+    def new_host_key(self) -> None:
+        """Replace the host key (as after a reinstall) and restart sshd if it was running."""
+        was_running = self._sshd is not None
+        self.stop()
+        self._key_path.unlink()
+        self._key_path.with_suffix(".pub").unlink()
+        self._generate_host_key()
+        if was_running:
+            self.start()
+
+    def close(self) -> None:
+        """Stop sshd, kill everything in the namespace, remove the directory; idempotent."""
+        self.stop()
+        if self._holder is not None:
+            self._holder.stdin.close()
+            try:
+                self._holder.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._holder.kill()
+                self._holder.wait()
+            self._holder = None
+        if self._address_lock is not None:
+            os.close(self._address_lock)
+            self._address_lock = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _generate_host_key(self) -> None:
+        """Write a fresh ed25519 host key and remember its public line."""
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "",
+                        "-f", str(self._key_path)], check=True, capture_output=True)
+        key_type, key_data = self._key_path.with_suffix(".pub").read_text().split()[:2]
+        self.host_public_key = f"{key_type} {key_data}"
+
+    def _nsenter(self, argv: list[str]) -> list[str]:
+        """argv prefixed to run inside the holder's mount namespace."""
+        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--", *argv]
+
+    def _running_sshd(self) -> subprocess.Popen:
+        """The sshd process, or a clear error if it is stopped."""
+        if self._sshd is None:
+            raise RuntimeError(f"{self.name}: sshd is not running")
+        return self._sshd
+
+    def _serves_banner(self) -> bool:
+        """Whether a TCP connect to address:22 gets the SSH-2.0 banner."""
+        try:
+            with socket.create_connection((self.address, self.port), timeout=1) as conn:
+                return conn.recv(64).startswith(b"SSH-2.0")
+        except OSError:
+            return False
+
+    def _log_tail(self, lines: int = 20) -> str:
+        """Last lines of the host's log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class SshHostFarm:
+    """Starts SshHosts under one directory and guarantees they all get torn down."""
+
+    def __init__(self, base_dir: str | os.PathLike):
+        """Hosts get directories under base_dir; cleanup is also registered with atexit."""
+        self.base_dir = Path(base_dir)
+        self.hosts: list[SshHost] = []
+        self._lock = threading.Lock()
+        self._started = 0
+        atexit.register(self.close)
+
+    def start_hosts(self, count: int, users: dict[str, str] | None = None,
+                    sudo_user: tuple[str, str] | None = None) -> list[SshHost]:
+        """Start count hosts in parallel, each with users (name -> password) and a NOPASSWD sudoer."""
+        with ThreadPoolExecutor(max_workers=min(count, 16)) as pool:
+            futures = [pool.submit(self._start_host, users or {}, sudo_user)
+                       for _ in range(count)]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        """Tear down every host this farm started, even half-started ones; idempotent."""
+        with self._lock:
+            hosts, self.hosts = self.hosts, []
+        for host in hosts:
+            host.close()
+
+    def _start_host(self, users: dict[str, str], sudo_user: tuple[str, str] | None) -> SshHost:
+        """Start one host, register it for teardown, then add its users."""
+        with self._lock:
+            self._started += 1
+            name = f"host{self._started}"
+        host = SshHost(name, self.base_dir / name)
+        with self._lock:
+            self.hosts.append(host)
+        for username, password in users.items():
+            host.add_user(username, password)
+        if sudo_user:
+            host.add_user(*sudo_user, sudo="nopasswd")
+        return host
+
+
+@pytest.fixture(scope="session")
+def ssh_farm(tmp_path_factory):
+    """A session-wide SshHostFarm; closed at session end even when tests fail."""
+    farm = SshHostFarm(tmp_path_factory.mktemp("sshd-hosts"))
+    try:
+        yield farm
+    finally:
+        farm.close()

@@ -1,0 +1,48 @@
+import string
+
+import pytest
+
+from controller.secretgen import DEFAULT_SYMBOLS, PasswordRules, RuleError, validate_given_secret
+
+
+def test_default_password_has_every_class_and_length():
+    for _ in range(200):
+        password = PasswordRules().generate()
+        assert len(password) == 16
+        assert any(c in string.ascii_lowercase for c in password)
+        assert any(c in string.ascii_uppercase for c in password)
+        assert any(c in string.digits for c in password)
+        assert any(c in DEFAULT_SYMBOLS for c in password)
+        assert set(password) <= set(string.ascii_letters + string.digits + DEFAULT_SYMBOLS)
+
+
+def test_rules_are_honoured():
+    rules = PasswordRules(length=40, uppercase=False, symbols=True, exclude_symbols="!#$%&()")
+    rules.validate()
+    for _ in range(100):
+        password = rules.generate()
+        assert len(password) == 40
+        assert not set(password) & set(string.ascii_uppercase + "!#$%&()")
+
+
+def test_passwords_differ():
+    assert len({PasswordRules().generate() for _ in range(1000)}) == 1000
+
+
+@pytest.mark.parametrize("rules,field", [
+    (PasswordRules(length=7), "length"),
+    (PasswordRules(length=65), "length"),
+    (PasswordRules(lowercase=False, uppercase=False, digits=False, symbols=False), "rules"),
+    (PasswordRules(exclude_symbols=DEFAULT_SYMBOLS), "exclude_symbols"),
+    (PasswordRules(exclude_symbols="x"), "exclude_symbols"),
+])
+def test_unsatisfiable_rules_are_refused(rules, field):
+    with pytest.raises(RuleError) as caught:
+        rules.validate()
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("secret", ["", "two\nlines", "nul\x00", "x" * 1025])
+def test_unusable_given_secrets_are_refused(secret):
+    with pytest.raises(RuleError):
+        validate_given_secret(secret)
