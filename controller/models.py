@@ -162,6 +162,22 @@ class Record(BaseModel):
     ignored = pw.BooleanField(default=False)
 
 
+class User(BaseModel):
+    """A console/API user. Secrets of the user (TOTP seed, file password) are vault ciphertext."""
+
+    username = pw.CharField(unique=True, max_length=64)
+    email = pw.CharField(null=True, max_length=255)
+    role = pw.CharField(max_length=16, default="auditor")        # admin | auditor
+    password_hash = pw.CharField(max_length=255)
+    totp_secret = pw.BlobField(null=True)
+    totp_enrolled = pw.BooleanField(default=False)
+    totp_last_step = pw.BigIntegerField(default=0)               # replay protection
+    api_token_hash = pw.CharField(null=True, max_length=128, index=True)
+    file_password = pw.BlobField(null=True)                      # opens mailed result archives
+    active = pw.BooleanField(default=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
 class AuditEvent(BaseModel):
     at = pw.DateTimeField(default=utcnow, index=True)
     actor = pw.CharField(max_length=128)
@@ -180,7 +196,7 @@ class WorkerSeen(BaseModel):
 
 
 MODELS = [SchemaVersion, Zone, Node, Asset, Account, Plan, PlanAsset, PlanNode, Execution, LogLine,
-          Record, AuditEvent, WorkerSeen]
+          Record, User, AuditEvent, WorkerSeen]
 
 TERMINAL = ("success", "failed", "unverified")
 IN_FLIGHT = ("pending", "dispatched")

@@ -101,11 +101,15 @@ def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
     return execution
 
 
-def claim_accounts(execution: Execution, account_ids: list[int]) -> set[int]:
-    """Mark accounts as busy with this execution unless another rotation holds them."""
+def claim_accounts(execution: Execution, account_ids: list[int],
+                   take_over: set[int] = frozenset()) -> set[int]:
+    """Mark accounts as busy with this execution unless another rotation holds them
+    (a retry takes over the accounts its original executions still hold)."""
+    free = Account.busy_execution.is_null()
+    if take_over:
+        free |= Account.busy_execution.in_(sorted(take_over))
     for ids in chunked(account_ids, CHUNK):
-        (Account.update(busy_execution=execution.id)
-         .where(Account.id.in_(ids) & Account.busy_execution.is_null()).execute())
+        Account.update(busy_execution=execution.id).where(Account.id.in_(ids) & free).execute()
     return {row for (row,) in Account.select(Account.id)
             .where(Account.busy_execution == execution.id).tuples()}
 
@@ -126,13 +130,16 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
      .where(Account.busy_execution == execution.id).execute())
 
 
-def run_plan(ctl: Controller, plan: Plan, **kwargs) -> Execution:
-    """Start an execution and publish its records. In the embedded mode the bus lives inside
-    `keyturn serve`, whose dispatcher publishes them."""
+def publish_now(ctl: Controller, execution: Execution) -> Execution:
+    """Publish an execution's records from this process (the CLI path). Web requests leave this
+    to the daemon's dispatcher, and so does the embedded mode, whose bus lives in `serve`."""
     from controller.dispatch import dispatch_execution
 
-    execution = start_execution(ctl, plan, **kwargs)
     if execution.total and not ctl.settings.embedded:
         sent = dispatch_execution(ctl, execution.id)
         log(execution.id, f"{sent} messages published")
     return execution
+
+
+def run_plan(ctl: Controller, plan: Plan, **kwargs) -> Execution:
+    return publish_now(ctl, start_execution(ctl, plan, **kwargs))

@@ -1,0 +1,69 @@
+"""Operator actions on records: retry, ignore, restore. Shared by the CLI, console and API."""
+from __future__ import annotations
+
+from controller.db import database
+from controller.executions import log, log_many
+from controller.models import Account, Asset, AuditEvent, Execution, Record
+from controller.planning import Target, claim_accounts, create_records
+from controller.results import settle_account
+from controller.runtime import Controller
+from shared.errors import KeyturnError
+
+RETRYABLE = ("failed", "unverified")
+
+
+def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Execution:
+    """A new execution (trigger `retry`) that sets the same new secrets again, linked to the
+    originals. Accounts busy in another rotation are skipped and listed in its log."""
+    originals = list(Record.select(Record, Account, Asset, Execution)
+                     .join(Account).join(Asset).switch(Record).join(Execution)
+                     .where(Record.id.in_(record_ids) & Record.status.in_(RETRYABLE)))
+    if not originals:
+        raise KeyturnError("nothing to retry: only failed or unverified records can be retried")
+    first = originals[0].execution
+    with database.atomic():
+        execution = Execution.create(plan=first.plan_id, plan_name=first.plan_name, trigger="retry",
+                                     retry_of=first.id, started_by=started_by)
+        claimed = claim_accounts(execution, [r.account_id for r in originals],
+                                 take_over={r.execution_id for r in originals})
+        chosen = [r for r in originals if r.account_id in claimed]
+        notes = [f"retry of {len(originals)} records from execution {first.id}"]
+        notes += [f"skipped {r.account.username}@{r.account.asset.name}: already in another rotation"
+                  for r in originals if r.account_id not in claimed]
+        create_records(ctl, execution,
+                       [Target(r.account, ctl.vault.decrypt(r.new_secret)) for r in chosen],
+                       retry_of={r.account_id: r.id for r in chosen})
+        execution.total = len(chosen)
+        execution.skipped = len(originals) - len(chosen)
+        execution.save()
+        log_many(execution.id, notes)
+    return execution
+
+
+def retry_failed(ctl: Controller, execution_id: int, started_by: str) -> Execution:
+    ids = [r for (r,) in Record.select(Record.id).where(
+        (Record.execution == execution_id) & Record.status.in_(RETRYABLE)).tuples()]
+    return retry_records(ctl, ids, started_by)
+
+
+def ignore_record(record_id: int, actor: str) -> None:
+    """Drop a failure from the overview's failed list (audited)."""
+    updated = Record.update(ignored=True).where(
+        (Record.id == record_id) & Record.status.in_(RETRYABLE)).execute()
+    if not updated:
+        raise KeyturnError(f"record {record_id} is not a failed or unverified record")
+    AuditEvent.create(actor=actor, action="record.ignore", target=f"record/{record_id}")
+
+
+def restore_record(record_id: int, actor: str) -> None:
+    """Make an unverified record's new secret the account's current one (admin, audited)."""
+    record = Record.get_or_none(Record.id == record_id)
+    if record is None or record.status != "unverified":
+        raise KeyturnError(f"record {record_id} is not unverified")
+    with database.atomic():
+        settle_account(record, "success")
+        record.error_code = "restored"
+        record.error = f"new secret made current by {actor}"
+        record.save(only=[Record.error_code, Record.error])
+        AuditEvent.create(actor=actor, action="record.restore", target=f"record/{record_id}")
+        log(record.execution_id, f"record {record_id}: new secret made current by {actor}")
