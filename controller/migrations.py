@@ -10,6 +10,7 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run
 
 from controller.db import database, is_postgres
 from controller.models import MODELS, SchemaVersion
+from shared.errors import KeyturnError
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = []
@@ -32,7 +33,7 @@ def migrate() -> tuple[int | None, int]:
             SchemaVersion.create(version=LATEST)
             return before, LATEST
         if before > LATEST:
-            raise RuntimeError(f"database schema {before} is newer than this keyturn ({LATEST})")
+            raise KeyturnError(f"database schema {before} is newer than this keyturn ({LATEST})")
         migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
         for step in STEPS[before - 1:]:
             run_operations(*step(migrator))

@@ -35,6 +35,8 @@ def make_broker(broker_url: str | None) -> dramatiq.Broker:
 
 
 def publish(broker: dramatiq.Broker, queue_name: str, actor_name: str, envelope: dict) -> None:
+    """Publish to a queue by name (declared first: the in-process broker refuses unknown queues)."""
+    broker.declare_queue(queue_name)
     broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name,
                                     args=(envelope,), kwargs={}, options={}))
 

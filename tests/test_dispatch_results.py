@@ -1,0 +1,136 @@
+"""Dispatch, results and the reaper on SQLite and PostgreSQL, over the in-process broker.
+(The end-to-end tests run the same code over RabbitMQ with real workers and hosts.)"""
+import json
+import time
+from datetime import timedelta
+
+import pytest
+
+from controller.dispatch import dispatch_execution, dispatch_pending
+from controller.models import Account, Asset, Execution, Record, utcnow
+from controller.planning import start_execution
+from controller.plans import parse_spec, save_plan
+from controller.reaper import grace_seconds, reap
+from controller.results import apply_results
+from shared import zonecrypto
+from shared.broker import rotate_queue
+from shared.messages import RotateResult, open_envelope, parse_envelope
+from tests.inventory_helpers import build_fleet
+
+
+@pytest.fixture
+def execution(ctl):
+    build_fleet(ctl, assets=("web-1", "web-2"), users=("alice", "bob"))
+    plan = save_plan(parse_spec({"name": "p", "usernames": ["alice", "bob"], "nodes": ["/prod"]}),
+                     ctl.vault)
+    return start_execution(ctl, plan)
+
+
+def zone_channel(ctl):
+    zone_key = zonecrypto.read_private_key(ctl.settings.zone_key_path("dmz"))
+    return zonecrypto.Channel(zone_key, ctl.private_key.public_key)
+
+
+def published(ctl):
+    return [m for m in ctl.broker.queues[rotate_queue("dmz")].queue]
+
+
+def result(record, status, **extra):
+    now = time.time()
+    return RotateResult(record_id=record.id, attempt=record.attempt, zone="dmz", worker_id="w1",
+                        status=status, started_at=now, finished_at=now, **extra)
+
+
+def test_dispatch_seals_one_message_per_account(ctl, execution):
+    assert dispatch_execution(ctl, execution.id) == 4
+    messages = published(ctl)
+    assert len(messages) == 4
+    channel = zone_channel(ctl)
+    secrets = {ctl.vault.decrypt(r.new_secret) for r in execution.records} | {"rootpw"}
+    for raw in messages:
+        body = raw.decode()
+        assert not any(secret in body for secret in secrets)     # sealed on the bus
+        command = open_envelope(parse_envelope(json.loads(body)["args"][0]), channel)
+        record = Record.get_by_id(command.record_id)
+        assert command.new_secret.get_secret_value() == ctl.vault.decrypt(record.new_secret)
+        assert [s.get_secret_value() for s in command.login_secrets] == ["rootpw"]
+        assert command.login_username == "root" and command.valid_until > time.time()
+        assert "**" in repr(command) and command.new_secret.get_secret_value() not in repr(command)
+    assert {r.status for r in Record.select()} == {"dispatched"}
+    assert dispatch_pending(ctl) == 0                            # claimed once, published once
+
+
+def test_success_promotes_and_is_idempotent(ctl, execution):
+    record = execution.records.get()
+    account = Account.get_by_id(record.account_id)
+    old = ctl.vault.decrypt(account.secret_current)
+    new = ctl.vault.decrypt(record.new_secret)
+    assert apply_results([result(record, "success", host_key="ssh-ed25519 AAAA")]) == 1
+    assert apply_results([result(record, "success")]) == 0       # redelivered: no change
+    assert apply_results([result(record, "failed", error="late")]) == 0
+    account = Account.get_by_id(record.account_id)
+    assert ctl.vault.decrypt(account.secret_current) == new
+    assert ctl.vault.decrypt(account.secret_previous) == old
+    assert account.secret_pending is None and account.busy_execution is None
+    assert Asset.get_by_id(account.asset_id).host_key == "ssh-ed25519 AAAA"
+    assert Execution.get_by_id(execution.id).succeeded == 1
+
+
+def test_failed_keeps_current_and_drops_pending(ctl, execution):
+    record = execution.records.get()
+    before = Account.get_by_id(record.account_id)
+    apply_results([result(record, "failed", error_code="user_missing", error="no such user")])
+    after = Account.get_by_id(record.account_id)
+    assert bytes(after.secret_current) == bytes(before.secret_current)
+    assert after.secret_pending is None and after.busy_execution is None
+    assert Record.get_by_id(record.id).error == "no such user"
+
+
+def test_unverified_keeps_both_candidates_and_the_lock(ctl, execution):
+    record = execution.records.get()
+    apply_results([result(record, "unverified", error_code="verify_failed", error="x")])
+    account = Account.get_by_id(record.account_id)
+    assert ctl.vault.decrypt(account.secret_pending) == ctl.vault.decrypt(record.new_secret)
+    assert account.secret_current is not None and account.busy_execution == execution.id
+    # a late success (the change did land) still promotes: never lose the secret on the host
+    apply_results([result(record, "success")])
+    account = Account.get_by_id(record.account_id)
+    assert ctl.vault.decrypt(account.secret_current) == ctl.vault.decrypt(record.new_secret)
+    done = Execution.get_by_id(execution.id)
+    assert (done.succeeded, done.unverified) == (1, 0)
+
+
+def test_execution_ends_with_counts_when_the_last_record_ends(ctl, execution):
+    records = list(execution.records)
+    apply_results([result(records[0], "success"), result(records[1], "failed", error="e")])
+    assert Execution.get_by_id(execution.id).status == "running"
+    apply_results([result(records[2], "success"), result(records[3], "unverified", error="u")])
+    done = Execution.get_by_id(execution.id)
+    assert (done.status, done.succeeded, done.failed, done.unverified) == ("failed", 2, 1, 1)
+    assert done.finished_at is not None
+
+
+def test_result_for_unknown_record_is_dropped(ctl, execution, caplog):
+    ghost = Record(id=999999, attempt=1)
+    assert apply_results([result(ghost, "success")]) == 0
+    assert "unknown record 999999" in caplog.text
+
+
+def test_reaper_redispatches_then_gives_up_as_unverified(ctl, execution):
+    dispatch_execution(ctl, execution.id)
+    overdue = utcnow() - timedelta(seconds=grace_seconds(ctl) + 1)
+    for attempt in range(1, ctl.settings.max_dispatch_attempts + 1):
+        Record.update(deadline=overdue).execute()
+        requeued, given_up = reap(ctl)
+        if attempt < ctl.settings.max_dispatch_attempts:
+            assert (requeued, given_up) == (4, 0)
+            assert dispatch_pending(ctl) == 4
+            assert {r.attempt for r in Record.select()} == {attempt + 1}
+        else:
+            assert (requeued, given_up) == (0, 4)
+    assert len(published(ctl)) == 4 * ctl.settings.max_dispatch_attempts
+    assert {r.status for r in Record.select()} == {"unverified"}
+    done = Execution.get_by_id(execution.id)
+    assert (done.status, done.unverified) == ("failed", 4)
+    for account in Account.select().where(Account.secret_pending.is_null(False)):
+        assert account.busy_execution == execution.id               # both candidates kept
