@@ -3,6 +3,7 @@ zone worker installed with `keyturn[worker]` runs without Flask or peewee."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -26,12 +27,27 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, name)
         module_name, attr = self.lazy[name].split(":")
         try:
-            module = importlib.import_module(module_name)
+            return getattr(importlib.import_module(module_name), attr)
         except ImportError as exc:
+            if (exc.name or "").split(".")[0] in OWN_PACKAGES:
+                raise
             side = module_name.split(".")[0]
-            raise click.ClickException(
-                f"`{name}` needs the {side} part: pip install 'keyturn[{side}]' ({exc.name} is missing)")
-        return getattr(module, attr)
+            return unavailable(name, f"`{name}` needs the {side} part: "
+                                     f"pip install 'keyturn[{side}]' ({exc.name} is missing)")
+
+
+def unavailable(name: str, message: str) -> click.Command:
+    """A stand-in for a command whose dependencies are not installed: help says so, use fails."""
+
+    def fail(**_):
+        raise click.ClickException(message)
+
+    return click.Command(name, callback=fail, help=message, add_help_option=False,
+                         context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True})
+
+
+OWN_PACKAGES = ("controller", "worker", "shared")
 
 
 CONTROLLER = "controller.cli"
@@ -71,3 +87,12 @@ def main() -> None:
     except KeyturnError as exc:
         click.echo(f"keyturn: {exc}", err=True)
         sys.exit(1)
+    except Exception as exc:   # an operator gets one line; KEYTURN_TRACEBACK=1 shows the rest
+        if os.environ.get("KEYTURN_TRACEBACK"):
+            raise
+        click.echo(f"keyturn: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

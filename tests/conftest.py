@@ -3,6 +3,7 @@ PostgreSQL (a fresh schema per test in the `test` database)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 
 import psycopg
@@ -58,3 +59,17 @@ def ctl(settings):
     yield controller
     from controller.db import database
     database.close()
+
+
+@pytest.fixture
+def rabbitmq_url():
+    """A RabbitMQ virtual host of this test's own, so queues never mix between tests or runs."""
+    vhost = f"kt_{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)

@@ -1,0 +1,94 @@
+"""Real keyturn processes for end-to-end tests: started with the `keyturn` command, each with a
+log file, stopped (or killed) by the test and always cleaned up."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KEYTURN = [sys.executable, "-m", "shared.cli"]
+
+
+class KeyturnProcess:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(KEYTURN + args, env=env, stdout=self._log,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then SIGKILL if it does not end in time; returns the exit status."""
+        if self.running():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """kill -9: the process gets no chance to clean up or acknowledge anything."""
+        self.popen.kill()
+        self.popen.wait()
+        self._log.close()
+
+
+class ProcessGroup:
+    """Every process a test started; `close` stops them all, even after a failure."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path):
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[KeyturnProcess] = []
+
+    def start(self, name: str, *args: str, **env) -> KeyturnProcess:
+        process = KeyturnProcess(name, list(args), self.env | env, self.log_dir)
+        self.processes.append(process)
+        return process
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 300,
+            **env) -> subprocess.CompletedProcess:
+        """Run a keyturn command to completion (the CLI as an operator would)."""
+        return subprocess.run(KEYTURN + list(args), env=self.env | env, input=input, text=True,
+                              capture_output=True, timeout=timeout)
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.running():
+                process.stop()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def keyturn_env(settings, broker_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYTURN_")}
+    env.update(KEYTURN_DATA_DIR=str(settings.data_dir),
+               KEYTURN_DATABASE_URL=settings.effective_database_url,
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if broker_url:
+        env["KEYTURN_BROKER_URL"] = broker_url
+    return env
