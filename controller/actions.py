@@ -24,8 +24,7 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
     with database.atomic():
         execution = Execution.create(plan=first.plan_id, plan_name=first.plan_name, trigger="retry",
                                      retry_of=first.id, started_by=started_by)
-        claimed = claim_accounts(execution, [r.account_id for r in originals],
-                                 take_over={r.execution_id for r in originals})
+        claimed = claim_accounts(execution, [r.account_id for r in originals], take_over=True)
         chosen = [r for r in originals if r.account_id in claimed]
         notes = [f"retry of {len(originals)} records from execution {first.id}"]
         notes += [f"skipped {r.account.username}@{r.account.asset.name}: already in another rotation"
@@ -44,6 +43,29 @@ def retry_failed(ctl: Controller, execution_id: int, started_by: str) -> Executi
     ids = [r for (r,) in Record.select(Record.id).where(
         (Record.execution == execution_id) & Record.status.in_(RETRYABLE)).tuples()]
     return retry_records(ctl, ids, started_by)
+
+
+def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -> Execution:
+    """Ask the zone's worker which of an account's candidate secrets (current, pending) logs
+    in, and settle the account on it. Accounts in an active rotation are skipped."""
+    with database.atomic():
+        execution = Execution.create(plan_name="verify", trigger="verify", started_by=started_by)
+        claimed = claim_accounts(execution, [a.id for a in accounts], take_over=True)
+        chosen = [a for a in accounts if a.id in claimed]
+        create_records(ctl, execution, [Target(a, ctl.vault.decrypt(a.secret_pending)) for a in chosen],
+                       action="verify")
+        execution.total = len(chosen)
+        execution.skipped = len(accounts) - len(chosen)
+        execution.save()
+        log_many(execution.id, [f"verify {len(chosen)} accounts"] + [
+            f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in claimed])
+    return execution
+
+
+def unverified_accounts(execution_id: int) -> list[Account]:
+    return list(Account.select(Account, Asset).join(Asset).switch(Account).join(
+        Record, on=(Record.account == Account.id)).where(
+        (Record.execution == execution_id) & (Record.status == "unverified")))
 
 
 def ignore_record(record_id: int, actor: str) -> None:

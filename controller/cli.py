@@ -132,6 +132,19 @@ def account_add(asset_name, username, privileged, secret_stdin):
                + (" (privileged)" if created.privileged else ""))
 
 
+@account.command("verify")
+@click.argument("asset_name")
+@click.argument("username")
+@click.option("--wait", is_flag=True)
+def account_verify(asset_name, username, wait):
+    """Find out which of the account's candidate secrets logs in, and settle on it."""
+    from controller.actions import verify_accounts
+
+    ctl = controller()
+    launch(ctl, verify_accounts(ctl, [inventory.account_by_name(asset_name, username)], operator()),
+           wait)
+
+
 @account.command("list")
 @click.argument("asset_name", required=False)
 def account_list(asset_name):
@@ -220,19 +233,11 @@ def plan_delete(name):
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait at most.")
 def plan_run(name, wait, timeout):
     """Run a plan now. With --wait, exit non-zero if any record did not succeed."""
-    from controller.planning import run_plan
+    from controller.planning import start_execution
 
     ctl = controller()
-    execution = run_plan(ctl, inventory.plan_by_name(name), started_by=getpass.getuser())
-    click.echo(f"execution {execution.id}: {execution.total} accounts, {execution.skipped} skipped")
-    if ctl.settings.embedded and execution.total:
-        click.echo("embedded mode: `keyturn serve` dispatches the records")
-    if not wait:
-        return
-    execution = wait_for(execution.id, timeout)
-    summarise(execution)
-    if execution.status != "success":
-        sys.exit(1)
+    launch(ctl, start_execution(ctl, inventory.plan_by_name(name), started_by=operator()), wait,
+           timeout)
 
 
 def wait_for(execution_id: int, timeout: float) -> Execution:
@@ -289,15 +294,40 @@ def execution_show(execution_id):
         click.echo(f"{line.at:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
 
 
-@click.command()
+@execution.command("retry-failed")
+@click.argument("execution_id", type=int)
+@click.option("--wait", is_flag=True)
+def execution_retry_failed(execution_id, wait):
+    """Retry every failed or unverified record of an execution (same new secrets, no mail)."""
+    from controller.actions import retry_failed
+
+    ctl = controller()
+    launch(ctl, retry_failed(ctl, execution_id, operator()), wait)
+
+
+@execution.command("verify")
+@click.argument("execution_id", type=int)
+@click.option("--wait", is_flag=True)
+def execution_verify(execution_id, wait):
+    """Settle every unverified account of an execution on the secret that logs in."""
+    from controller.actions import unverified_accounts, verify_accounts
+
+    ctl = controller()
+    launch(ctl, verify_accounts(ctl, unverified_accounts(execution_id), operator()), wait)
+
+
+@click.group(invoke_without_command=True)
 @click.option("--execution", "execution_id", type=int)
 @click.option("--plan", "plan_name")
 @click.option("--status", type=click.Choice(["pending", "dispatched", "success", "failed",
                                              "unverified"]))
 @click.option("--limit", default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def records(execution_id, plan_name, status, limit, as_json):
+@click.pass_context
+def records(ctx, execution_id, plan_name, status, limit, as_json):
     """Per-account records, newest first (secrets are never shown here)."""
+    if ctx.invoked_subcommand:
+        return
     controller()
     query = (Record.select(Record, Account, Asset, Execution).join(Account).join(Asset)
              .switch(Record).join(Execution).order_by(Record.id.desc()).limit(limit))
@@ -308,9 +338,10 @@ def records(execution_id, plan_name, status, limit, as_json):
     if status:
         query = query.where(Record.status == status)
     rows = [{"id": r.id, "execution": r.execution_id, "plan": r.execution.plan_name,
-             "asset": r.account.asset.name, "account": r.account.username, "status": r.status,
-             "error_code": r.error_code, "error": r.error, "worker": r.worker_id,
-             "attempt": r.attempt, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
+             "asset": r.account.asset.name, "account": r.account.username, "action": r.action,
+             "status": r.status, "error_code": r.error_code, "error": r.error,
+             "worker": r.worker_id, "attempt": r.attempt,
+             "finished_at": r.finished_at.isoformat() if r.finished_at else None}
             for r in query]
     if as_json:
         for row in rows:
@@ -319,6 +350,58 @@ def records(execution_id, plan_name, status, limit, as_json):
     print_table("records", ["id", "execution", "asset", "account", "status", "reason", "worker"],
                 [[r["id"], r["execution"], r["asset"], r["account"], r["status"], r["error"],
                   r["worker"]] for r in rows])
+
+
+@records.command("retry")
+@click.argument("record_ids", type=int, nargs=-1, required=True)
+@click.option("--wait", is_flag=True)
+def records_retry(record_ids, wait):
+    """Retry failed or unverified records with the same new secrets."""
+    from controller.actions import retry_records
+
+    ctl = controller()
+    launch(ctl, retry_records(ctl, list(record_ids), operator()), wait)
+
+
+@records.command("ignore")
+@click.argument("record_id", type=int)
+def records_ignore(record_id):
+    """Drop a failure from the overview (audited)."""
+    from controller.actions import ignore_record
+
+    controller()
+    ignore_record(record_id, operator())
+    click.echo(f"record {record_id} ignored")
+
+
+@records.command("restore")
+@click.argument("record_id", type=int)
+def records_restore(record_id):
+    """Make an unverified record's new secret the account's current one (audited)."""
+    from controller.actions import restore_record
+
+    controller()
+    restore_record(record_id, operator())
+    click.echo(f"record {record_id}: new secret is now current")
+
+
+def operator() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def launch(ctl: Controller, started: Execution, wait: bool, timeout: float = 3600) -> None:
+    """Publish an execution's records, report it, and with `wait` follow it to its end."""
+    from controller.planning import publish_now
+
+    publish_now(ctl, started)
+    click.echo(f"execution {started.id}: {started.total} accounts, {started.skipped} skipped")
+    if ctl.settings.embedded and started.total:
+        click.echo("embedded mode: `keyturn serve` dispatches the records")
+    if wait:
+        finished = wait_for(started.id, timeout)
+        summarise(finished)
+        if finished.status != "success":
+            sys.exit(1)
 
 
 @click.group()
@@ -338,7 +421,7 @@ def secret_show(asset_name, username, which):
     value = ctl.vault.decrypt(getattr(found, f"secret_{which}"))
     if value is None:
         raise click.ClickException(f"{username}@{asset_name} has no {which} secret")
-    AuditEvent.create(actor=f"cli:{getpass.getuser()}", action="secret.show",
+    AuditEvent.create(actor=operator(), action="secret.show",
                       target=f"{asset_name}/{username}", detail=which)
     click.echo(value)
 

@@ -84,13 +84,17 @@ def candidate_secrets(ctl: Controller, login: Account | None) -> list[str]:
 def build_command(ctl: Controller, record: Record, login_secrets: list[str],
                   login: Account) -> RotateCommand:
     account, asset = record.account, record.account.asset
+    new_secret = ctl.vault.decrypt(record.new_secret)
+    if record.action == "verify":     # try the current secret, then the pending one
+        secrets = {"candidates": [s for s in (ctl.vault.decrypt(record.old_secret), new_secret) if s]}
+    else:
+        secrets = {"new_secret": new_secret}
     return RotateCommand(
         action=record.action, record_id=record.id, attempt=record.attempt, zone=asset.zone.name,
         asset=AssetTarget(name=asset.name, address=asset.address, port=asset.port,
                           platform=asset.platform, host_key=asset.host_key,
                           trust_first_use=asset.zone.trust_first_use),
         login_username=login.username, login_secrets=login_secrets,
-        username=account.username, secret_type=account.secret_type,
-        new_secret=ctl.vault.decrypt(record.new_secret),
+        username=account.username, secret_type=account.secret_type, **secrets,
         timeout=ctl.settings.ssh_timeout,
         valid_until=record.deadline.replace(tzinfo=timezone.utc).timestamp())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peewee import JOIN, chunked
+from peewee import JOIN, chunked, fn
 
 from controller.db import database
 from controller.executions import finish_if_done, log, log_many
-from controller.models import (Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode, Record,
-                               Zone, utcnow)
+from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
+                               Record, Zone, utcnow)
 from controller.plans import PROTECTED_USERNAMES
 from controller.runtime import Controller
 from controller.secretgen import PasswordRules
@@ -20,7 +20,7 @@ CHUNK = 500
 @dataclass(frozen=True)
 class Target:
     account: Account
-    new_secret: str
+    new_secret: str | None
 
 
 def resolve_accounts(plan: Plan) -> list[Account]:
@@ -101,13 +101,17 @@ def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
     return execution
 
 
-def claim_accounts(execution: Execution, account_ids: list[int],
-                   take_over: set[int] = frozenset()) -> set[int]:
-    """Mark accounts as busy with this execution unless another rotation holds them
-    (a retry takes over the accounts its original executions still hold)."""
+def claim_accounts(execution: Execution, account_ids: list[int], take_over: bool = False) -> set[int]:
+    """Mark accounts as busy with this execution unless another rotation holds them.
+
+    A retry or verify may take over an account whose holder is not rotating it any more (it
+    ended `unverified`); a new plan run never does, so both candidate secrets are kept."""
     free = Account.busy_execution.is_null()
     if take_over:
-        free |= Account.busy_execution.in_(sorted(take_over))
+        in_flight = Record.select(Record.id).where(
+            (Record.account == Account.id) & (Record.execution == Account.busy_execution)
+            & Record.status.in_(IN_FLIGHT))
+        free |= ~fn.EXISTS(in_flight)
     for ids in chunked(account_ids, CHUNK):
         Account.update(busy_execution=execution.id).where(Account.id.in_(ids) & free).execute()
     return {row for (row,) in Account.select(Account.id)
@@ -115,10 +119,10 @@ def claim_accounts(execution: Execution, account_ids: list[int],
 
 
 def create_records(ctl: Controller, execution: Execution, targets: list[Target],
-                   retry_of: dict[int, int] | None = None) -> None:
+                   retry_of: dict[int, int] | None = None, action: str = "rotate") -> None:
     """Insert the pending records and make each new secret its account's pending secret."""
     now = utcnow()
-    rows = [{"execution": execution.id, "account": t.account.id, "status": "pending",
+    rows = [{"execution": execution.id, "account": t.account.id, "status": "pending", "action": action,
              "old_secret": t.account.secret_current, "new_secret": ctl.vault.encrypt(t.new_secret),
              "created_at": now, "deadline": now,
              "retry_of": (retry_of or {}).get(t.account.id)} for t in targets]

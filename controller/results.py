@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from controller.db import database
-from controller.executions import finish_if_done
+from controller.executions import finish_if_done, log
 from controller.models import Account, Asset, Execution, Record, utcnow
 from shared.messages import RotateResult
 
@@ -45,6 +45,8 @@ def apply_results(results: list[RotateResult]) -> int:
 
 def apply_one(record: Record, result: RotateResult) -> dict[str, int] | None:
     """Apply one result to its record and account; returns the counter changes, or None."""
+    if record.action == "verify":
+        return apply_verify(record, result)
     if record.status == "success" or (record.status in COUNTER and result.status != "success"):
         return None   # already ended: a redelivered or stale result changes nothing
     previous_status = record.status
@@ -56,6 +58,24 @@ def apply_one(record: Record, result: RotateResult) -> dict[str, int] | None:
     if previous_status in COUNTER:   # a late success replaces a given-up outcome
         changed[COUNTER[previous_status]] = -1
     return changed
+
+
+def apply_verify(record: Record, result: RotateResult) -> dict[str, int] | None:
+    """Settle an account on the candidate that logs in: current (0) or pending (1)."""
+    if record.status in COUNTER:
+        return None
+    pin_host_key(record.account.asset, result.host_key)
+    found = result.working_index
+    if result.status == "success" and found in (0, 1):
+        settle_account(record, "success" if found == 1 else "failed")
+        note = "the pending secret logs in: made current" if found == 1 else "the current secret logs in"
+        settle_record(record, "success", None, None, result.worker_id)
+        log(record.execution_id, f"record {record.id} ({record.account.username}@"
+                                 f"{record.account.asset.name}): {note}")
+        return {"succeeded": 1}
+    error = result.error or "neither the current nor the pending secret logs in"
+    settle_record(record, "failed", result.error_code or "no_candidate", error, result.worker_id)
+    return {"failed": 1}
 
 
 def settle_record(record: Record, status: str, error_code: str | None, error: str | None,
