@@ -2,16 +2,18 @@
 publish it to `rotate.<zone>`. The one path for the CLI, the daemon's dispatcher and the reaper."""
 from __future__ import annotations
 
+import time
 from datetime import timedelta, timezone
 
 from peewee import chunked
 
 from controller.models import Account, Asset, Record, Zone, utcnow
 from controller.planning import login_accounts
+from controller.results import apply_results
 from controller.runtime import Controller
-from shared.broker import ROTATE_ACTOR, publish, rotate_queue
+from shared.broker import ROTATE_ACTOR, BatchPublisher, rotate_queue
 from shared.errors import KeyturnError
-from shared.messages import AssetTarget, RotateCommand, seal
+from shared.messages import AssetTarget, RotateCommand, RotateResult, seal
 
 BATCH = 1000
 
@@ -27,11 +29,10 @@ def dispatch_pending(ctl: Controller) -> int:
 def dispatch_where(ctl: Controller, condition) -> int:
     """Publish every pending record matching `condition`; returns how many were published."""
     sent = 0
-    while True:
-        claimed = claim_batch(ctl, condition)
-        if not claimed:
-            return sent
-        sent += publish_records(ctl, claimed)
+    with BatchPublisher(ctl.broker) as publisher:
+        while claimed := claim_batch(ctl, condition):
+            sent += publish_records(ctl, claimed, publisher)
+    return sent
 
 
 def claim_batch(ctl: Controller, condition) -> list[int]:
@@ -47,34 +48,48 @@ def claim_batch(ctl: Controller, condition) -> list[int]:
     return [row.id for row in query.execute()]
 
 
-def publish_records(ctl: Controller, record_ids: list[int]) -> int:
-    """Publish claimed records; on a bus failure the unpublished ones go back to pending."""
+def publish_records(ctl: Controller, record_ids: list[int], publisher: BatchPublisher) -> int:
+    """Publish claimed records as one batch; if the bus fails they all go back to pending
+    (a message that did get through is harmless twice: it carries the same new secret)."""
     records = list(Record.select(Record, Account, Asset, Zone)
                    .join(Account).join(Asset).join(Zone)
                    .where(Record.id.in_(record_ids)).order_by(Record.id))
     logins = login_accounts({record.account.asset_id for record in records})
     login_secrets = {}
-    for done, record in enumerate(records):
-        asset = record.account.asset
-        try:
+    unusable = [r for r in records if r.account.asset_id not in logins]
+    if unusable:
+        fail_without_login(unusable)
+    try:
+        for record in records:
+            asset = record.account.asset
+            if asset.id not in logins:
+                continue
             if asset.id not in login_secrets:
-                login_secrets[asset.id] = candidate_secrets(ctl, logins.get(asset.id))
+                login_secrets[asset.id] = candidate_secrets(ctl, logins[asset.id])
             command = build_command(ctl, record, login_secrets[asset.id], logins[asset.id])
-            publish(ctl.broker, rotate_queue(asset.zone.name), ROTATE_ACTOR,
-                    seal("rotate", command, ctl.channel(asset.zone)))
-        except Exception as exc:
-            unsent = [r.id for r in records[done:]]
-            for ids in chunked(unsent, 500):
-                Record.update(status="pending").where(Record.id.in_(ids)).execute()
-            raise KeyturnError(f"publishing stopped ({type(exc).__name__}); "
-                               f"{len(unsent)} records wait as pending for the dispatcher") from None
-    return len(records)
+            publisher.publish(rotate_queue(asset.zone.name), ROTATE_ACTOR,
+                              seal("rotate", command, ctl.channel(asset.zone)))
+        publisher.commit()
+        return len(records) - len(unusable)
+    except Exception as exc:
+        for ids in chunked(record_ids, 500):
+            Record.update(status="pending").where(Record.id.in_(ids)).execute()
+        raise KeyturnError(f"publishing stopped ({type(exc).__name__}); "
+                           f"{len(record_ids)} records wait as pending for the dispatcher") from None
 
 
-def candidate_secrets(ctl: Controller, login: Account | None) -> list[str]:
+def fail_without_login(records: list[Record]) -> None:
+    """Records whose asset lost its privileged account since planning fail at once, with a
+    reason, through the normal results path (nothing was sent to any host)."""
+    now = time.time()
+    apply_results([RotateResult(record_id=r.id, attempt=r.attempt, zone=r.account.asset.zone.name,
+                                worker_id="controller", status="failed", error_code="no_login",
+                                error=f"{r.account.asset.name} has no privileged account to log in with",
+                                started_at=now, finished_at=now) for r in records])
+
+
+def candidate_secrets(ctl: Controller, login: Account) -> list[str]:
     """The login account's secrets to try: current, then pending (it may be in rotation too)."""
-    if login is None or login.secret_current is None:
-        raise KeyturnError("asset has no privileged account with a secret")
     candidates = [ctl.vault.decrypt(login.secret_current)]
     if login.secret_pending is not None:
         candidates.append(ctl.vault.decrypt(login.secret_pending))

@@ -41,6 +41,50 @@ def publish(broker: dramatiq.Broker, queue_name: str, actor_name: str, envelope:
                                     args=(envelope,), kwargs={}, options={}))
 
 
+class BatchPublisher:
+    """Publishes many messages that become durable together: on RabbitMQ an AMQP transaction per
+    batch (about ten times faster than a publisher confirm per message, with the same guarantee
+    once `commit` returns); on the in-process broker, plain enqueues.
+
+    Messages are ordinary dramatiq messages on dramatiq-declared queues, so any dramatiq worker
+    consumes them. One instance belongs to one thread (pika is not thread-safe)."""
+
+    def __init__(self, broker: dramatiq.Broker):
+        self.broker = broker
+        self._channel = None
+        if not isinstance(broker, StubBroker):
+            import pika
+
+            self._connection = pika.BlockingConnection(broker.parameters)
+            self._channel = self._connection.channel()
+            self._channel.tx_select()
+            self._properties = pika.BasicProperties(delivery_mode=2)
+
+    def publish(self, queue_name: str, actor_name: str, envelope: dict) -> None:
+        if self._channel is None:
+            publish(self.broker, queue_name, actor_name, envelope)
+            return
+        self.broker.declare_queue(queue_name, ensure=True)
+        message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(envelope,),
+                                   kwargs={}, options={})
+        self._channel.basic_publish("", queue_name, message.encode(), self._properties)
+
+    def commit(self) -> None:
+        """Return once every message published so far is safely in the broker."""
+        if self._channel is not None:
+            self._channel.tx_commit()
+
+    def close(self) -> None:
+        if self._channel is not None and self._connection.is_open:
+            self._connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
 def message_redelivered() -> bool:
     """Was the message being handled delivered before (a worker died holding it)?"""
     message = CurrentMessage.get_current_message()

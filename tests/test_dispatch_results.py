@@ -134,3 +134,13 @@ def test_reaper_redispatches_then_gives_up_as_unverified(ctl, execution):
     assert (done.status, done.unverified) == ("failed", 4)
     for account in Account.select().where(Account.secret_pending.is_null(False)):
         assert account.busy_execution == execution.id               # both candidates kept
+
+
+def test_a_record_whose_asset_lost_its_login_fails_with_a_reason(ctl, execution):
+    Account.update(privileged=False).where(Account.username == "root").execute()
+    assert dispatch_execution(ctl, execution.id) == 0
+    assert published(ctl) == []
+    failed = list(Record.select())
+    assert {(r.status, r.error_code) for r in failed} == {("failed", "no_login")}
+    assert Execution.get_by_id(execution.id).status == "failed"
+    assert Account.select().where(Account.busy_execution.is_null(False)).count() == 0
