@@ -32,7 +32,8 @@ def zone_channel(ctl):
 
 
 def published(ctl):
-    return [m for m in ctl.broker.queues[rotate_queue("dmz")].queue]
+    queue = ctl.broker.queues.get(rotate_queue("dmz"))
+    return list(queue.queue) if queue else []
 
 
 def result(record, status, **extra):
