@@ -32,3 +32,24 @@ def open_database(url: str) -> peewee.Database:
 
 def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+def id_in(field: peewee.Field, ids: list[int]) -> peewee.Expression:
+    """`field IN ids`, sent to PostgreSQL as one array parameter (`= ANY(%s)`), since psycopg
+    parses a query with thousands of placeholders slowly; SQLite takes the plain list."""
+    if is_postgres():
+        return field == peewee.fn.ANY(peewee.Cast(peewee.Value(list(ids), unpack=False), "int[]"))
+    return field.in_(ids)
+
+
+def bulk_insert(model: type[peewee.Model], fields: list[peewee.Field], rows: list[tuple]) -> None:
+    """Insert many rows of database-ready values: PostgreSQL's COPY, or SQLite multi-row inserts."""
+    if is_postgres():
+        columns = ", ".join(f'"{field.column_name}"' for field in fields)
+        with database.cursor() as cursor:
+            with cursor.copy(f'COPY "{model._meta.table_name}" ({columns}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    for batch in peewee.chunked(rows, 500):
+        model.insert_many(batch, fields=fields).execute()

@@ -7,6 +7,7 @@ from datetime import timedelta, timezone
 
 from peewee import chunked
 
+from controller.db import id_in
 from controller.models import Account, Asset, Record, Zone, utcnow
 from controller.planning import login_accounts
 from controller.results import apply_results
@@ -38,54 +39,62 @@ def dispatch_where(ctl: Controller, condition) -> int:
 def claim_batch(ctl: Controller, condition) -> list[int]:
     """Move up to BATCH pending records to `dispatched`; only the claimer publishes them."""
     now = utcnow()
-    ids = [row for (row,) in Record.select(Record.id)
-           .where(condition & (Record.status == "pending")).order_by(Record.id).limit(BATCH).tuples()]
-    if not ids:
-        return []
+    batch = (Record.select(Record.id).where(condition & (Record.status == "pending"))
+             .order_by(Record.id).limit(BATCH))
     query = (Record.update(status="dispatched", dispatched_at=now,
                            deadline=now + timedelta(seconds=ctl.settings.rotation_deadline))
-             .where(Record.id.in_(ids) & (Record.status == "pending")).returning(Record.id))
+             .where(Record.id.in_(batch) & (Record.status == "pending")).returning(Record.id))
     return [row.id for row in query.execute()]
+
+
+def claimed_rows(record_ids: list[int]) -> list:
+    """What a command needs of each record, as plain rows (no model objects on the hot path)."""
+    return list(Record.select(
+        Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
+        Record.deadline, Account.username, Account.secret_type, Asset.id.alias("asset_id"),
+        Asset.name.alias("asset_name"), Asset.address, Asset.port, Asset.platform,
+        Asset.host_key, Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use)
+        .join(Account).join(Asset).join(Zone)
+        .where(id_in(Record.id, record_ids)).order_by(Record.id).namedtuples())
 
 
 def publish_records(ctl: Controller, record_ids: list[int], publisher: BatchPublisher) -> int:
     """Publish claimed records as one batch; if the bus fails they all go back to pending
     (a message that did get through is harmless twice: it carries the same new secret)."""
-    records = list(Record.select(Record, Account, Asset, Zone)
-                   .join(Account).join(Asset).join(Zone)
-                   .where(Record.id.in_(record_ids)).order_by(Record.id))
-    logins = login_accounts({record.account.asset_id for record in records})
-    login_secrets = {}
-    unusable = [r for r in records if r.account.asset_id not in logins]
+    rows = claimed_rows(record_ids)
+    logins = login_accounts({row.asset_id for row in rows})
+    unusable = [row.id for row in rows if row.asset_id not in logins]
     if unusable:
         fail_without_login(unusable)
+    login_secrets = {}
     try:
-        for record in records:
-            asset = record.account.asset
-            if asset.id not in logins:
+        for row in rows:
+            login = logins.get(row.asset_id)
+            if login is None:
                 continue
-            if asset.id not in login_secrets:
-                login_secrets[asset.id] = candidate_secrets(ctl, logins[asset.id])
-            command = build_command(ctl, record, login_secrets[asset.id], logins[asset.id])
-            publisher.publish(rotate_queue(asset.zone.name), ROTATE_ACTOR,
-                              seal("rotate", command, ctl.channel(asset.zone)))
+            if row.asset_id not in login_secrets:
+                login_secrets[row.asset_id] = candidate_secrets(ctl, login)
+            command = build_command(ctl, row, login.username, login_secrets[row.asset_id])
+            publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR,
+                              seal("rotate", command, ctl.channel(row.zone, row.public_key)))
         publisher.commit()
-        return len(records) - len(unusable)
+        return len(rows) - len(unusable)
     except Exception as exc:
-        for ids in chunked(record_ids, 500):
-            Record.update(status="pending").where(Record.id.in_(ids)).execute()
+        for ids in chunked(record_ids, 1000):
+            Record.update(status="pending").where(id_in(Record.id, ids)).execute()
         raise KeyturnError(f"publishing stopped ({type(exc).__name__}); "
                            f"{len(record_ids)} records wait as pending for the dispatcher") from None
 
 
-def fail_without_login(records: list[Record]) -> None:
+def fail_without_login(record_ids: list[int]) -> None:
     """Records whose asset lost its privileged account since planning fail at once, with a
     reason, through the normal results path (nothing was sent to any host)."""
     now = time.time()
     apply_results([RotateResult(record_id=r.id, attempt=r.attempt, zone=r.account.asset.zone.name,
                                 worker_id="controller", status="failed", error_code="no_login",
                                 error=f"{r.account.asset.name} has no privileged account to log in with",
-                                started_at=now, finished_at=now) for r in records])
+                                started_at=now, finished_at=now)
+                   for r in Record.select().where(id_in(Record.id, record_ids))])
 
 
 def candidate_secrets(ctl: Controller, login: Account) -> list[str]:
@@ -96,20 +105,18 @@ def candidate_secrets(ctl: Controller, login: Account) -> list[str]:
     return candidates
 
 
-def build_command(ctl: Controller, record: Record, login_secrets: list[str],
-                  login: Account) -> RotateCommand:
-    account, asset = record.account, record.account.asset
-    new_secret = ctl.vault.decrypt(record.new_secret)
-    if record.action == "verify":     # try the current secret, then the pending one
-        secrets = {"candidates": [s for s in (ctl.vault.decrypt(record.old_secret), new_secret) if s]}
+def build_command(ctl: Controller, row, login_username: str, login_secrets: list[str]) -> RotateCommand:
+    new_secret = ctl.vault.decrypt(row.new_secret)
+    if row.action == "verify":     # try the current secret, then the pending one
+        secrets = {"candidates": [s for s in (ctl.vault.decrypt(row.old_secret), new_secret) if s]}
     else:
         secrets = {"new_secret": new_secret}
     return RotateCommand(
-        action=record.action, record_id=record.id, attempt=record.attempt, zone=asset.zone.name,
-        asset=AssetTarget(name=asset.name, address=asset.address, port=asset.port,
-                          platform=asset.platform, host_key=asset.host_key,
-                          trust_first_use=asset.zone.trust_first_use),
-        login_username=login.username, login_secrets=login_secrets,
-        username=account.username, secret_type=account.secret_type, **secrets,
+        action=row.action, record_id=row.id, attempt=row.attempt, zone=row.zone,
+        asset=AssetTarget(name=row.asset_name, address=row.address, port=row.port,
+                          platform=row.platform, host_key=row.host_key,
+                          trust_first_use=row.trust_first_use),
+        login_username=login_username, login_secrets=login_secrets,
+        username=row.username, secret_type=row.secret_type, **secrets,
         timeout=ctl.settings.ssh_timeout,
-        valid_until=record.deadline.replace(tzinfo=timezone.utc).timestamp())
+        valid_until=row.deadline.replace(tzinfo=timezone.utc).timestamp())

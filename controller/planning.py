@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from peewee import JOIN, chunked, fn
 
-from controller.db import database
+from controller.db import bulk_insert, database, id_in
 from controller.executions import finish_if_done, log, log_many
 from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
                                Record, Zone, utcnow)
@@ -112,8 +112,8 @@ def claim_accounts(execution: Execution, account_ids: list[int], take_over: bool
             (Record.account == Account.id) & (Record.execution == Account.busy_execution)
             & Record.status.in_(IN_FLIGHT))
         free |= ~fn.EXISTS(in_flight)
-    for ids in chunked(account_ids, CHUNK):
-        Account.update(busy_execution=execution.id).where(Account.id.in_(ids) & free).execute()
+    for ids in chunked(account_ids, 10 * CHUNK):
+        Account.update(busy_execution=execution.id).where(id_in(Account.id, ids) & free).execute()
     return {row for (row,) in Account.select(Account.id)
             .where(Account.busy_execution == execution.id).tuples()}
 
@@ -122,16 +122,15 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
                    retry_of: dict[int, int] | None = None, action: str = "rotate") -> None:
     """Insert the pending records and make each new secret its account's pending secret."""
     now = utcnow()
-    rows = [{"execution": execution.id, "account": t.account.id, "status": "pending", "action": action,
-             "old_secret": t.account.secret_current, "new_secret": ctl.vault.encrypt(t.new_secret),
-             "created_at": now, "deadline": now,
-             "retry_of": (retry_of or {}).get(t.account.id)} for t in targets]
-    for batch in chunked(rows, CHUNK):
-        Record.insert_many(batch).execute()
-    pending = (Record.select(Record.new_secret)
-               .where((Record.execution == execution.id) & (Record.account == Account.id)))
-    (Account.update(secret_pending=pending, pending_since=now)
-     .where(Account.busy_execution == execution.id).execute())
+    fields = [Record.execution, Record.account, Record.status, Record.action, Record.attempt,
+              Record.ignored, Record.old_secret, Record.new_secret, Record.created_at,
+              Record.deadline, Record.retry_of]
+    rows = [(execution.id, t.account.id, "pending", action, 1, False, t.account.secret_current,
+             ctl.vault.encrypt(t.new_secret), now, now, (retry_of or {}).get(t.account.id))
+            for t in targets]
+    bulk_insert(Record, fields, rows)
+    (Account.update(secret_pending=Record.new_secret, pending_since=now).from_(Record)
+     .where((Record.account == Account.id) & (Record.execution == execution.id)).execute())
 
 
 def publish_now(ctl: Controller, execution: Execution) -> Execution:

@@ -32,22 +32,22 @@ class Controller:
             raise KeyturnError(f"no controller key at {path}: run `keyturn init`")
         return zonecrypto.read_private_key(path)
 
-    def channel(self, zone: Zone) -> zonecrypto.Channel:
-        """The sealed channel to `zone`, cached per zone public key."""
-        if not zone.public_key:
-            raise KeyturnError(f"zone {zone.name} has no public key: register one with "
-                               f"`keyturn zone add {zone.name} --public-key ...`")
-        cached = self._channels.get(zone.public_key)
+    def channel(self, zone_name: str, public_key: str | None) -> zonecrypto.Channel:
+        """The sealed channel to a zone, cached per zone public key."""
+        if not public_key:
+            raise KeyturnError(f"zone {zone_name} has no public key: register one with "
+                               f"`keyturn zone add {zone_name} --public-key ...`")
+        cached = self._channels.get(public_key)
         if cached is None:
-            cached = zonecrypto.Channel(self.private_key, zonecrypto.decode_public_key(zone.public_key))
-            self._channels[zone.public_key] = cached
+            cached = zonecrypto.Channel(self.private_key, zonecrypto.decode_public_key(public_key))
+            self._channels[public_key] = cached
         return cached
 
     def channel_for_zone_name(self, name: str) -> zonecrypto.Channel:
         zone = Zone.get_or_none(Zone.name == name)
         if zone is None:
             raise KeyturnError(f"unknown zone {name}")
-        return self.channel(zone)
+        return self.channel(zone.name, zone.public_key)
 
 
 def start_controller(settings: Settings) -> Controller:

@@ -10,7 +10,6 @@ from shared.errors import KeyturnError
 DEFAULT_SYMBOLS = "!#$%&()*+,-.:;<=?@[]_~"
 MIN_LENGTH, MAX_LENGTH, DEFAULT_LENGTH = 8, 64, 16
 MAX_GIVEN_SECRET = 1024
-_random = secrets.SystemRandom()
 
 
 class RuleError(KeyturnError, ValueError):
@@ -62,10 +61,27 @@ class PasswordRules:
         """A password with at least one character of every class in use."""
         classes = self.classes()
         alphabet = "".join(classes)
-        chars = [_random.choice(cls) for cls in classes]
-        chars += [_random.choice(alphabet) for _ in range(self.length - len(chars))]
-        _random.shuffle(chars)
-        return "".join(chars)
+        chars = [uniform_choices(cls, 1)[0] for cls in classes]
+        chars += uniform_choices(alphabet, self.length - len(chars))
+        return "".join(shuffled(chars))
+
+
+def uniform_choices(alphabet: str, count: int) -> list[str]:
+    """`count` characters drawn uniformly from `alphabet` by rejection sampling over one
+    `secrets.token_bytes` call: the same distribution as `secrets.choice`, an order of
+    magnitude faster than one system call per character."""
+    limit = 256 - 256 % len(alphabet)       # bytes at or above `limit` would bias the modulo
+    chosen: list[str] = []
+    while len(chosen) < count:
+        chosen += [alphabet[b % len(alphabet)] for b in secrets.token_bytes(2 * count) if b < limit]
+    return chosen[:count]
+
+
+def shuffled(items: list[str]) -> list[str]:
+    """A uniformly random permutation: sort by independent 64-bit random keys (one system call)."""
+    keys = secrets.token_bytes(8 * len(items))
+    order = sorted(range(len(items)), key=lambda i: keys[8 * i:8 * i + 8])
+    return [items[i] for i in order]
 
 
 def validate_given_secret(secret: str) -> None:

@@ -1,8 +1,10 @@
 import string
+from collections import Counter
 
 import pytest
 
-from controller.secretgen import DEFAULT_SYMBOLS, PasswordRules, RuleError, validate_given_secret
+from controller.secretgen import (DEFAULT_SYMBOLS, PasswordRules, RuleError, shuffled, uniform_choices,
+                                  validate_given_secret)
 
 
 def test_default_password_has_every_class_and_length():
@@ -46,3 +48,14 @@ def test_unsatisfiable_rules_are_refused(rules, field):
 def test_unusable_given_secrets_are_refused(secret):
     with pytest.raises(RuleError):
         validate_given_secret(secret)
+
+
+def test_characters_and_positions_are_uniform():
+    """No modulo bias over an alphabet that does not divide 256, no position bias in shuffling."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&()*+,-.:;<=?@[]_~"
+    counts = Counter(uniform_choices(alphabet, 170_000))
+    expected = 170_000 / len(alphabet)
+    assert set(counts) == set(alphabet)
+    assert all(abs(n - expected) < 0.12 * expected for n in counts.values())
+    first = Counter(shuffled(list("abcd"))[0] for _ in range(8000))
+    assert all(abs(n - 2000) < 250 for n in first.values())

@@ -1,0 +1,111 @@
+"""What the benchmarks share: throw-away databases and RabbitMQ vhosts, bulk fleets, reports.
+Everything runs against this machine only (loopback services, namespaced sshd hosts)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from controller.inventory import add_zone, initialise, node_for_path
+from controller.models import Account, Asset, Zone
+from controller.runtime import start_controller
+from shared.settings import load_settings
+
+POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+
+
+@contextlib.contextmanager
+def temp_database(kind: str):
+    """A fresh SQLite file or PostgreSQL schema, removed afterwards; yields its URL."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
+            yield f"sqlite:///{folder}/bench.db"
+        return
+    schema = f"ktbench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextlib.contextmanager
+def temp_vhost():
+    """A RabbitMQ virtual host of our own on 127.0.0.1; yields its amqp URL."""
+    vhost = f"ktbench_{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def controller_for(data_dir: Path, database_url: str, broker_url: str | None, **settings):
+    config = load_settings(data_dir=data_dir, database_url=database_url, broker_url=broker_url,
+                           **settings)
+    initialise(config)
+    return start_controller(config)
+
+
+def bulk_fleet(ctl, assets: int, users: int, zone: str = "bench", address: str = "127.0.0.1",
+               node: str = "/bench") -> None:
+    """`assets` assets in one zone and node, each with root and `users` accounts, inserted in bulk."""
+    add_zone(ctl, zone, None, True)
+    zone_id = Zone.get(Zone.name == zone).id
+    node_id = node_for_path(node).id
+    Asset.insert_many([{"name": f"a{i:05d}", "address": address, "port": 22, "platform": "linux",
+                        "zone": zone_id, "node": node_id} for i in range(assets)]).execute()
+    secret = ctl.vault.encrypt("bench-old-secret")
+    rows = []
+    for asset_id, in Asset.select(Asset.id).tuples():
+        rows.append({"asset": asset_id, "username": "root", "privileged": True,
+                     "secret_current": secret})
+        rows += [{"asset": asset_id, "username": f"u{j:03d}", "secret_current": secret}
+                 for j in range(users)]
+    for start in range(0, len(rows), 2000):
+        Account.insert_many(rows[start:start + 2000]).execute()
+
+
+def queue_depth(url: str, queue: str) -> int:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_):
+        self.seconds = time.perf_counter() - self.started
+
+
+def report(title: str, rows: list[dict]) -> None:
+    """Print the figures as a table and as one JSON line (for scripts and notes)."""
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()])
+    Console().print(table)
+    print(json.dumps({"benchmark": title, "rows": rows}))
