@@ -1,19 +1,19 @@
-"""The controller daemon: consumes results and heartbeats, and runs the housekeeping loop
-(dispatcher for pending records, reaper). Results wait in RabbitMQ while it is down."""
+"""The controller daemon: consumes results and heartbeats in batches, and runs the housekeeping
+loop (dispatcher for pending records, reaper). Results wait in RabbitMQ while it is down."""
 from __future__ import annotations
 
 import logging
 import threading
 from datetime import datetime, timezone
 
-import dramatiq
-
+from controller.consumers import BatchConsumer
+from controller.db import database
 from controller.dispatch import dispatch_pending
 from controller.models import WorkerSeen
 from controller.reaper import reap
 from controller.results import apply_results
 from controller.runtime import Controller
-from shared.broker import HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, RESULT_ACTOR, RESULTS_QUEUE
+from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE
 from shared.errors import KeyturnError
 from shared.messages import BadMessage, Heartbeat, RotateResult, open_envelope, parse_envelope
 
@@ -33,51 +33,42 @@ def open_body(ctl: Controller, raw: object, expected: type):
     return body
 
 
-def register_actors(ctl: Controller, broker: dramatiq.Broker) -> None:
-    """The controller-side actors; bad messages fail at once into the dead-letter queue."""
-
-    def apply_result(envelope: dict) -> None:
-        apply_results([open_body(ctl, envelope, RotateResult)])
-
-    def record_heartbeat(envelope: dict) -> None:
-        beat = open_body(ctl, envelope, Heartbeat)
-        seen = {"zone": beat.zone, "host": beat.host, "version": beat.version,
-                "in_flight": beat.in_flight,
-                "last_seen": datetime.fromtimestamp(beat.sent_at, timezone.utc).replace(tzinfo=None)}
-        (WorkerSeen.insert(worker_id=beat.worker_id, **seen)
-         .on_conflict(conflict_target=[WorkerSeen.worker_id], update=seen).execute())
-
-    options = {"broker": broker, "max_retries": 5, "min_backoff": 500, "max_backoff": 10_000,
-               "throws": (BadMessage,)}
-    dramatiq.actor(apply_result, actor_name=RESULT_ACTOR, queue_name=RESULTS_QUEUE, **options)
-    dramatiq.actor(record_heartbeat, actor_name=HEARTBEAT_ACTOR, queue_name=HEARTBEATS_QUEUE,
-                   **options)
+def record_heartbeats(beats: list[Heartbeat]) -> None:
+    """Remember the latest heartbeat of each worker (for the zones page)."""
+    with database.atomic():
+        for beat in beats:
+            seen = {"zone": beat.zone, "host": beat.host, "version": beat.version,
+                    "in_flight": beat.in_flight,
+                    "last_seen": datetime.fromtimestamp(beat.sent_at, timezone.utc).replace(tzinfo=None)}
+            (WorkerSeen.insert(worker_id=beat.worker_id, **seen)
+             .on_conflict(conflict_target=[WorkerSeen.worker_id], update=seen).execute())
 
 
 class Daemon:
     """Owns the results consumer and the housekeeping thread of one controller process."""
 
-    def __init__(self, ctl: Controller, *, consume: bool = True):
+    def __init__(self, ctl: Controller):
         self.ctl = ctl
-        self.consume = consume
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="keyturn-housekeeping",
                                         daemon=True)
-        self._worker: dramatiq.Worker | None = None
+        self._consumers = [
+            BatchConsumer(ctl.broker, RESULTS_QUEUE, lambda raw: open_body(ctl, raw, RotateResult),
+                          apply_results),
+            BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_body(ctl, raw, Heartbeat),
+                          record_heartbeats),
+        ]
 
     def start(self) -> None:
-        if self.consume:
-            register_actors(self.ctl, self.ctl.broker)
-            self._worker = dramatiq.Worker(self.ctl.broker, queues={RESULTS_QUEUE, HEARTBEATS_QUEUE},
-                                           worker_threads=4)
-            self._worker.start()
+        for consumer in self._consumers:
+            consumer.start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        if self._worker is not None:
-            self._worker.stop()
+        for consumer in self._consumers:
+            consumer.stop()
 
     def housekeeping_once(self) -> None:
         reap(self.ctl)

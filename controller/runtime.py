@@ -1,6 +1,7 @@
 """What a controller process holds once it starts: settings, database, vault, keys and bus."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -14,12 +15,15 @@ from shared.broker import make_broker
 from shared.errors import KeyturnError
 from shared.settings import Settings
 
+ZONE_KEY_TTL = 5.0
+
 
 @dataclass
 class Controller:
     settings: Settings
     vault: Vault
     _channels: dict = field(default_factory=dict)
+    _zone_keys: dict = field(default_factory=dict)
 
     @cached_property
     def broker(self) -> dramatiq.Broker:
@@ -44,10 +48,15 @@ class Controller:
         return cached
 
     def channel_for_zone_name(self, name: str) -> zonecrypto.Channel:
-        zone = Zone.get_or_none(Zone.name == name)
-        if zone is None:
-            raise KeyturnError(f"unknown zone {name}")
-        return self.channel(zone.name, zone.public_key)
+        """The channel of a zone by name; the key is looked up at most every few seconds, since
+        every result on the bus needs it."""
+        cached = self._zone_keys.get(name)
+        if cached is None or cached[1] < time.monotonic():
+            zone = Zone.get_or_none(Zone.name == name)
+            if zone is None:
+                raise KeyturnError(f"unknown zone {name}")
+            cached = self._zone_keys[name] = (zone.public_key, time.monotonic() + ZONE_KEY_TTL)
+        return self.channel(name, cached[0])
 
 
 def start_controller(settings: Settings) -> Controller:
