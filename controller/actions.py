@@ -5,7 +5,7 @@ from controller.db import database
 from controller.executions import log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record
 from controller.planning import Target, claim_accounts, create_records
-from controller.results import settle_account
+from controller.results import settle_accounts
 from controller.runtime import Controller
 from shared.errors import KeyturnError
 
@@ -83,7 +83,7 @@ def restore_record(record_id: int, actor: str) -> None:
     if record is None or record.status != "unverified":
         raise KeyturnError(f"record {record_id} is not unverified")
     with database.atomic():
-        settle_account(record, "success")
+        settle_accounts([record.id], "success")
         record.error_code = "restored"
         record.error = f"new secret made current by {actor}"
         record.save(only=[Record.error_code, Record.error])

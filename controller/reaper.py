@@ -8,7 +8,7 @@ from datetime import timedelta
 from controller.db import database
 from controller.executions import finish_if_done, log
 from controller.models import Account, Record, utcnow
-from controller.results import bump_counts, settle_record
+from controller.results import Outcome, bump_counts, settle_records
 from controller.runtime import Controller
 
 
@@ -27,9 +27,10 @@ def reap(ctl: Controller) -> tuple[int, int]:
     with database.atomic():
         for record in overdue:
             if record.attempt >= ctl.settings.max_dispatch_attempts:
-                settle_record(record, "unverified", "no_result",
-                              f"no result after {record.attempt} attempts; both candidate "
-                              f"secrets are kept until verify or restore settles the account")
+                settle_records([Outcome(record.id, "unverified", "no_result",
+                                        f"no result after {record.attempt} attempts; both "
+                                        f"candidate secrets are kept until verify or restore "
+                                        f"settles the account")])
                 given_up[record.execution_id] += 1
                 log(record.execution_id, f"record {record.id} ({record.account.username}): "
                                          f"no result after {record.attempt} attempts, unverified",

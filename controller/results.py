@@ -5,14 +5,20 @@ which never reached the host; `unverified` keeps both candidates and the account
 a verify or restore settles it. A result for a record that has already ended changes nothing,
 with one exception that protects secrets: a late `success` means the host now has the new secret,
 so it is promoted even if the record had been given up.
+
+A batch costs a handful of statements whatever its size: records, accounts and counters are
+each updated by one statement over the whole batch.
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from datetime import datetime, timezone
+from typing import NamedTuple
 
-from controller.db import database
+from peewee import Cast, ValuesList
+
+from controller.db import database, id_in, is_postgres
 from controller.executions import finish_if_done, log
 from controller.models import Account, Asset, Execution, Record, utcnow
 from shared.messages import RotateResult
@@ -21,97 +27,127 @@ logger = logging.getLogger(__name__)
 COUNTER = {"success": "succeeded", "failed": "failed", "unverified": "unverified"}
 
 
+class Outcome(NamedTuple):
+    """How one record ended (what `settle_records` writes)."""
+
+    record_id: int
+    status: str
+    error_code: str | None
+    error: str | None
+    worker_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
 def apply_results(results: list[RotateResult]) -> int:
     """Apply a batch of results in one transaction; returns how many changed a record."""
     with database.atomic():
-        records = {r.id: r for r in Record.select(Record, Account, Asset).join(Account).join(Asset)
-                   .where(Record.id.in_([result.record_id for result in results]))}
-        counts: dict[int, Counter] = {}
-        applied = 0
+        records = {r.id: r for r in Record.select(
+            Record.id, Record.status, Record.action, Record.account, Record.execution,
+            Asset.id.alias("asset_id"), Asset.host_key, Account.username, Asset.name.alias("asset"))
+            .join(Account).join(Asset)
+            .where(id_in(Record.id, [result.record_id for result in results])).objects()}
+        outcomes, counts, pins, applied = [], {}, {}, 0
         for result in results:
             record = records.get(result.record_id)
             if record is None:
                 logger.warning("dropped a result for unknown record %s", result.record_id)
                 continue
-            changed = apply_one(record, result)
+            if result.host_key and record.host_key is None:
+                pins.setdefault(record.asset_id, result.host_key)
+            changed = (apply_verify(record, result) if record.action == "verify"
+                       else rotation_outcome(record, result, outcomes))
             if changed:
                 applied += 1
                 counts.setdefault(record.execution_id, Counter()).update(changed)
+                record.status = result.status      # a duplicate later in the batch is stale
+        settle_records(outcomes)
+        for status in ("success", "failed"):
+            settle_accounts([o.record_id for o in outcomes if o.status == status], status)
+        for asset_id, host_key in pins.items():
+            pin_host_key(asset_id, host_key)
         for execution_id, counter in counts.items():
             bump_counts(execution_id, counter)
             finish_if_done(execution_id)
     return applied
 
 
-def apply_one(record: Record, result: RotateResult) -> dict[str, int] | None:
-    """Apply one result to its record and account; returns the counter changes, or None."""
-    if record.action == "verify":
-        return apply_verify(record, result)
+def rotation_outcome(record, result: RotateResult, outcomes: list[Outcome]) -> dict | None:
+    """Decide what a rotation result does to its record; returns the counter changes."""
     if record.status == "success" or (record.status in COUNTER and result.status != "success"):
         return None   # already ended: a redelivered or stale result changes nothing
-    previous_status = record.status
-    settle_record(record, result.status, result.error_code, result.error, result.worker_id,
-                  _time(result.started_at), _time(result.finished_at))
-    pin_host_key(record.account.asset, result.host_key)
-    settle_account(record, result.status)
+    success = result.status == "success"
+    outcomes.append(Outcome(record.id, result.status, None if success else result.error_code,
+                            None if success else result.error, result.worker_id,
+                            _time(result.started_at), _time(result.finished_at)))
     changed = {COUNTER[result.status]: 1}
-    if previous_status in COUNTER:   # a late success replaces a given-up outcome
-        changed[COUNTER[previous_status]] = -1
+    if record.status in COUNTER:   # a late success replaces a given-up outcome
+        changed[COUNTER[record.status]] = -1
     return changed
 
 
-def apply_verify(record: Record, result: RotateResult) -> dict[str, int] | None:
+def apply_verify(record, result: RotateResult) -> dict | None:
     """Settle an account on the candidate that logs in: current (0) or pending (1)."""
     if record.status in COUNTER:
         return None
-    pin_host_key(record.account.asset, result.host_key)
     found = result.working_index
+    where = f"record {record.id} ({record.username}@{record.asset})"
     if result.status == "success" and found in (0, 1):
-        settle_account(record, "success" if found == 1 else "failed")
-        note = "the pending secret logs in: made current" if found == 1 else "the current secret logs in"
-        settle_record(record, "success", None, None, result.worker_id)
-        log(record.execution_id, f"record {record.id} ({record.account.username}@"
-                                 f"{record.account.asset.name}): {note}")
+        settle_accounts([record.id], "success" if found == 1 else "failed")
+        settle_records([Outcome(record.id, "success", None, None, result.worker_id)])
+        log(record.execution_id, f"{where}: " + ("the pending secret logs in: made current"
+                                                 if found == 1 else "the current secret logs in"))
         return {"succeeded": 1}
     error = result.error or "neither the current nor the pending secret logs in"
-    settle_record(record, "failed", result.error_code or "no_candidate", error, result.worker_id)
+    settle_records([Outcome(record.id, "failed", result.error_code or "no_candidate", error,
+                            result.worker_id)])
     return {"failed": 1}
 
 
-def settle_record(record: Record, status: str, error_code: str | None, error: str | None,
-                  worker_id: str | None = None, started_at: datetime | None = None,
-                  finished_at: datetime | None = None) -> None:
-    record.status = status
-    record.error_code = None if status == "success" else error_code
-    record.error = None if status == "success" else error
-    record.worker_id = worker_id or record.worker_id
-    record.started_at = started_at or record.started_at
-    record.finished_at = finished_at or utcnow()
-    record.save(only=[Record.status, Record.error_code, Record.error, Record.worker_id,
-                      Record.started_at, Record.finished_at])
-
-
-def settle_account(record: Record, status: str) -> None:
-    """Move the account's secret versions for a record that ended with `status`."""
+def settle_records(outcomes: list[Outcome]) -> None:
+    """Write how records ended, in one statement."""
+    if not outcomes:
+        return
     now = utcnow()
-    ours = (Account.id == record.account_id) & (
-        Account.busy_execution.is_null() | (Account.busy_execution == record.execution_id))
+    values = ValuesList([tuple(o) for o in outcomes], alias="v").cte("outcome", columns=Outcome._fields)
+    (Record.update(status=values.c.status, error_code=values.c.error_code, error=values.c.error,
+                   worker_id=values.c.worker_id, started_at=as_timestamp(values.c.started_at),
+                   finished_at=as_timestamp(values.c.finished_at))
+     .with_cte(values).from_(values).where(Record.id == values.c.record_id).execute())
+    # Outcomes without times (the reaper's, an operator's) end now.
+    (Record.update(finished_at=now)
+     .where(id_in(Record.id, [o.record_id for o in outcomes]) & Record.finished_at.is_null())
+     .execute())
+
+
+def settle_accounts(record_ids: list[int], status: str) -> None:
+    """Move the secret versions of the records' accounts, unless a newer rotation holds them."""
+    if not record_ids:
+        return
+    ours = ((Record.account == Account.id) & id_in(Record.id, record_ids)
+            & (Account.busy_execution.is_null() | (Account.busy_execution == Record.execution)))
     if status == "success":
-        (Account.update(secret_previous=Account.secret_current, previous_since=Account.current_since,
-                        secret_current=record.new_secret, current_since=now,
-                        secret_pending=None, pending_since=None, busy_execution=None)
-         .where(ours).execute())
+        changes = {Account.secret_previous: Account.secret_current,
+                   Account.previous_since: Account.current_since,
+                   Account.secret_current: Record.new_secret, Account.current_since: utcnow()}
     elif status == "failed":
-        (Account.update(secret_pending=None, pending_since=None, busy_execution=None)
-         .where(ours).execute())
-    # unverified: keep current and pending, and keep the account busy until it is settled
+        changes = {}
+    else:
+        return   # unverified: keep current and pending, and keep the account busy until settled
+    changes.update({Account.secret_pending: None, Account.pending_since: None,
+                    Account.busy_execution: None})
+    Account.update(changes).from_(Record).where(ours).execute()
 
 
-def pin_host_key(asset: Asset, host_key: str | None) -> None:
+def as_timestamp(column):
+    """PostgreSQL types a VALUES column of NULLs as text; SQLite must not cast (its `timestamp`
+    cast is numeric)."""
+    return Cast(column, "timestamp") if is_postgres() else column
+
+
+def pin_host_key(asset_id: int, host_key: str) -> None:
     """Pin the key a worker saw on first contact (only when none is pinned yet)."""
-    if host_key and asset.host_key is None:
-        Asset.update(host_key=host_key).where((Asset.id == asset.id) & Asset.host_key.is_null()).execute()
-        asset.host_key = host_key
+    Asset.update(host_key=host_key).where((Asset.id == asset_id) & Asset.host_key.is_null()).execute()
 
 
 def bump_counts(execution_id: int, counter: Counter) -> None:

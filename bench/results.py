@@ -1,0 +1,91 @@
+"""Results throughput: 100,000 result messages waiting in RabbitMQ, consumed and applied by a
+`keyturn daemon` process on PostgreSQL (and SQLite); prints the rate and the daemon's peak RSS.
+
+    python -m bench.results [--accounts 100000]
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from bench.support import (Stopwatch, bulk_fleet, controller_for, report, temp_database,
+                           temp_vhost)
+from controller.models import Execution, Plan, Record
+from controller.planning import start_execution
+from controller.plans import parse_spec, save_plan
+from shared import zonecrypto
+from shared.broker import RESULT_ACTOR, RESULTS_QUEUE, BatchPublisher
+from shared.messages import RotateResult, seal
+from tests.processes import keyturn_env
+
+
+def queue_results(ctl, execution_id: int) -> int:
+    """Publish one sealed `success` result per record, as workers would."""
+    channel = zonecrypto.Channel(zonecrypto.read_private_key(ctl.settings.zone_key_path("bench")),
+                                 ctl.private_key.public_key)
+    now = time.time()
+    ids = [r for (r,) in Record.select(Record.id).where(Record.execution == execution_id).tuples()]
+    with BatchPublisher(ctl.broker) as publisher:
+        for index, record_id in enumerate(ids, 1):
+            result = RotateResult(record_id=record_id, attempt=1, zone="bench", worker_id="bench:1",
+                                  status="success", host_key="ssh-ed25519 AAAAbench",
+                                  started_at=now, finished_at=now)
+            publisher.publish(RESULTS_QUEUE, RESULT_ACTOR, seal("result", result, channel))
+            if index % 2000 == 0:
+                publisher.commit()
+        publisher.commit()
+    return len(ids)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(kind: str, accounts: int) -> dict:
+    users = 100
+    with temp_database(kind) as db_url, temp_vhost() as amqp, \
+            tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
+        ctl = controller_for(Path(folder), db_url, amqp)
+        bulk_fleet(ctl, accounts // users, users)
+        plan = save_plan(parse_spec({"name": "bench", "nodes": ["/bench"],
+                                     "usernames": [f"u{j:03d}" for j in range(users)]}), ctl.vault)
+        execution = start_execution(ctl, Plan.get_by_id(plan.id))
+        Record.update(status="dispatched").execute()        # as if published to workers
+        queued = queue_results(ctl, execution.id)
+        daemon = subprocess.Popen([sys.executable, "-m", "shared.cli", "daemon"],
+                                  env=keyturn_env(ctl.settings, amqp), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        try:
+            with Stopwatch() as watch:
+                while Execution.get_by_id(execution.id).status == "running":
+                    if daemon.poll() is not None:
+                        raise SystemExit(daemon.stderr.read().decode())
+                    time.sleep(0.05)
+            rss = peak_rss_mb(daemon.pid)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+        done = Execution.get_by_id(execution.id)
+        assert done.succeeded == queued == accounts, (done.succeeded, queued)
+        return {"run": f"daemon {kind}", "results": queued, "seconds": watch.seconds,
+                "per_second": queued / watch.seconds, "daemon_peak_rss_mb": rss}
+
+
+@click.command()
+@click.option("--accounts", default=100_000, show_default=True)
+@click.option("--sqlite/--no-sqlite", default=True, help="Also measure on SQLite.")
+def main(accounts, sqlite):
+    rows = [run("postgres", accounts)] + ([run("sqlite", accounts)] if sqlite else [])
+    report("results throughput (target: >= 3000/s on PostgreSQL; daemon RSS <= 250 MB)", rows)
+
+
+if __name__ == "__main__":
+    main()
