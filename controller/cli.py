@@ -448,7 +448,7 @@ def serve(host, port):
     from controller.embedded import services
 
     ctl = controller()
-    run_until_signalled(services(ctl))
+    run_until_signalled(services(ctl, host, port))
 
 
 def run_until_signalled(services: list) -> None:

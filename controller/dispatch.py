@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from datetime import timedelta, timezone
 
-from peewee import chunked
+from peewee import JOIN, chunked
 
 from controller.db import id_in
-from controller.models import Account, Asset, Record, Zone, utcnow
+from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
 from controller.planning import login_accounts
 from controller.results import apply_results
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, BatchPublisher, rotate_queue
 from shared.errors import KeyturnError
-from shared.messages import AssetTarget, RotateCommand, RotateResult, seal
+from shared.messages import AssetTarget, Params, RotateCommand, RotateResult, seal
 
 BATCH = 1000
 
@@ -53,8 +53,10 @@ def claimed_rows(record_ids: list[int]) -> list:
         Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
         Record.deadline, Account.username, Account.secret_type, Asset.id.alias("asset_id"),
         Asset.name.alias("asset_name"), Asset.address, Asset.port, Asset.platform,
-        Asset.host_key, Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use)
+        Asset.host_key, Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use,
+        Plan.params, Plan.ssh_timeout)
         .join(Account).join(Asset).join(Zone)
+        .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
         .where(id_in(Record.id, record_ids)).order_by(Record.id).namedtuples())
 
 
@@ -63,6 +65,7 @@ def publish_records(ctl: Controller, record_ids: list[int], publisher: BatchPubl
     (a message that did get through is harmless twice: it carries the same new secret)."""
     rows = claimed_rows(record_ids)
     logins = login_accounts({row.asset_id for row in rows})
+    roots = root_secrets(ctl, {row.asset_id for row in rows if (row.params or {}).get("become") == "su"})
     unusable = [row.id for row in rows if row.asset_id not in logins]
     if unusable:
         fail_without_login(unusable)
@@ -74,7 +77,8 @@ def publish_records(ctl: Controller, record_ids: list[int], publisher: BatchPubl
                 continue
             if row.asset_id not in login_secrets:
                 login_secrets[row.asset_id] = candidate_secrets(ctl, login)
-            command = build_command(ctl, row, login.username, login_secrets[row.asset_id])
+            command = build_command(ctl, row, login, login_secrets[row.asset_id],
+                                    roots.get(row.asset_id))
             publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR,
                               seal("rotate", command, ctl.channel(row.zone, row.public_key)))
         publisher.commit()
@@ -105,7 +109,16 @@ def candidate_secrets(ctl: Controller, login: Account) -> list[str]:
     return candidates
 
 
-def build_command(ctl: Controller, row, login_username: str, login_secrets: list[str]) -> RotateCommand:
+def root_secrets(ctl: Controller, asset_ids: set[int]) -> dict[int, str]:
+    """Root's current password on assets whose plan becomes root with `su`."""
+    if not asset_ids:
+        return {}
+    return {a.asset_id: ctl.vault.decrypt(a.secret_current) for a in Account.select().where(
+        id_in(Account.asset, sorted(asset_ids)) & (Account.username == "root"))}
+
+
+def build_command(ctl: Controller, row, login: Account, login_secrets: list[str],
+                  root_secret: str | None) -> RotateCommand:
     new_secret = ctl.vault.decrypt(row.new_secret)
     if row.action == "verify":     # try the current secret, then the pending one
         secrets = {"candidates": [s for s in (ctl.vault.decrypt(row.old_secret), new_secret) if s]}
@@ -116,7 +129,9 @@ def build_command(ctl: Controller, row, login_username: str, login_secrets: list
         asset=AssetTarget(name=row.asset_name, address=row.address, port=row.port,
                           platform=row.platform, host_key=row.host_key,
                           trust_first_use=row.trust_first_use),
-        login_username=login_username, login_secrets=login_secrets,
+        login_username=login.username, login_secrets=login_secrets,
+        login_secret_type=login.secret_type,
         username=row.username, secret_type=row.secret_type, **secrets,
-        timeout=ctl.settings.ssh_timeout,
+        params=Params(**(row.params or {}), become_secret=root_secret),
+        timeout=row.ssh_timeout or ctl.settings.ssh_timeout,
         valid_until=row.deadline.replace(tzinfo=timezone.utc).timestamp())

@@ -79,7 +79,8 @@ class Plan(BaseModel):
     name = pw.CharField(unique=True, max_length=128)
     usernames = JSONField(default=list)
     strategy = pw.CharField(max_length=16, default="random")          # random | specific
-    secret_type = pw.CharField(max_length=16, default="password")
+    secret_type = pw.CharField(max_length=16, default="password")        # password | ssh_key
+    key_type = pw.CharField(max_length=16, default="ed25519")            # ssh_key: ed25519 | rsa
     given_secret = pw.BlobField(null=True)                             # strategy "specific"
     length = pw.IntegerField(default=16)
     lowercase = pw.BooleanField(default=True)
@@ -87,7 +88,8 @@ class Plan(BaseModel):
     digits = pw.BooleanField(default=True)
     symbols = pw.BooleanField(default=True)
     exclude_symbols = pw.CharField(default="", max_length=64)
-    params = JSONField(default=dict)
+    params = JSONField(default=dict)                                   # shared.messages.Params
+    ssh_timeout = pw.FloatField(null=True)                             # None: KEYTURN_SSH_TIMEOUT
     interval_hours = pw.IntegerField(null=True)
     crontab = pw.CharField(null=True, max_length=128)
     next_run_at = pw.DateTimeField(null=True, index=True)

@@ -12,7 +12,7 @@ from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan,
                                Record, Zone, utcnow)
 from controller.plans import PROTECTED_USERNAMES
 from controller.runtime import Controller
-from controller.secretgen import PasswordRules
+from controller.secretgen import PasswordRules, generate_ssh_key
 
 CHUNK = 500
 
@@ -31,7 +31,8 @@ def resolve_accounts(plan: Plan) -> list[Account]:
         targets |= (Node.path == path) | Node.path.startswith(path.rstrip("/") + "/")
     return list(Account.select(Account, Asset, Zone)
                 .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
-                .where(Account.username.in_(plan.usernames) & targets)
+                .where(Account.username.in_(plan.usernames)
+                       & (Account.secret_type == plan.secret_type) & targets)
                 .order_by(Asset.name, Account.username))
 
 
@@ -62,6 +63,8 @@ def new_secret_source(ctl: Controller, plan: Plan):
     if plan.strategy == "specific":
         given = ctl.vault.decrypt(plan.given_secret)
         return lambda: given
+    if plan.secret_type == "ssh_key":
+        return lambda: generate_ssh_key(plan.key_type)
     rules = PasswordRules(plan.length, plan.lowercase, plan.uppercase, plan.digits, plan.symbols,
                           plan.exclude_symbols)
     return rules.generate

@@ -5,10 +5,11 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 
 from controller.db import database
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
-from controller.secretgen import DEFAULT_LENGTH, PasswordRules, RuleError, validate_given_secret
+from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, normalise_private_key,
+                                  validate_given_secret)
 from controller.vault import Vault
 from shared.errors import KeyturnError
-from shared.messages import USERNAME
+from shared.messages import USERNAME, Params
 
 PROTECTED_USERNAMES = ("root", "administrator")
 
@@ -27,8 +28,10 @@ class PlanSpec(BaseModel):
     assets: list[str] = []
     nodes: list[str] = []
     strategy: str = Field(default="random", pattern="^(random|specific)$")
-    secret_type: str = Field(default="password", pattern="^(password)$")
+    secret_type: str = Field(default="password", pattern="^(password|ssh_key)$")
+    key_type: str = Field(default="ed25519", pattern="^(ed25519|rsa)$")
     secret: SecretStr | None = None
+    passphrase: SecretStr | None = None      # opens a given private key; never stored
     length: int = DEFAULT_LENGTH
     lowercase: bool = True
     uppercase: bool = True
@@ -36,6 +39,7 @@ class PlanSpec(BaseModel):
     symbols: bool = True
     exclude_symbols: str = ""
     params: dict = {}
+    ssh_timeout: float | None = Field(default=None, gt=0, le=600)
     interval_hours: int | None = Field(default=None, ge=1, le=24 * 366)
     crontab: str | None = None
     recipients: list[str] = []
@@ -52,6 +56,13 @@ class PlanSpec(BaseModel):
             raise ValueError("name at least one user")
         return cleaned
 
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict) -> dict:
+        if "become_secret" in params:
+            raise ValueError("become_secret is taken from the asset's root account, not the plan")
+        return Params.model_validate(params).model_dump(exclude={"become_secret"})
+
     @model_validator(mode="after")
     def _rules(self):
         if not self.assets and not self.nodes:
@@ -59,8 +70,13 @@ class PlanSpec(BaseModel):
         if self.strategy == "specific":
             if self.secret is None:
                 raise RuleError("secret", "is required with the specific strategy")
-            validate_given_secret(self.secret.get_secret_value())
-        else:
+            if self.secret_type == "ssh_key":
+                self.secret = SecretStr(normalise_private_key(
+                    self.secret.get_secret_value(),
+                    self.passphrase.get_secret_value() if self.passphrase else None))
+            else:
+                validate_given_secret(self.secret.get_secret_value())
+        elif self.secret_type == "password":
             self.rules.validate()
         return self
 
@@ -103,7 +119,7 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None) -> Plan:
         errors["name"] = "another plan has this name"
     if errors:
         raise PlanError(errors)
-    fields = spec.model_dump(exclude={"assets", "nodes", "secret"})
+    fields = spec.model_dump(exclude={"assets", "nodes", "secret", "passphrase"})
     fields["given_secret"] = vault.encrypt(spec.secret.get_secret_value()) if spec.secret else None
     fields["updated_at"] = utcnow()
     with database.atomic():

@@ -5,6 +5,11 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
+                                                          load_pem_private_key, load_ssh_private_key)
+
 from shared.errors import KeyturnError
 
 DEFAULT_SYMBOLS = "!#$%&()*+,-.:;<=?@[]_~"
@@ -92,3 +97,32 @@ def validate_given_secret(secret: str) -> None:
         raise RuleError("secret", f"is longer than {MAX_GIVEN_SECRET} characters")
     if any(c in secret for c in "\n\r\x00"):
         raise RuleError("secret", "must be one line without NUL characters")
+
+
+KEY_TYPES = ("ed25519", "rsa")
+
+
+def generate_ssh_key(key_type: str = "ed25519") -> str:
+    """A new private key in OpenSSH format (ed25519, or RSA 4096)."""
+    if key_type == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    return key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()
+
+
+def normalise_private_key(text: str, passphrase: str | None) -> str:
+    """Check a given private key (opening it with its passphrase) and return it in OpenSSH
+    format without a passphrase: it is encrypted at rest and sealed on the bus instead."""
+    data = text.strip().encode() + b"\n"
+    password = passphrase.encode() if passphrase else None
+    try:
+        if b"OPENSSH PRIVATE KEY" in data:
+            key = load_ssh_private_key(data, password)
+        else:
+            key = load_pem_private_key(data, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise RuleError("secret", "is not a private key that opens with this passphrase") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
+        raise RuleError("secret", "use an ed25519, RSA or ECDSA private key")
+    return key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()).decode()

@@ -41,6 +41,23 @@ class AssetTarget(_Strict):
     trust_first_use: bool = False        # may a worker accept and report an unpinned key?
 
 
+class Params(_Strict):
+    """Per-plan parameters for UNIX, AIX and Linux assets (the seed product's, plus how to
+    become root and the SSH timeout). Secrets never live here; `become_secret` travels sealed."""
+
+    become: Literal["auto", "sudo", "su", "none"] = "auto"   # auto: root logs in as root, else sudo
+    become_secret: Secret | None = None      # su: root's password (from the asset's root account)
+    create_user: bool = False                # create the account when it does not exist
+    shell: str | None = None                 # default /bin/bash (/usr/bin/ksh on AIX)
+    home: str | None = None                  # default /home/<user>
+    group: str | None = None
+    groups: list[str] = []
+    uid: int | None = Field(default=None, ge=0)
+    modify_sudo: bool = False                # install a sudoers line for the account
+    sudo_commands: list[str] = ["/bin/whoami"]
+    key_strategy: Literal["add", "set", "set_managed"] = "set_managed"   # ssh_key secrets
+
+
 class RotateCommand(_Strict):
     """Rotate (or, with action `verify`, test) one account's secret on one asset."""
 
@@ -52,11 +69,12 @@ class RotateCommand(_Strict):
     asset: AssetTarget
     login_username: str = Field(pattern=USERNAME.pattern)
     login_secrets: list[Secret] = Field(min_length=1)   # candidates: current first, then pending
+    login_secret_type: Literal["password", "ssh_key"] = "password"
     username: str = Field(pattern=USERNAME.pattern)
     secret_type: Literal["password", "ssh_key"] = "password"
     new_secret: Secret | None = None     # rotate: the value to set
     candidates: list[Secret] = []        # verify: the values to try
-    params: dict = {}
+    params: Params = Params()
     timeout: float = Field(default=15.0, gt=0)
     valid_until: float | None = None     # epoch seconds; a worker must not start the change later
 
