@@ -101,3 +101,41 @@ def test_plan_errors_never_echo_the_secret(ctl):
     with pytest.raises(PlanError) as caught:
         make_plan(ctl, strategy="specific", secret="top-secret\nsecond line")
     assert "top-secret" not in str(caught.value)
+
+
+def test_ssh_key_plans_generate_keys_for_key_accounts_only(ctl):
+    build_fleet(ctl, users=("alice",))
+    from controller.inventory import set_account
+    set_account(ctl, "web-1", "deploy", None, privileged=False)
+    Account.update(secret_type="ssh_key").where(Account.username == "deploy").execute()
+    plan = make_plan(ctl, usernames=["alice", "deploy"], secret_type="ssh_key")
+    record = start_execution(ctl, plan).records.get()
+    assert record.account.username == "deploy"
+    key = ctl.vault.decrypt(record.new_secret)
+    assert key.startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def test_a_given_private_key_must_open_with_its_passphrase(ctl):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.serialization import (BestAvailableEncryption, Encoding,
+                                                              PrivateFormat)
+    build_fleet(ctl, users=("alice",))
+    locked = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.OpenSSH, BestAvailableEncryption(b"open sesame")).decode()
+    with pytest.raises(PlanError) as caught:
+        make_plan(ctl, secret_type="ssh_key", strategy="specific", secret=locked, passphrase="wrong")
+    assert "secret" in caught.value.errors and "open sesame" not in str(caught.value)
+    plan = make_plan(ctl, secret_type="ssh_key", strategy="specific", secret=locked,
+                     passphrase="open sesame")
+    stored = ctl.vault.decrypt(plan.given_secret)
+    assert "OPENSSH PRIVATE KEY" in stored and stored != locked   # stored without the passphrase
+
+
+def test_plan_params_are_validated_and_never_hold_a_secret(ctl):
+    build_fleet(ctl, users=("alice",))
+    plan = make_plan(ctl, params={"become": "su", "create_user": True, "groups": ["wheel"]})
+    assert plan.params["become"] == "su" and plan.params["groups"] == ["wheel"]
+    for bad in ({"become": "doas"}, {"become_secret": "x"}, {"uid": -1}):
+        with pytest.raises(PlanError) as caught:
+            make_plan(ctl, name="bad", params=bad)
+        assert any(field.startswith("params") for field in caught.value.errors)
