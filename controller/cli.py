@@ -431,13 +431,13 @@ def secret_show(asset_name, username, which):
 @click.command()
 def daemon():
     """Run the controller daemon: results, heartbeats, dispatcher and reaper."""
-    from controller.daemon import Daemon
+    from controller.daemon import daemon_services
 
     ctl = controller()
     if ctl.settings.embedded:
         raise click.ClickException("no KEYTURN_BROKER_URL: the embedded mode runs the daemon "
                                    "inside `keyturn serve`")
-    run_until_signalled([Daemon(ctl)])
+    run_until_signalled(daemon_services(ctl))
 
 
 @click.command()

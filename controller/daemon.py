@@ -80,3 +80,11 @@ class Daemon:
                 self.housekeeping_once()
             except Exception:   # the loop must outlive a broker or database blip
                 logger.exception("housekeeping failed; retrying")
+
+
+def daemon_services(ctl: Controller) -> list:
+    """Everything `keyturn daemon` runs: results and housekeeping, schedules, result mail."""
+    from controller.notify import Notifier
+    from controller.scheduling import Scheduler
+
+    return [Daemon(ctl), Scheduler(ctl), Notifier(ctl)]

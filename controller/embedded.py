@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from controller.daemon import Daemon
+from controller.daemon import daemon_services
 from controller.models import Zone
 from controller.runtime import Controller
 
@@ -64,7 +64,7 @@ class EmbeddedWorkers:
 
 def services(ctl: Controller, host: str, port: int) -> list:
     """What `keyturn serve` runs, in start order."""
-    running = [Daemon(ctl)]
+    running = daemon_services(ctl)
     if ctl.settings.embedded:
         running.append(EmbeddedWorkers(ctl))
     try:

@@ -124,6 +124,7 @@ class Execution(BaseModel):
     status = pw.CharField(max_length=16, default="running", index=True)   # running | success | failed
     created_at = pw.DateTimeField(default=utcnow, index=True)
     finished_at = pw.DateTimeField(null=True)
+    notified_at = pw.DateTimeField(null=True, index=True)       # result mail handled (or claimed)
     total = pw.IntegerField(default=0)
     succeeded = pw.IntegerField(default=0)
     failed = pw.IntegerField(default=0)

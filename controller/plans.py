@@ -5,6 +5,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 
 from controller.db import database
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
+from controller.scheduling import refresh_next_run, validate_crontab
 from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, normalise_private_key,
                                   validate_given_secret)
 from controller.vault import Vault
@@ -63,10 +64,17 @@ class PlanSpec(BaseModel):
             raise ValueError("become_secret is taken from the asset's root account, not the plan")
         return Params.model_validate(params).model_dump(exclude={"become_secret"})
 
+    @field_validator("crontab")
+    @classmethod
+    def _crontab(cls, line: str | None) -> str | None:
+        return validate_crontab(line) if line and line.strip() else None
+
     @model_validator(mode="after")
     def _rules(self):
         if not self.assets and not self.nodes:
             raise ValueError("targets: name at least one asset or node")
+        if self.interval_hours and self.crontab:
+            raise RuleError("crontab", "choose an interval or a crontab line, not both")
         if self.strategy == "specific":
             if self.secret is None:
                 raise RuleError("secret", "is required with the specific strategy")
@@ -107,8 +115,9 @@ def parse_spec(data: dict) -> PlanSpec:
         raise PlanError(errors) from None
 
 
-def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None) -> Plan:
-    """Create `spec` as a new plan, or overwrite `plan` with it."""
+def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=None) -> Plan:
+    """Create `spec` as a new plan, or overwrite `plan` with it; its next run is planned from
+    `now` (default: the current time)."""
     assets = {a.name: a for a in Asset.select().where(Asset.name.in_(spec.assets))}
     nodes = {n.path: n for n in Node.select().where(Node.path.in_(spec.nodes))}
     missing = {"assets": [a for a in spec.assets if a not in assets],
@@ -132,4 +141,5 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None) -> Plan:
             plan = Plan.get_by_id(plan.id)
         PlanAsset.insert_many([{"plan": plan, "asset": a} for a in assets.values()]).execute()
         PlanNode.insert_many([{"plan": plan, "node": n} for n in nodes.values()]).execute()
+        refresh_next_run(plan, now)
     return plan
