@@ -102,6 +102,30 @@ def asset_add(name, address, port, platform, zone_name, node, host_key):
     click.echo(f"asset {created.name} added in zone {zone_name}")
 
 
+@asset.command("trust")
+@click.argument("name")
+@click.option("--host-key", help="Pin this OpenSSH public key line instead of fetching one.")
+@click.option("--yes", is_flag=True, help="Accept the fetched key without asking.")
+def asset_trust(name, host_key, yes):
+    """Fetch an asset's SSH host key, show its fingerprint and pin it once accepted. Run it
+    where the asset is reachable, or give the key (e.g. from ssh-keyscan inside its zone)."""
+    from worker.ssh import fingerprint
+
+    controller()
+    found = inventory.asset_by_name(name)
+    key = host_key.strip() if host_key else inventory.fetch_host_key(found)
+    click.echo(f"{name} presents {fingerprint(key)} ({key.split()[0]})")
+    if found.host_key and found.host_key.split()[:2] == key.split()[:2]:
+        click.echo("already pinned")
+        return
+    if found.host_key:
+        click.echo(f"it replaces the pinned {fingerprint(found.host_key)}")
+    if not (yes or host_key or click.confirm("pin this key?")):
+        raise click.ClickException("not pinned")
+    inventory.pin_host_key(found, key, operator())
+    click.echo(f"pinned the host key of {name}")
+
+
 @asset.command("list")
 def asset_list():
     """Assets with their zone, node and accounts."""

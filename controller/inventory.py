@@ -5,11 +5,11 @@ from __future__ import annotations
 from controller import vault as vault_module
 from controller.db import open_database
 from controller.migrations import migrate
-from controller.models import Account, Asset, Node, Plan, WorkerSeen, Zone, utcnow
+from controller.models import Account, Asset, AuditEvent, Node, Plan, WorkerSeen, Zone, utcnow
 from controller.runtime import Controller
 from shared import zonecrypto
 from shared.errors import KeyturnError
-from shared.messages import PLATFORMS, USERNAME, ZONE_NAME
+from shared.messages import PLATFORMS, USERNAME, ZONE_NAME, AssetTarget
 from shared.settings import Settings
 
 
@@ -92,6 +92,27 @@ def add_asset(name: str, address: str, port: int, platform: str, zone_name: str,
     node = node_for_path(node_path) if node_path else None
     return Asset.create(name=name, address=address, port=port, platform=platform, zone=zone,
                         node=node, host_key=host_key.strip() if host_key else None)
+
+
+def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
+    """The host key the asset presents now (from this machine), as an OpenSSH line."""
+    from worker.ssh import connect
+
+    target = AssetTarget(name=asset.name, address=asset.address, port=asset.port,
+                         platform=asset.platform, trust_first_use=True)
+    with connect(target, timeout) as connection:
+        return connection.host_key
+
+
+def pin_host_key(asset: Asset, key_line: str, actor: str) -> None:
+    """Pin an operator-accepted host key (audited: it decides which host gets passwords)."""
+    parts = key_line.split()
+    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
+        raise KeyturnError("host key: give an OpenSSH public key line such as 'ssh-ed25519 AAAA...'")
+    asset.host_key = " ".join(parts[:2])
+    asset.save(only=[Asset.host_key])
+    AuditEvent.create(actor=actor, action="asset.trust", target=f"asset/{asset.name}",
+                      detail=asset.host_key)
 
 
 def asset_by_name(name: str) -> Asset:
