@@ -17,6 +17,7 @@ from controller import inventory
 from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, Plan, Record, Zone)
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
+from shared.logs import configure_logging
 from shared.settings import load_settings
 
 console = Console()
@@ -477,6 +478,7 @@ def serve(host, port):
 
 def run_until_signalled(services: list) -> None:
     """Start services, then stop them in reverse order on SIGINT or SIGTERM."""
+    configure_logging(load_settings())
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     trust_first_use: bool = True
     step_up_window: int = Field(default=300, ge=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_security: str = Field(default="none", pattern="^(none|starttls|tls)$")
