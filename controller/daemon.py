@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from controller.consumers import BatchConsumer
 from controller.db import database
 from controller.dispatch import dispatch_pending
+from controller.events import relay_events
 from controller.models import WorkerSeen
 from controller.reaper import reap
 from controller.results import apply_results
@@ -73,6 +74,7 @@ class Daemon:
     def housekeeping_once(self) -> None:
         reap(self.ctl)
         dispatch_pending(self.ctl)
+        relay_events(self.ctl)
 
     def _housekeeping(self) -> None:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):

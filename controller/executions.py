@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from peewee import chunked
 
+from controller.events import execution_event
 from controller.models import Execution, LogLine, utcnow
 
 
@@ -30,6 +31,7 @@ def finish_if_done(execution_id: int) -> bool:
              .execute())
     if done:
         execution = Execution.get_by_id(execution_id)
+        execution_event(execution)
         log(execution_id, f"finished: {execution.status}; success {execution.succeeded}, "
                           f"unverified {execution.unverified}, failed {execution.failed}, "
                           f"total {execution.total}")

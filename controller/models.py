@@ -189,6 +189,15 @@ class AuditEvent(BaseModel):
     detail = pw.TextField(default="")
 
 
+class OutboxEvent(BaseModel):
+    """An event written in the same transaction as the change it reports, and relayed to the
+    `keyturn.events` exchange by the daemon afterwards, so no event is lost or invented."""
+
+    at = pw.DateTimeField(default=utcnow)
+    routing_key = pw.CharField(max_length=64)
+    body = JSONField()
+
+
 class WorkerSeen(BaseModel):
     worker_id = pw.CharField(primary_key=True, max_length=128)
     zone = pw.CharField(max_length=63, index=True)
@@ -199,7 +208,7 @@ class WorkerSeen(BaseModel):
 
 
 MODELS = [SchemaVersion, Zone, Node, Asset, Account, Plan, PlanAsset, PlanNode, Execution, LogLine,
-          Record, User, AuditEvent, WorkerSeen]
+          Record, User, AuditEvent, OutboxEvent, WorkerSeen]
 
 TERMINAL = ("success", "failed", "unverified")
 IN_FLIGHT = ("pending", "dispatched")

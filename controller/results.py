@@ -19,6 +19,7 @@ from typing import NamedTuple
 from peewee import Cast, ValuesList
 
 from controller.db import database, id_in, is_postgres
+from controller.events import record_events
 from controller.executions import finish_if_done, log
 from controller.models import Account, Asset, Execution, Record, utcnow
 from shared.messages import RotateResult
@@ -115,9 +116,9 @@ def settle_records(outcomes: list[Outcome]) -> None:
                    finished_at=as_timestamp(values.c.finished_at))
      .with_cte(values).from_(values).where(Record.id == values.c.record_id).execute())
     # Outcomes without times (the reaper's, an operator's) end now.
-    (Record.update(finished_at=now)
-     .where(id_in(Record.id, [o.record_id for o in outcomes]) & Record.finished_at.is_null())
-     .execute())
+    ids = [o.record_id for o in outcomes]
+    Record.update(finished_at=now).where(id_in(Record.id, ids) & Record.finished_at.is_null()).execute()
+    record_events(ids)
 
 
 def settle_accounts(record_ids: list[int], status: str) -> None:

@@ -5,6 +5,8 @@ results without importing controller code: both only build `dramatiq.Message`s b
 """
 from __future__ import annotations
 
+import json
+
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
@@ -59,6 +61,9 @@ class BatchPublisher:
             self._channel = self._connection.channel()
             self._channel.tx_select()
             self._properties = pika.BasicProperties(delivery_mode=2)
+            self._json_properties = pika.BasicProperties(delivery_mode=2,
+                                                         content_type="application/json")
+            self._exchanges: set[str] = set()
 
     def publish(self, queue_name: str, actor_name: str, envelope: dict) -> None:
         if self._channel is None:
@@ -68,6 +73,14 @@ class BatchPublisher:
         message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(envelope,),
                                    kwargs={}, options={})
         self._channel.basic_publish("", queue_name, message.encode(), self._properties)
+
+    def publish_event(self, exchange: str, routing_key: str, body: dict) -> None:
+        """A plain JSON message on a topic exchange, for systems that are not dramatiq actors."""
+        if exchange not in self._exchanges:
+            self._channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+            self._exchanges.add(exchange)
+        self._channel.basic_publish(exchange, routing_key, json.dumps(body).encode(),
+                                    self._json_properties)
 
     def commit(self) -> None:
         """Return once every message published so far is safely in the broker."""
