@@ -1,0 +1,157 @@
+"""One account's rotation (or verification), step 2 of the rotation protocol in DESIGN.md.
+
+Log in as the privileged account, change the password, then prove it with a *new* login as the
+account. The status is what the controller may safely conclude: `failed` only when the change
+was certainly not made (never sent, or refused by the host), `unverified` whenever it may have
+been made but the new password could not be shown to work, `success` only after that login.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from shared.messages import AssetTarget, RotateCommand, RotateResult
+from worker import ssh
+from worker.platforms import DRIVERS, ChangeFailed, Driver
+from worker.sessions import SessionPool
+from worker.ssh import SshError, scrub
+
+logger = logging.getLogger(__name__)
+
+
+def rotate(command: RotateCommand, pool: SessionPool, worker_id: str,
+           redelivered: bool) -> RotateResult:
+    """Carry out `command` and say what happened; never raises (a bug too ends in a result)."""
+    run = _Run(command, pool, worker_id)
+    try:
+        return run.verify() if command.action == "verify" else run.rotate(redelivered)
+    except Exception as exc:
+        logger.error("record %s: unexpected error\n%s", command.record_id,
+                     scrub("".join(traceback.format_exception(exc)), run.secrets))
+        return run.result("unverified" if run.change_started else "failed", "internal_error",
+                          f"{command.asset.name}: unexpected {type(exc).__name__} in the worker "
+                          f"(see its log)")
+
+
+class _Run:
+    """The state of one command's handling: what was learned, and whether the change began."""
+
+    def __init__(self, command: RotateCommand, pool: SessionPool, worker_id: str):
+        self.command = command
+        self.pool = pool
+        self.worker_id = worker_id
+        self.asset: AssetTarget = command.asset
+        self.started_at = time.time()
+        self.host_key: str | None = None
+        self.login_index: int | None = None
+        self.change_started = False
+        new = [command.new_secret] if command.new_secret else []
+        self.secrets = [s.get_secret_value() for s in [*command.login_secrets, *command.candidates, *new]]
+
+    def rotate(self, redelivered: bool) -> RotateResult:
+        c = self.command
+        driver = DRIVERS.get(c.asset.platform)
+        if driver is None:
+            return self.result("failed", "unsupported_platform",
+                               f"{c.asset.name}: no driver for platform {c.asset.platform} yet")
+        if c.secret_type != "password":
+            return self.result("failed", "unsupported_secret_type",
+                               f"{c.asset.name}: only passwords can be rotated yet, not {c.secret_type}")
+        if c.new_secret is None:
+            return self.result("failed", "bad_command", "a rotate command without a new secret")
+        new = c.new_secret.get_secret_value()
+        try:
+            if redelivered and self.logs_in(c.username, new):
+                logger.info("record %s: redelivered and the new password already works",
+                            c.record_id)
+                return self.result("success")
+            if c.valid_until is not None and time.time() > c.valid_until:
+                return self.result("failed", "expired", f"{c.asset.name}: the command expired "
+                                                        f"before the change began; nothing was sent")
+            self.change(driver)
+        except ChangeFailed as exc:
+            return self.result("failed", exc.code, str(exc))
+        except SshError as exc:
+            if not exc.command_sent:
+                return self.result("failed", exc.code, str(exc))
+            return self.settle_unknown(exc)
+        return self.prove()
+
+    def change(self, driver: Driver) -> None:
+        """Log in (pooled) and change; a pooled session found dead before anything was sent is
+        replaced once by a fresh login."""
+        c = self.command
+        logins = [secret.get_secret_value() for secret in c.login_secrets]
+        for attempt in (1, 2):
+            session, self.login_index = self.pool.session(self.asset, c.login_username, logins,
+                                                          c.timeout)
+            self.learn(session.host_key)
+            self.change_started = True
+            try:
+                driver.change_password(session, c, logins[self.login_index])
+                return
+            except SshError as exc:
+                self.pool.discard(session)
+                if exc.command_sent or exc.code != "connection_lost" or attempt == 2:
+                    raise
+                self.change_started = False
+
+    def prove(self) -> RotateResult:
+        c = self.command
+        try:
+            if self.logs_in(c.username, c.new_secret.get_secret_value()):
+                return self.result("success")
+            reason = f"{c.username} cannot log in with the new password"
+        except SshError as exc:
+            reason = f"the login as {c.username} failed: {exc}"
+        return self.result("unverified", "verify_failed",
+                           f"{c.asset.name}: chpasswd reported success but {reason}")
+
+    def settle_unknown(self, exc: SshError) -> RotateResult:
+        """The change may or may not have happened: a login with the new password decides."""
+        c = self.command
+        try:
+            if self.logs_in(c.username, c.new_secret.get_secret_value()):
+                return self.result("success")
+        except SshError:
+            pass
+        return self.result("unverified", exc.code, f"{exc}; the password of {c.username} may "
+                                                   f"have changed, and a login with the new one "
+                                                   f"did not succeed")
+
+    def verify(self) -> RotateResult:
+        """Which candidate logs in as the account (fresh logins; nothing is changed)."""
+        c = self.command
+        try:
+            for index, candidate in enumerate(c.candidates):
+                if self.logs_in(c.username, candidate.get_secret_value()):
+                    return self.result("success", working_index=index)
+        except SshError as exc:
+            return self.result("failed", exc.code, str(exc))
+        return self.result("failed", "no_candidate", f"{c.asset.name}: none of the "
+                                                     f"{len(c.candidates)} candidate passwords "
+                                                     f"logs in as {c.username}")
+
+    def logs_in(self, username: str, password: str) -> bool:
+        check = ssh.password_works(self.asset, username, password, self.command.timeout)
+        self.learn(check.host_key)
+        return check.works
+
+    def learn(self, host_key: str) -> None:
+        """Report the key seen, and hold later connections of this run to it (first use)."""
+        self.host_key = host_key
+        if self.asset.host_key is None:
+            self.asset = self.asset.model_copy(update={"host_key": host_key})
+
+    def result(self, status: str, error_code: str | None = None, error: str | None = None,
+               working_index: int | None = None) -> RotateResult:
+        c = self.command
+        outcome = f"{status} ({error_code}: {error})" if error_code else status
+        logger.info("record %s %s %s@%s: %s", c.record_id, c.action, c.username, c.asset.name,
+                    outcome)
+        return RotateResult(record_id=c.record_id, attempt=c.attempt, zone=c.zone,
+                            worker_id=self.worker_id, status=status, error_code=error_code,
+                            error=error, host_key=self.host_key, login_index=self.login_index,
+                            working_index=working_index, started_at=self.started_at,
+                            finished_at=time.time())

@@ -1,0 +1,156 @@
+"""Privileged SSH sessions shared by the rotations on one asset.
+
+A login costs a TCP connect, a key exchange and a PAM password check; a batch of accounts on one
+host pays it once: the first rotation logs in, the others open channels on the same transport (a
+few at a time). Sessions are keyed by a salted fingerprint of the login secret, never the
+secret, and dropped when dead or idle. A failed login is remembered for a short while, so a
+batch does not hammer a dead host or lock the privileged account out with wrong passwords.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from typing import Callable, Iterable, TypeVar
+
+from shared.messages import AssetTarget
+from worker import ssh
+from worker.ssh import Completed, SshError
+
+IDLE_SECONDS = 60.0
+CHANNELS_PER_SESSION = 8
+FAILURE_MEMORY = 30.0
+T = TypeVar("T")
+
+
+class Session:
+    """One authenticated privileged connection; runs commands a few at a time."""
+
+    def __init__(self, connection: ssh.Connection, channels: int):
+        self.connection = connection
+        self.last_used = time.monotonic()
+        self._channels = threading.BoundedSemaphore(channels)
+        self._facts: dict[str, object] = {}
+        self._facts_lock = threading.Lock()
+
+    @property
+    def host_key(self) -> str:
+        return self.connection.host_key
+
+    def run(self, argv: list[str], stdin: bytes = b"", *, timeout: float,
+            secrets: Iterable[str] = ()) -> Completed:
+        """`Connection.run`, waiting (within `timeout`) for one of the session's channels."""
+        if not self._channels.acquire(timeout=timeout):
+            raise SshError("timeout", f"{ssh.describe(self.connection.asset)}: no free SSH channel "
+                                      f"within {timeout:g} s")
+        try:
+            return self.connection.run(argv, stdin, timeout=timeout, secrets=secrets)
+        finally:
+            self._channels.release()
+            self.last_used = time.monotonic()
+
+    def remember(self, name: str, compute: Callable[[], T]) -> T:
+        """A fact about this login (e.g. how it becomes root), computed once per session."""
+        with self._facts_lock:
+            if name not in self._facts:
+                self._facts[name] = compute()
+            return self._facts[name]
+
+
+class SessionPool:
+    """Thread-safe pool of privileged sessions, one per (address, port, login, host-key rule,
+    login secret fingerprint). Per-host locks make concurrent rotations on a host share a login."""
+
+    def __init__(self, *, idle_seconds: float = IDLE_SECONDS,
+                 channels: int = CHANNELS_PER_SESSION, failure_memory: float = FAILURE_MEMORY):
+        self.idle_seconds = idle_seconds
+        self.channels = channels
+        self.failure_memory = failure_memory
+        self._salt = os.urandom(32)
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple, Session] = {}
+        self._failures: dict[tuple, tuple[float, SshError]] = {}
+        self._host_locks: dict[tuple, threading.Lock] = {}   # bounded by the zone's inventory
+
+    def session(self, asset: AssetTarget, username: str, secrets: list[str],
+                timeout: float) -> tuple[Session, int]:
+        """A live session as `username` and the index of the secret it logged in with: a pooled
+        one if any of `secrets` has one, else a new login trying `secrets` in order."""
+        host = (asset.address, asset.port, username, asset.host_key, asset.trust_first_use)
+        prints = [self._fingerprint(secret) for secret in secrets]
+        with self._lock:
+            host_lock = self._host_locks.setdefault(host, threading.Lock())
+        with host_lock:
+            with self._lock:
+                for index, print_ in enumerate(prints):
+                    session = self._sessions.get(host + (print_,))
+                    if session is not None and session.connection.alive():
+                        session.last_used = time.monotonic()
+                        return session, index
+                failed = self._failures.get(host + tuple(prints))
+            if failed and time.monotonic() - failed[0] < self.failure_memory:
+                raise SshError(failed[1].code, f"{failed[1]} (a moment ago; not retried for "
+                                               f"{self.failure_memory:g} s)")
+            try:
+                connection, index = _log_in(asset, username, secrets, timeout)
+            except SshError as exc:
+                with self._lock:
+                    self._failures[host + tuple(prints)] = (time.monotonic(), exc)
+                raise
+            session = Session(connection, self.channels)
+            with self._lock:
+                self._sessions[host + (prints[index],)] = session
+            return session, index
+
+    def discard(self, session: Session) -> None:
+        """Forget and close a session that failed (the next rotation logs in afresh)."""
+        with self._lock:
+            for key in [k for k, s in self._sessions.items() if s is session]:
+                del self._sessions[key]
+        session.connection.close()
+
+    def prune(self) -> None:
+        """Close dead sessions and those idle for `idle_seconds`; forget old failures."""
+        now = time.monotonic()
+        with self._lock:
+            stale = {key: s for key, s in self._sessions.items()
+                     if not s.connection.alive() or now - s.last_used >= self.idle_seconds}
+            for key in stale:
+                del self._sessions[key]
+            for key in [k for k, (at, _) in self._failures.items() if now - at >= self.failure_memory]:
+                del self._failures[key]
+        for session in stale.values():
+            session.connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.connection.close()
+
+    def _fingerprint(self, secret: str) -> str:
+        return hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def _log_in(asset: AssetTarget, username: str, secrets: list[str],
+            timeout: float) -> tuple[ssh.Connection, int]:
+    """Connect and try each secret in order, reconnecting if the host hangs up between tries."""
+    connection = None
+    try:
+        for index, secret in enumerate(secrets):
+            if connection is None or not connection.alive():
+                if connection is not None:
+                    connection.close()
+                connection = ssh.connect(asset, timeout)
+            if connection.login(username, secret):
+                return connection, index
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
+    connection.close()
+    tried = "its password was" if len(secrets) == 1 else f"all {len(secrets)} known passwords were"
+    raise SshError("login_failed", f"{ssh.describe(asset)}: cannot log in as {username}: "
+                                   f"{tried} rejected")

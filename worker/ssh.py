@@ -1,0 +1,240 @@
+"""SSH to assets with pinned host keys and hard deadlines (paramiko).
+
+Every failure is an `SshError` whose code the controller stores and whose message is built only
+from that code and host facts (name, address, user name), so no secret can ride along in an
+exception. The host key is checked before any password leaves this process, and every wait
+(connect, banner, key exchange, login, channel, command) has a limit, so a paused or half-dead
+host can hold a worker thread only for a few timeouts, never forever.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import shlex
+import socket
+import threading
+import time
+from typing import Iterable, NamedTuple
+
+import paramiko
+
+from shared.errors import KeyturnError
+from shared.messages import AssetTarget
+
+logger = logging.getLogger(__name__)
+RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]   # how an `ssh-rsa` pin is negotiated
+
+
+class SshError(KeyturnError):
+    """An SSH step failed: `code` for the controller, the message for a person.
+
+    `command_sent` is True when a command had been sent and may have run, so its outcome is
+    unknown (for a password change: the host may now have the new password)."""
+
+    def __init__(self, code: str, message: str, *, command_sent: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.command_sent = command_sent
+
+
+class Completed(NamedTuple):
+    """A finished remote command; its output is already scrubbed of the secrets involved."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+
+class LoginCheck(NamedTuple):
+    works: bool
+    host_key: str
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***` (longest first, so none survives in part)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def describe(asset: AssetTarget) -> str:
+    return f"{asset.name} ({asset.address}:{asset.port})"
+
+
+def fingerprint(key_line: str) -> str:
+    """The SHA256 fingerprint OpenSSH shows for a public key line, for error messages."""
+    try:
+        blob = base64.b64decode(key_line.split()[1], validate=True)
+    except (IndexError, ValueError):
+        return "an unreadable key"
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def connect(asset: AssetTarget, timeout: float) -> Connection:
+    """An unauthenticated transport to `asset` whose host key matches the pin (or, when the
+    asset allows it, is learned on first use). Refused before any password is sent otherwise."""
+    where = describe(asset)
+    started = time.monotonic()
+    try:
+        sock = socket.create_connection((asset.address, asset.port), timeout=timeout)
+    except socket.gaierror:
+        raise SshError("unreachable", f"{where}: the address does not resolve") from None
+    except TimeoutError:
+        raise SshError("timeout", f"{where}: no TCP answer within {timeout:g} s") from None
+    except OSError as exc:
+        raise SshError("unreachable", f"{where}: {(exc.strerror or 'cannot connect').lower()}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # else ~40 ms per channel open
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = transport.handshake_timeout = timeout
+    transport.auth_timeout = transport.channel_timeout = timeout
+    pinned = asset.host_key.split()[:2] if asset.host_key else None
+    if pinned:
+        _prefer_key_type(transport, pinned[0])
+    try:
+        transport.start_client(timeout=timeout)   # returns quietly on timeout: the key read raises
+        key = transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        transport.close()
+        raise _handshake_error(exc, where, timeout, started) from None
+    seen = f"{key.get_name()} {key.get_base64()}"
+    if pinned is None and not asset.trust_first_use:
+        transport.close()
+        raise SshError("host_key_unknown", f"{where}: no host key is pinned and first-use trust is "
+                                           f"off (it presents {fingerprint(seen)}); nothing was sent")
+    if pinned is not None and seen.split() != pinned:
+        transport.close()
+        raise SshError("host_key_mismatch", f"{where}: the host key changed (pinned "
+                                            f"{fingerprint(asset.host_key)}, presented "
+                                            f"{fingerprint(seen)}); no password was sent")
+    return Connection(transport, asset, seen)
+
+
+def password_works(asset: AssetTarget, username: str, password: str, timeout: float) -> LoginCheck:
+    """Whether a fresh login (new transport, same host-key rules) as `username` succeeds."""
+    with connect(asset, timeout) as connection:
+        return LoginCheck(connection.login(username, password), connection.host_key)
+
+
+def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
+    """Ask for the pinned key's type first, so a host with several keys presents that one."""
+    options = transport.get_security_options()
+    wanted = [k for k in (RSA_ALGORITHMS if key_type == "ssh-rsa" else [key_type])
+              if k in options.key_types]
+    options.key_types = wanted + [k for k in options.key_types if k not in wanted]
+
+
+def _handshake_error(exc: BaseException, where: str, timeout: float, started: float) -> SshError:
+    if isinstance(exc.__context__, TimeoutError) or time.monotonic() - started >= timeout * 0.95:
+        return SshError("timeout", f"{where}: no SSH handshake within {timeout:g} s")
+    if isinstance(exc, paramiko.IncompatiblePeer):
+        return SshError("unreachable", f"{where}: no SSH algorithm in common (a SHA-1-only host?)")
+    return SshError("unreachable", f"{where}: the SSH handshake failed (the connection was closed)")
+
+
+class Connection:
+    """A transport to one asset whose host key has been checked; logs in, runs commands."""
+
+    def __init__(self, transport: paramiko.Transport, asset: AssetTarget, host_key: str):
+        self.asset = asset
+        self.host_key = host_key
+        self._transport = transport
+        self._where = describe(asset)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def alive(self) -> bool:
+        return self._transport.is_active()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def login(self, username: str, password: str) -> bool:
+        """Password authentication; False when the host rejects the password."""
+        started = time.monotonic()
+        try:
+            further = self._transport.auth_password(username, password)
+        except paramiko.BadAuthenticationType:
+            raise SshError("login_failed", f"{self._where}: the host does not accept password "
+                                           f"logins for {username}") from None
+        except paramiko.AuthenticationException:
+            if time.monotonic() - started >= self._transport.auth_timeout * 0.95:
+                raise SshError("timeout", f"{self._where}: no answer to the login of {username} "
+                                          f"within {self._transport.auth_timeout:g} s") from None
+            return False
+        except (paramiko.SSHException, EOFError, OSError):
+            raise SshError("connection_lost", f"{self._where}: the connection ended during the "
+                                              f"login of {username}") from None
+        if further:
+            raise SshError("login_failed", f"{self._where}: {username} needs a second "
+                                           f"authentication factor ({', '.join(further)})")
+        return True
+
+    def run(self, argv: list[str], stdin: bytes = b"", *, timeout: float,
+            secrets: Iterable[str] = ()) -> Completed:
+        """Run `argv` (quoted with shlex, no pty: nothing on stdin is echoed) with `stdin`, and
+        wait for its exit status at most `timeout` seconds in all. Secrets go on stdin only."""
+        name = f"`{shlex.join(argv)}`"   # user names at most: never a secret
+        try:
+            channel = self._transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError):
+            raise SshError("connection_lost", f"{self._where}: cannot open a channel to run "
+                                              f"{name}") from None
+        expired = threading.Event()
+
+        def expire() -> None:   # the hard deadline: closing the channel ends every wait below
+            expired.set()
+            _close(channel)
+
+        deadline = threading.Timer(timeout, expire)
+        deadline.daemon = True
+        deadline.start()
+        stdout = stderr = b""
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(shlex.join(argv))
+            # EOF only after input, so only to commands that read to the end: an EOF crossing
+            # the server's channel close makes OpenSSH drop the whole shared connection
+            # (paramiko #1705). A command given no input must not read stdin.
+            if stdin:
+                channel.sendall(stdin)
+                channel.shutdown_write()
+            stdout = _read_to_eof(channel.recv)
+            stderr = _read_to_eof(channel.recv_stderr)
+            channel.status_event.wait(timeout)   # never recv_exit_status(): it ignores timeouts
+        except (paramiko.SSHException, EOFError, OSError):
+            pass   # judged below: no exit status means the outcome is unknown
+        finally:
+            deadline.cancel()
+            _close(channel)
+        if channel.exit_status >= 0:
+            logger.debug("%s: %s exited with %s", self._where, name, channel.exit_status)
+            return Completed(channel.exit_status, _text(stdout, secrets), _text(stderr, secrets))
+        if expired.is_set():
+            raise SshError("timeout", f"{self._where}: {name} did not finish within {timeout:g} s",
+                           command_sent=True)
+        raise SshError("connection_lost", f"{self._where}: {name} ended without an exit status "
+                                          f"(connection lost or process killed)", command_sent=True)
+
+
+def _close(channel: paramiko.Channel) -> None:
+    """Close a channel; on a connection that just died, paramiko raises while saying goodbye."""
+    try:
+        channel.close()
+    except (paramiko.SSHException, EOFError, OSError):
+        pass
+
+
+def _read_to_eof(recv) -> bytes:
+    chunks = []
+    while chunk := recv(32768):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _text(output: bytes, secrets: Iterable[str]) -> str:
+    return scrub(output.decode("utf-8", "replace"), secrets)
