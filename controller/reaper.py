@@ -13,9 +13,10 @@ from controller.runtime import Controller
 
 
 def grace_seconds(ctl: Controller) -> float:
-    """How long past its deadline a worker may still be acting on a message it started in time:
-    connect, login, change and verify, each bounded by the SSH timeout."""
-    return 6 * ctl.settings.ssh_timeout + 30
+    """How long past its deadline a worker may still be acting on a message: it starts no change
+    after the deadline, and a change already begun ends within its commands and the verifying
+    login, each bounded by the SSH timeout."""
+    return 5 * ctl.settings.ssh_timeout + 10
 
 
 def reap(ctl: Controller) -> tuple[int, int]:

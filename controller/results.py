@@ -44,7 +44,7 @@ def apply_results(results: list[RotateResult]) -> int:
     """Apply a batch of results in one transaction; returns how many changed a record."""
     with database.atomic():
         records = {r.id: r for r in Record.select(
-            Record.id, Record.status, Record.action, Record.account, Record.execution,
+            Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
             Asset.id.alias("asset_id"), Asset.host_key, Account.username, Asset.name.alias("asset"))
             .join(Account).join(Asset)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
@@ -77,6 +77,8 @@ def rotation_outcome(record, result: RotateResult, outcomes: list[Outcome]) -> d
     """Decide what a rotation result does to its record; returns the counter changes."""
     if record.status == "success" or (record.status in COUNTER and result.status != "success"):
         return None   # already ended: a redelivered or stale result changes nothing
+    if result.attempt < record.attempt and result.status != "success":
+        return None   # an earlier dispatch's failure says nothing about the one now in flight
     success = result.status == "success"
     outcomes.append(Outcome(record.id, result.status, None if success else result.error_code,
                             None if success else result.error, result.worker_id,

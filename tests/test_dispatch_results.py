@@ -145,3 +145,14 @@ def test_a_record_whose_asset_lost_its_login_fails_with_a_reason(ctl, execution)
     assert {(r.status, r.error_code) for r in failed} == {("failed", "no_login")}
     assert Execution.get_by_id(execution.id).status == "failed"
     assert Account.select().where(Account.busy_execution.is_null(False)).count() == 0
+
+
+def test_a_failure_from_an_earlier_attempt_does_not_end_the_current_one(ctl, execution):
+    record = execution.records.get()
+    Record.update(attempt=2, status="dispatched").where(Record.id == record.id).execute()
+    stale = RotateResult(record_id=record.id, attempt=1, zone="dmz", worker_id="w", status="failed",
+                         error_code="expired", error="late", started_at=0, finished_at=0)
+    assert apply_results([stale]) == 0
+    assert Record.get_by_id(record.id).status == "dispatched"
+    late_success = stale.model_copy(update={"status": "success", "error": None, "error_code": None})
+    assert apply_results([late_success]) == 1           # but a success always counts
