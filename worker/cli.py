@@ -1,13 +1,13 @@
 """`keyturn worker` and `keyturn zone keygen`: the commands run on a zone worker's machine."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from shared.broker import make_broker
 from shared.errors import KeyturnError
+from shared.logs import configure_logging
 from shared.messages import ZONE_NAME
 from shared.settings import load_settings
 from shared.zonecrypto import encode_public_key, generate_private_key, read_private_key, write_private_key
@@ -24,10 +24,7 @@ def worker(zones):
     if settings.embedded:
         raise click.ClickException("no KEYTURN_BROKER_URL: without a broker the embedded mode "
                                    "runs the worker inside `keyturn serve`")
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("paramiko", "pika"):   # several INFO lines per login / connection otherwise
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging(settings)
     run_worker(settings, list(zones), make_broker(settings.broker_url))
 
 
