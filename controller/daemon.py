@@ -6,6 +6,9 @@ import logging
 import threading
 from datetime import datetime, timezone
 
+from dramatiq.errors import BrokerConnectionError
+from pika.exceptions import AMQPConnectionError
+
 from controller.consumers import BatchConsumer
 from controller.db import database
 from controller.dispatch import dispatch_pending
@@ -80,7 +83,9 @@ class Daemon:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):
             try:
                 self.housekeeping_once()
-            except Exception:   # the loop must outlive a broker or database blip
+            except (AMQPConnectionError, BrokerConnectionError, KeyturnError) as exc:
+                logger.warning("housekeeping waits for the broker: %s", exc or type(exc).__name__)
+            except Exception:   # the loop must outlive a database blip too
                 logger.exception("housekeeping failed; retrying")
 
 

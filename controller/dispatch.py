@@ -3,14 +3,14 @@ publish it to `rotate.<zone>`. The one path for the CLI, the daemon's dispatcher
 from __future__ import annotations
 
 import time
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 from peewee import JOIN, chunked
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
 from controller.planning import login_accounts
-from controller.results import apply_results
+from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, BatchPublisher, rotate_queue
 from shared.errors import KeyturnError
@@ -51,7 +51,7 @@ def claimed_rows(record_ids: list[int]) -> list:
     """What a command needs of each record, as plain rows (no model objects on the hot path)."""
     return list(Record.select(
         Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
-        Record.deadline, Account.username, Account.secret_type, Asset.id.alias("asset_id"),
+        Account.username, Account.secret_type, Asset.id.alias("asset_id"),
         Asset.name.alias("asset_name"), Asset.address, Asset.port, Asset.platform,
         Asset.host_key, Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use,
         Plan.params, Plan.ssh_timeout)
@@ -119,11 +119,11 @@ def root_secrets(ctl: Controller, asset_ids: set[int]) -> dict[int, str]:
 
 def build_command(ctl: Controller, row, login: Account, login_secrets: list[str],
                   root_secret: str | None) -> RotateCommand:
-    new_secret = ctl.vault.decrypt(row.new_secret)
-    if row.action == "verify":     # try the current secret, then the pending one
-        secrets = {"candidates": [s for s in (ctl.vault.decrypt(row.old_secret), new_secret) if s]}
+    old_secret, new_secret = ctl.vault.decrypt(row.old_secret), ctl.vault.decrypt(row.new_secret)
+    if row.action == "verify":
+        secrets = {"candidates": verify_candidates(old_secret, new_secret)}
     else:
-        secrets = {"new_secret": new_secret}
+        secrets = {"new_secret": new_secret, "old_secret": old_secret}
     return RotateCommand(
         action=row.action, record_id=row.id, attempt=row.attempt, zone=row.zone,
         asset=AssetTarget(name=row.asset_name, address=row.address, port=row.port,
@@ -133,5 +133,5 @@ def build_command(ctl: Controller, row, login: Account, login_secrets: list[str]
         login_secret_type=login.secret_type,
         username=row.username, secret_type=row.secret_type, **secrets,
         params=Params(**(row.params or {}), become_secret=root_secret),
-        timeout=row.ssh_timeout or ctl.settings.ssh_timeout,
-        valid_until=row.deadline.replace(tzinfo=timezone.utc).timestamp())
+        timeout=row.ssh_timeout or ctl.settings.ssh_timeout)
+

@@ -3,27 +3,27 @@ are dispatched again with the same new secret, and after the last attempt marked
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
 
 from controller.db import database
 from controller.executions import finish_if_done, log
-from controller.models import Account, Record, utcnow
+from controller.models import Account, Asset, Record, Zone, utcnow
 from controller.results import Outcome, bump_counts, settle_records
 from controller.runtime import Controller
-
-
-def grace_seconds(ctl: Controller) -> float:
-    """How long past its deadline a worker may still be acting on a message: it starts no change
-    after the deadline, and a change already begun ends within its commands and the verifying
-    login, each bounded by the SSH timeout."""
-    return 5 * ctl.settings.ssh_timeout + 10
+from shared.broker import ready_messages, rotate_queue
 
 
 def reap(ctl: Controller) -> tuple[int, int]:
-    """Re-queue or give up overdue records; returns (re-queued, given up)."""
-    cutoff = utcnow() - timedelta(seconds=grace_seconds(ctl))
-    overdue = list(Record.select(Record, Account).join(Account)
-                   .where((Record.status == "dispatched") & (Record.deadline < cutoff)))
+    """Re-queue or give up overdue records; returns (re-queued, given up).
+
+    A record is overdue when it has had no result for `rotation_deadline` seconds and its zone's
+    queue holds no waiting message (else it may just be waiting its turn). A second dispatch is
+    safe even if the first is still alive: a repeated message proves the host still has the old
+    secret before it changes anything."""
+    late = list(Record.select(Record, Account, Asset, Zone).join(Account).join(Asset).join(Zone)
+                .where((Record.status == "dispatched") & (Record.deadline < utcnow())))
+    zones = {record.account.asset.zone.name for record in late}
+    waiting = {zone for zone in zones if ready_messages(ctl.broker, rotate_queue(zone))}
+    overdue = [record for record in late if record.account.asset.zone.name not in waiting]
     requeued, given_up = 0, Counter()
     with database.atomic():
         for record in overdue:

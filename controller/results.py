@@ -45,6 +45,7 @@ def apply_results(results: list[RotateResult]) -> int:
     with database.atomic():
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
+            Record.old_secret, Record.new_secret,
             Asset.id.alias("asset_id"), Asset.host_key, Account.username, Asset.name.alias("asset"))
             .join(Account).join(Asset)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
@@ -89,17 +90,24 @@ def rotation_outcome(record, result: RotateResult, outcomes: list[Outcome]) -> d
     return changed
 
 
+def verify_candidates(current, pending) -> list:
+    """What a verify tries, in order: the current secret, then the pending one (those known);
+    dispatch builds the command with it and `apply_verify` maps the working index back."""
+    return [secret for secret in (current, pending) if secret is not None]
+
+
 def apply_verify(record, result: RotateResult) -> dict | None:
     """Settle an account on the candidate that logs in: current (0) or pending (1)."""
     if record.status in COUNTER:
         return None
-    found = result.working_index
+    tried = verify_candidates(record.old_secret and "current", record.new_secret and "pending")
+    found = tried[result.working_index] if result.working_index is not None else None
     where = f"record {record.id} ({record.username}@{record.asset})"
-    if result.status == "success" and found in (0, 1):
-        settle_accounts([record.id], "success" if found == 1 else "failed")
+    if result.status == "success" and found is not None:
+        settle_accounts([record.id], "success" if found == "pending" else "failed")
         settle_records([Outcome(record.id, "success", None, None, result.worker_id)])
-        log(record.execution_id, f"{where}: " + ("the pending secret logs in: made current"
-                                                 if found == 1 else "the current secret logs in"))
+        log(record.execution_id, f"{where}: the {found} secret logs in"
+                                 + (": made current" if found == "pending" else ""))
         return {"succeeded": 1}
     error = result.error or "neither the current nor the pending secret logs in"
     settle_records([Outcome(record.id, "failed", result.error_code or "no_candidate", error,

@@ -98,6 +98,24 @@ class BatchPublisher:
         self.close()
 
 
+def ready_messages(broker: dramatiq.Broker, queue_name: str) -> int:
+    """Messages waiting in a queue (not those a worker holds): the reaper re-dispatches nothing
+    while a zone's queue still has work, since its records may simply be waiting their turn."""
+    if isinstance(broker, StubBroker):
+        queue = broker.queues.get(queue_name)
+        return queue.qsize() if queue is not None else 0
+    import pika
+
+    connection = pika.BlockingConnection(broker.parameters)
+    try:
+        return connection.channel().queue_declare(queue_name, passive=True).method.message_count
+    except pika.exceptions.ChannelClosedByBroker:   # never declared: nothing waits in it
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 def message_redelivered() -> bool:
     """Was the message being handled delivered before (a worker died holding it)?"""
     message = CurrentMessage.get_current_message()

@@ -7,12 +7,12 @@ import logging
 
 from shared.settings import Settings
 
-CHATTY = ("paramiko", "pika")
-
 
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelName(settings.log_level)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level > logging.DEBUG:
-        for name in CHATTY:    # several INFO lines per SSH login or AMQP connection otherwise
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # paramiko: several INFO lines per login. pika: a traceback at ERROR for every refused
+        # connection, which keyturn already reports in one line as it retries.
+        logging.getLogger("paramiko").setLevel(logging.WARNING)
+        logging.getLogger("pika").setLevel(logging.CRITICAL)

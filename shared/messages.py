@@ -73,10 +73,10 @@ class RotateCommand(_Strict):
     username: str = Field(pattern=USERNAME.pattern)
     secret_type: Literal["password", "ssh_key"] = "password"
     new_secret: Secret | None = None     # rotate: the value to set
+    old_secret: Secret | None = None     # rotate: the secret we hold as current (None: unknown)
     candidates: list[Secret] = []        # verify: the values to try
     params: Params = Params()
     timeout: float = Field(default=15.0, gt=0)
-    valid_until: float | None = None     # epoch seconds; a worker must not start the change later
 
 
 class RotateResult(_Strict):

@@ -10,7 +10,7 @@ from controller.dispatch import dispatch_execution, dispatch_pending
 from controller.models import Account, Asset, Execution, Record, utcnow
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
-from controller.reaper import grace_seconds, reap
+from controller.reaper import reap
 from controller.results import apply_results
 from shared import zonecrypto
 from shared.broker import rotate_queue
@@ -55,7 +55,8 @@ def test_dispatch_seals_one_message_per_account(ctl, execution):
         record = Record.get_by_id(command.record_id)
         assert command.new_secret.get_secret_value() == ctl.vault.decrypt(record.new_secret)
         assert [s.get_secret_value() for s in command.login_secrets] == ["rootpw"]
-        assert command.login_username == "root" and command.valid_until > time.time()
+        assert command.login_username == "root"
+        assert command.old_secret.get_secret_value() == ctl.vault.decrypt(record.old_secret)
         assert "**" in repr(command) and command.new_secret.get_secret_value() not in repr(command)
     assert {r.status for r in Record.select()} == {"dispatched"}
     assert dispatch_pending(ctl) == 0                            # claimed once, published once
@@ -117,11 +118,20 @@ def test_result_for_unknown_record_is_dropped(ctl, execution, caplog):
     assert "unknown record 999999" in caplog.text
 
 
-def test_reaper_redispatches_then_gives_up_as_unverified(ctl, execution):
+def test_reaper_waits_while_the_zone_queue_has_work(ctl, execution):
     dispatch_execution(ctl, execution.id)
-    overdue = utcnow() - timedelta(seconds=grace_seconds(ctl) + 1)
+    Record.update(deadline=utcnow() - timedelta(seconds=1)).execute()
+    assert reap(ctl) == (0, 0)                  # four messages still wait their turn
+    assert {r.status for r in Record.select()} == {"dispatched"}
+
+
+def test_reaper_redispatches_lost_messages_then_gives_up_as_unverified(ctl, execution):
+    dispatch_execution(ctl, execution.id)
+    sent = 0
     for attempt in range(1, ctl.settings.max_dispatch_attempts + 1):
-        Record.update(deadline=overdue).execute()
+        sent += len(published(ctl))
+        ctl.broker.flush(rotate_queue("dmz"))   # the messages are lost
+        Record.update(deadline=utcnow() - timedelta(seconds=1)).execute()
         requeued, given_up = reap(ctl)
         if attempt < ctl.settings.max_dispatch_attempts:
             assert (requeued, given_up) == (4, 0)
@@ -129,7 +139,7 @@ def test_reaper_redispatches_then_gives_up_as_unverified(ctl, execution):
             assert {r.attempt for r in Record.select()} == {attempt + 1}
         else:
             assert (requeued, given_up) == (0, 4)
-    assert len(published(ctl)) == 4 * ctl.settings.max_dispatch_attempts
+    assert sent == 4 * ctl.settings.max_dispatch_attempts
     assert {r.status for r in Record.select()} == {"unverified"}
     done = Execution.get_by_id(execution.id)
     assert (done.status, done.unverified) == ("failed", 4)

@@ -55,9 +55,9 @@ def command(host, username: str, new_secret: str | None = None, *, login=("root"
             asset: dict | None = None, **fields) -> RotateCommand:
     target = {"name": "web-1", "address": host.address, "port": host.port, "platform": "linux",
               "host_key": host.host_public_key} | (asset or {})
-    return RotateCommand(record_id=7, attempt=1, zone="dmz", asset=AssetTarget(**target),
+    return RotateCommand(record_id=7, zone="dmz", asset=AssetTarget(**target),
                          login_username=login[0], login_secrets=list(login[1:]), username=username,
-                         new_secret=new_secret, **{"timeout": 5} | fields)
+                         new_secret=new_secret, **{"timeout": 5, "attempt": 1} | fields)
 
 
 def fresh(name: str = "pw") -> str:
@@ -188,11 +188,24 @@ def test_verify_finds_the_working_candidate_and_changes_nothing(host, pool):
     assert shadows(host) == before
 
 
-def test_expired_command_is_not_started(host, pool):
+def test_a_stale_repeat_changes_nothing_when_another_secret_was_set_since(host, pool):
+    """Attempt 2 of a record, arriving after a newer rotation set a third password: neither the
+    message's new nor its old password logs in, so it must not overwrite the newer one."""
+    newer = fresh("newer")
+    host.set_password("alice", newer)
     before = shadows(host)
-    result = rotate(command(host, "alice", fresh(), valid_until=time.time() - 1), pool, "w1", False)
-    assert (result.status, result.error_code) == ("failed", "expired")
-    assert shadows(host) == before
+    stale = command(host, "alice", fresh("stale"), attempt=2, old_secret=fresh("old"))
+    result = rotate(stale, pool, "w1", False)
+    assert (result.status, result.error_code) == ("failed", "stale")
+    assert shadows(host) == before and host.password_works("alice", newer)
+
+
+def test_a_repeat_proves_the_old_secret_then_changes(host, pool):
+    old, new = fresh("old"), fresh("new")
+    host.set_password("alice", old)
+    result = rotate(command(host, "alice", new, attempt=3, old_secret=old), pool, "w1", False)
+    assert result.status == "success"
+    assert host.password_works("alice", new) and not host.password_works("alice", old)
 
 
 def test_platforms_and_secret_types_without_a_driver_are_refused(host, pool):

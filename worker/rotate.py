@@ -46,8 +46,8 @@ class _Run:
         self.host_key: str | None = None
         self.login_index: int | None = None
         self.change_started = False
-        new = [command.new_secret] if command.new_secret else []
-        self.secrets = [s.get_secret_value() for s in [*command.login_secrets, *command.candidates, *new]]
+        given = [s for s in (command.new_secret, command.old_secret) if s]
+        self.secrets = [s.get_secret_value() for s in [*command.login_secrets, *command.candidates, *given]]
 
     def rotate(self, redelivered: bool) -> RotateResult:
         c = self.command
@@ -60,15 +60,11 @@ class _Run:
                                f"{c.asset.name}: only passwords can be rotated yet, not {c.secret_type}")
         if c.new_secret is None:
             return self.result("failed", "bad_command", "a rotate command without a new secret")
-        new = c.new_secret.get_secret_value()
         try:
-            if redelivered and self.logs_in(c.username, new):
-                logger.info("record %s: redelivered and the new password already works",
-                            c.record_id)
-                return self.result("success")
-            if c.valid_until is not None and time.time() > c.valid_until:
-                return self.result("failed", "expired", f"{c.asset.name}: the command expired "
-                                                        f"before the change began; nothing was sent")
+            if redelivered or c.attempt > 1:
+                repeated = self.check_repeat()
+                if repeated is not None:
+                    return repeated
             self.change(driver)
         except ChangeFailed as exc:
             return self.result("failed", exc.code, str(exc))
@@ -77,6 +73,21 @@ class _Run:
                 return self.result("failed", exc.code, str(exc))
             return self.settle_unknown(exc)
         return self.prove()
+
+    def check_repeat(self) -> RotateResult | None:
+        """A message seen before (redelivered, or dispatched again) may have done its work, or
+        be stale: a newer rotation may have set another secret since. So: if the new password
+        already works, that is success; if the old one no longer works either, change nothing.
+        None: the host still has the old password, go ahead."""
+        c = self.command
+        if self.logs_in(c.username, c.new_secret.get_secret_value()):
+            logger.info("record %s: seen before, and the new password already works", c.record_id)
+            return self.result("success")
+        if c.old_secret is not None and not self.logs_in(c.username, c.old_secret.get_secret_value()):
+            return self.result("failed", "stale", f"{c.asset.name}: neither the new nor the expected "
+                                                  f"current password of {c.username} logs in; "
+                                                  f"nothing was changed")
+        return None
 
     def change(self, driver: Driver) -> None:
         """Log in (pooled) and change; a pooled session found dead before anything was sent is

@@ -1,0 +1,120 @@
+"""Execution history: the list, one execution with its live log and per-account report (also
+as CSV), and the actions on an execution's failures."""
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, abort, current_app, request, stream_with_context, url_for
+from flask_login import current_user
+
+from controller import actions
+from controller.models import Account, Asset, Execution, LogLine, Record
+from controller.web import serialize
+from controller.web.paging import keyset
+from controller.web.records import record_page
+from controller.web.security import admin_required
+from controller.web.views import Done, action, api, page
+
+bp = Blueprint("executions", __name__)
+STATUSES = ("running", "success", "failed")
+TRIGGERS = ("manual", "schedule", "retry", "api", "verify")
+LOG_SHOWN = 2000
+CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "error_code", "error",
+               "worker", "attempt", "started_at", "finished_at")
+
+
+@page(bp, "/executions", "executions/list.html")
+def index():
+    filters = {name: request.args.get(name, "").strip() for name in ("plan", "status", "trigger")}
+    query = Execution.select()
+    if filters["plan"]:
+        query = query.where(Execution.plan_name == filters["plan"])
+    if filters["status"] in STATUSES:
+        query = query.where(Execution.status == filters["status"])
+    if filters["trigger"] in TRIGGERS:
+        query = query.where(Execution.trigger == filters["trigger"])
+    return {"filters": filters, "statuses": STATUSES, "triggers": TRIGGERS,
+            "executions": keyset(query, Execution.id, serialize=serialize.execution_row)}
+
+
+def found_execution(execution_id: int) -> Execution:
+    found = Execution.get_or_none(Execution.id == execution_id)
+    if found is None:
+        abort(404, f"no execution {execution_id}")
+    return found
+
+
+def log_after(execution_id: int, after: int, limit: int = LOG_SHOWN) -> list[dict]:
+    return [serialize.log_row(line) for line in LogLine.select()
+            .where((LogLine.execution == execution_id) & (LogLine.id > after))
+            .order_by(LogLine.id).limit(limit)]
+
+
+@page(bp, "/executions/<int:execution_id>", "executions/show.html")
+def show(execution_id: int):
+    return {"execution": serialize.execution_row(found_execution(execution_id)),
+            "log": log_after(execution_id, 0),
+            "records": record_page({"execution": str(execution_id)})}
+
+
+@api.route("/executions/<int:execution_id>/log")
+def log(execution_id: int):
+    """What the execution page polls while it runs: the state and the log lines after `after`."""
+    return {"execution": serialize.execution_row(found_execution(execution_id)),
+            "log": log_after(execution_id, request.args.get("after", 0, type=int))}
+
+
+def report_csv(execution_id: int):
+    """The per-account report, streamed: any number of rows in constant memory. No secrets."""
+    found_execution(execution_id)
+    rows = (Record.select(Record.id, Record.action, Record.status, Record.error_code,
+                          Record.error, Record.worker_id, Record.attempt, Record.started_at,
+                          Record.finished_at, Asset.name, Asset.address, Account.username)
+            .join(Account).join(Asset).where(Record.execution == execution_id)
+            .order_by(Record.id).tuples())
+
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        for (record_id, act, status, code, error, worker, attempt, started, finished, asset,
+             address, username) in rows.iterator():
+            writer.writerow((record_id, asset, address, username, act, status, code, error, worker,
+                             attempt, started, finished))
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(stream_with_context(generate()), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="execution-{execution_id}.csv"'})
+
+
+bp.add_url_rule("/executions/<int:execution_id>/report.csv", "report_csv", report_csv)
+api.add_url_rule("/executions/<int:execution_id>/report.csv", "executions_report_csv", report_csv)
+
+
+@action(bp, "/executions/<int:execution_id>/retry-failed")
+@admin_required
+def retry_failed(execution_id: int):
+    started = actions.retry_failed(current_app.extensions["keyturn.ctl"], execution_id,
+                                   current_user.username)
+    return Done(f"retry of the failed records started as execution {started.id}",
+                url_for("executions.show", execution_id=started.id),
+                {"execution": started.id}, 201)
+
+
+@action(bp, "/executions/<int:execution_id>/verify")
+@admin_required
+def verify(execution_id: int):
+    accounts = actions.unverified_accounts(execution_id)
+    if not accounts:
+        return Done("no unverified accounts to verify",
+                    url_for("executions.show", execution_id=execution_id))
+    started = actions.verify_accounts(current_app.extensions["keyturn.ctl"], accounts,
+                                      current_user.username)
+    return Done(f"verification started as execution {started.id}",
+                url_for("executions.show", execution_id=started.id),
+                {"execution": started.id}, 201)

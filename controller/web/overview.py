@@ -1,0 +1,95 @@
+"""The overview: what ran over the last 7 or 30 days, what runs now, and what failed.
+
+Counts come from the executions' own counters (indexed by start time), never by scanning
+records; the failed list reads failed records through the status index, newest first."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, redirect, request, url_for
+from peewee import JOIN, Case, fn
+
+from controller.models import (Asset, Execution, Node, Plan, PlanAsset, PlanNode, Record,
+                               utcnow)
+from controller.web import serialize
+from controller.web.records import listing
+from controller.web.views import page
+
+bp = Blueprint("overview", __name__)
+WINDOWS = (7, 30)
+RECENT = 10
+FAILED_SHOWN = 50
+
+
+@bp.route("/")
+def root():
+    return redirect(url_for("overview.index"))
+
+
+@page(bp, "/overview", "overview.html")
+def index():
+    days = request.args.get("days", type=int)
+    days = days if days in WINDOWS else WINDOWS[0]
+    since = utcnow() - timedelta(days=days)
+    return {"days": days, "windows": WINDOWS, "counts": counts(since),
+            "daily": daily(since, days),
+            "running": [serialize.execution_row(e) for e in Execution.select()
+                        .where(Execution.status == "running").order_by(Execution.id.desc())
+                        .limit(RECENT)],
+            "recent": [serialize.execution_row(e) for e in Execution.select()
+                       .order_by(Execution.id.desc()).limit(RECENT)],
+            "failed": [serialize.record_row(r) for r in failed_records(since)]}
+
+
+def counts(since) -> dict:
+    plans, periodic = Plan.select(
+        fn.COUNT(Plan.id),
+        fn.SUM(Case(None, [((Plan.interval_hours.is_null(False) | Plan.crontab.is_null(False)),
+                            1)], 0))).scalar(as_tuple=True)
+    executions = {status: (n, total, ok, bad) for status, n, total, ok, bad in Execution.select(
+        Execution.status, fn.COUNT(Execution.id), fn.SUM(Execution.total),
+        fn.SUM(Execution.succeeded), fn.SUM(Execution.failed + Execution.unverified))
+        .where(Execution.created_at >= since).group_by(Execution.status).tuples()}
+    column = list(zip(*executions.values())) or [(), (), (), ()]
+    return {"plans": plans, "periodic_plans": periodic or 0, "assets_covered": assets_covered(),
+            "executions": sum(column[0]),
+            "executions_succeeded": executions.get("success", (0,))[0],
+            "executions_failed": executions.get("failed", (0,))[0],
+            "executions_running": executions.get("running", (0,))[0],
+            "records": sum(n or 0 for n in column[1]),
+            "records_succeeded": sum(n or 0 for n in column[2]),
+            "records_failed": sum(n or 0 for n in column[3])}
+
+
+def assets_covered() -> int:
+    """Assets some plan targets, by name or under one of its nodes."""
+    target = Node.alias()
+    under = (PlanNode.select(PlanNode.id).join(target, on=(PlanNode.node == target.id))
+             .where((Node.path == target.path)
+                    | (fn.SUBSTR(Node.path, 1, fn.LENGTH(target.path) + 1) == target.path.concat("/"))))
+    return (Asset.select().join(Node, JOIN.LEFT_OUTER)
+            .where(Asset.id.in_(PlanAsset.select(PlanAsset.asset)) | fn.EXISTS(under)).count())
+
+
+def daily(since, days: int) -> list[dict]:
+    """Rotations per day (UTC) by outcome, every day of the window present. (The database
+    answers a date, a datetime or a string, depending on the driver: the first ten
+    characters are the day in all three.)"""
+    day = fn.DATE(Execution.created_at)
+    found = {str(d)[:10]: (ok or 0, bad or 0) for d, ok, bad in Execution.select(
+        day, fn.SUM(Execution.succeeded), fn.SUM(Execution.failed + Execution.unverified))
+        .where(Execution.created_at >= since).group_by(day).tuples()}
+    today = utcnow().date()
+    span = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    return [{"day": d.isoformat(), "succeeded": found.get(d.isoformat(), (0, 0))[0],
+             "failed": found.get(d.isoformat(), (0, 0))[1]} for d in span]
+
+
+def failed_records(since) -> list[Record]:
+    """Failed or unverified records not ignored and not made good by a later success."""
+    later = Record.alias()
+    made_good = later.select(later.id).where((later.account == Record.account)
+                                             & (later.id > Record.id) & (later.status == "success"))
+    return list(listing().where(Record.status.in_(("failed", "unverified")) & ~Record.ignored
+                                & (Record.created_at >= since) & ~fn.EXISTS(made_good))
+                .order_by(Record.id.desc()).limit(FAILED_SHOWN))

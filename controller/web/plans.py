@@ -1,0 +1,173 @@
+"""Plans: list and search, one plan, the create/edit/clone form, and run/delete. Saving goes
+through `controller.plans` like the CLI; a run only creates pending records (the daemon's
+dispatcher publishes them), so no request thread ever touches the bus."""
+from __future__ import annotations
+
+from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+                   request, url_for)
+from flask_login import current_user
+from peewee import fn
+
+from controller.models import Asset, Execution, Node, Plan, PlanAsset, PlanNode, User
+from controller.planning import start_execution
+from controller.plans import PlanError, parse_spec, save_plan
+from controller.web import planform, serialize
+from controller.web.paging import keyset
+from controller.web.security import admin_required
+from controller.web.views import Done, action, api, form_data, is_api, page
+
+bp = Blueprint("plans", __name__)
+RECENT = 10
+
+
+@page(bp, "/plans", "plans/list.html")
+def index():
+    q = request.args.get("q", "").strip()
+    asset_count = PlanAsset.select(fn.COUNT(PlanAsset.id)).where(PlanAsset.plan == Plan.id)
+    node_count = PlanNode.select(fn.COUNT(PlanNode.id)).where(PlanNode.plan == Plan.id)
+    last_run = Execution.select(fn.MAX(Execution.id)).where(Execution.plan == Plan.id)
+    query = Plan.select(Plan, asset_count.alias("asset_count"), node_count.alias("node_count"),
+                        last_run.alias("last_execution"))
+    count = Plan.select(Plan.id)
+    if q:
+        query, count = query.where(Plan.name.contains(q)), count.where(Plan.name.contains(q))
+    plans = keyset(query, Plan.name, descending=False, count=count, serialize=lambda p: (
+        serialize.plan_row(p) | {"assets": p.asset_count, "nodes": p.node_count,
+                                 "last_execution": p.last_execution}))
+    last = {e.id: serialize.execution_row(e) for e in Execution.select().where(
+        Execution.id.in_([p["last_execution"] for p in plans["items"] if p["last_execution"]]))}
+    for row in plans["items"]:
+        row["last_execution"] = last.get(row["last_execution"])
+    return {"q": q, "plans": plans}
+
+
+def found_plan(plan_id: int) -> Plan:
+    found = Plan.get_or_none(Plan.id == plan_id)
+    if found is None:
+        abort(404, f"no plan {plan_id}")
+    return found
+
+
+@page(bp, "/plans/<int:plan_id>", "plans/show.html")
+def show(plan_id: int):
+    plan = found_plan(plan_id)
+    values = planform.form_values(plan)
+    return {"plan": serialize.plan_row(plan) | {
+                "assets": values["assets"], "nodes": values["nodes"], "params": plan.params,
+                "length": plan.length, "lowercase": plan.lowercase, "uppercase": plan.uppercase,
+                "digits": plan.digits, "symbols": plan.symbols,
+                "exclude_symbols": plan.exclude_symbols, "key_type": plan.key_type,
+                "ssh_timeout": plan.ssh_timeout},
+            "executions": [serialize.execution_row(e) for e in plan.executions
+                           .order_by(Execution.id.desc()).limit(RECENT)]}
+
+
+# ---- the form -----------------------------------------------------------------------------
+
+def choices() -> dict:
+    """What the form offers to pick from (names only: one small query each)."""
+    return {"asset_names": [n for (n,) in Asset.select(Asset.name).order_by(Asset.name).tuples()],
+            "node_paths": [p for (p,) in Node.select(Node.path).order_by(Node.path).tuples()],
+            "user_names": [u for (u,) in User.select(User.username).where(User.active)
+                           .order_by(User.username).tuples()]}
+
+
+def render_form(values: dict, plan: Plan | None, errors: dict | None = None, status: int = 200,
+                clone_of: Plan | None = None):
+    return render_template("plans/form.html", values=values, plan=plan, errors=errors or {},
+                           clone_of=clone_of, **choices()), status
+
+
+def save(data: dict, plan: Plan | None) -> Plan:
+    ctl = current_app.extensions["keyturn.ctl"]
+    spec = parse_spec(data)
+    saved = save_plan(spec, ctl.vault, plan)
+    protected = spec.protected_usernames()
+    if protected and ctl.settings.secure_mode and not is_api():
+        flash(f"secure mode is on: {', '.join(protected)} will be skipped, as will each "
+              f"asset's privileged account", "warning")
+    return saved
+
+
+def submit(plan: Plan | None, keep_secret_of: Plan | None):
+    """Save the submitted plan: the saved plan's page (or JSON), or the form with its errors."""
+    if is_api():
+        data = form_data()
+        if plan is not None and "secret" not in data and data.get("strategy") == "specific" \
+                and plan.given_secret:
+            data["secret"] = current_app.extensions["keyturn.ctl"].vault.decrypt(plan.given_secret)
+    else:
+        data = planform.spec_data(request.form, keep_secret_of)
+    try:
+        saved = save(data, plan)
+    except PlanError as exc:
+        if is_api():
+            return jsonify(errors=exc.errors), 422
+        return render_form(planform.resubmitted(request.form, keep_secret_of), plan, exc.errors,
+                           422, clone_of=keep_secret_of if keep_secret_of is not plan else None)
+    if is_api():
+        return jsonify(plan=serialize.plan_row(saved)), 201 if plan is None else 200
+    flash(f"plan {saved.name} saved", "info")
+    return redirect(url_for("plans.show", plan_id=saved.id))
+
+
+@bp.route("/plans/new", methods=["GET", "POST"])
+@admin_required
+def new():
+    clone_of = request.values.get("clone_of", type=int)
+    source = found_plan(clone_of) if clone_of else None
+    if request.method == "POST":
+        return submit(None, source)
+    values = planform.form_values(source)
+    if source:
+        values["name"] = f"{source.name} (copy)"
+    return render_form(values, None, clone_of=source)
+
+
+@bp.route("/plans/<int:plan_id>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(plan_id: int):
+    plan = found_plan(plan_id)
+    if request.method == "POST":
+        return submit(plan, plan)
+    return render_form(planform.form_values(plan), plan)
+
+
+@api.route("/plans/new", methods=["POST"], endpoint="plans_new")
+@admin_required
+def api_new():
+    return submit(None, None)
+
+
+@api.route("/plans/<int:plan_id>/edit", methods=["POST"], endpoint="plans_edit")
+@admin_required
+def api_edit(plan_id: int):
+    return submit(found_plan(plan_id), None)
+
+
+# ---- run, delete --------------------------------------------------------------------------
+
+@action(bp, "/plans/<int:plan_id>/execute")
+@admin_required
+def execute(plan_id: int):
+    started = start_execution(current_app.extensions["keyturn.ctl"], found_plan(plan_id),
+                              trigger="api" if is_api() else "manual",
+                              started_by=current_user.username)
+    return Done(f"execution {started.id} started: {started.total} accounts, "
+                f"{started.skipped} skipped", url_for("executions.show", execution_id=started.id),
+                {"execution": started.id}, 201)
+
+
+@bp.route("/plans/<int:plan_id>/delete", methods=["GET"], endpoint="confirm_delete")
+@admin_required
+def confirm_delete(plan_id: int):
+    return render_template("plans/delete.html", plan=serialize.plan_row(found_plan(plan_id)))
+
+
+@action(bp, "/plans/<int:plan_id>/delete")
+@admin_required
+def delete(plan_id: int):
+    plan = found_plan(plan_id)
+    plan.delete_instance()
+    return Done(f"plan {plan.name} deleted (its executions and records are kept)",
+                url_for("plans.index"))

@@ -1,0 +1,144 @@
+"""Execution records: the filtered list, one record, and the actions on it. Old and new secrets
+appear only on the reveal page, after step-up MFA, and every reveal is audited."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
+from flask_login import current_user
+from peewee import SelectQuery
+
+from controller import actions
+from controller.models import Account, Asset, Execution, Record
+from controller.web import serialize
+from controller.web.auth import audit
+from controller.web.paging import keyset
+from controller.web.security import admin_required, step_up
+from controller.web.views import Done, action, form_data, is_api, page
+
+bp = Blueprint("records", __name__)
+STATUSES = ("pending", "dispatched", "success", "failed", "unverified")
+FILTERS = ("plan", "execution", "asset", "account", "status")
+
+
+def listing() -> SelectQuery:
+    """Records with what a row shows (never the secret columns), in one query."""
+    return (Record.select(Record.id, Record.execution, Record.account, Record.retry_of,
+                          Record.action, Record.status, Record.error_code, Record.error,
+                          Record.worker_id, Record.attempt, Record.ignored, Record.created_at,
+                          Record.started_at, Record.finished_at, Execution.id,
+                          Execution.plan_name, Account.id, Account.username, Asset.id, Asset.name)
+            .join(Account).join(Asset).switch(Record).join(Execution))
+
+
+def conditions(filters: dict) -> list:
+    """Filters as conditions on the record's own indexed columns (sub-selects for names), so
+    the list and its count need no join to filter."""
+    found = []
+    if filters.get("plan"):
+        found.append(Record.execution.in_(Execution.select(Execution.id)
+                                          .where(Execution.plan_name == filters["plan"])))
+    if str(filters.get("execution") or "").isdigit():
+        found.append(Record.execution == int(filters["execution"]))
+    if filters.get("asset") or filters.get("account"):
+        accounts = Account.select(Account.id).join(Asset)
+        if filters.get("asset"):
+            accounts = accounts.where(Asset.name == filters["asset"])
+        if filters.get("account"):
+            accounts = accounts.where(Account.username == filters["account"])
+        found.append(Record.account.in_(accounts))
+    if filters.get("status") in STATUSES:
+        found.append(Record.status == filters["status"])
+    return found
+
+
+def record_page(filters: dict) -> dict:
+    """One keyset page of the records matching `filters`, newest first."""
+    where = conditions(filters)
+    query, count = listing(), Record.select(Record.id)
+    if where:
+        query, count = query.where(*where), count.where(*where)
+    return keyset(query, Record.id, serialize=serialize.record_row, count=count)
+
+
+@page(bp, "/records", "records/list.html")
+def index():
+    filters = {name: request.args.get(name, "").strip() for name in FILTERS}
+    return {"filters": filters, "statuses": STATUSES, "records": record_page(filters)}
+
+
+def found_record(record_id: int) -> Record:
+    record = listing().where(Record.id == record_id).first()
+    if record is None:
+        abort(404, f"no record {record_id}")
+    return record
+
+
+@page(bp, "/records/<int:record_id>", "records/show.html")
+def show(record_id: int):
+    retries = listing().where(Record.retry_of == record_id).order_by(Record.id)
+    return {"record": serialize.record_row(found_record(record_id)),
+            "retries": [serialize.record_row(r) for r in retries]}
+
+
+# ---- secrets: step-up, reveal, restore ----------------------------------------------------
+
+def secrets_gate(record_id: int, purpose: str):
+    """None when the user may go on; else the answer asking for a TOTP code."""
+    code = form_data().get("code")
+    if step_up(code):
+        return None
+    error = "wrong or already used code" if code else None
+    if is_api():
+        return jsonify(error=error or "send a fresh TOTP code as 'code'"), 401
+    return render_template("records/step_up.html", purpose=purpose, error=error,
+                           target=url_for(request.endpoint, record_id=record_id),
+                           record=serialize.record_row(found_record(record_id))), \
+        (401 if code else 200)
+
+
+@action(bp, "/records/<int:record_id>/reveal")
+@admin_required
+def reveal(record_id: int):
+    """The record's old and new secret, after step-up; audited with user, record and time."""
+    if (asked := secrets_gate(record_id, "view its old and new secret")):
+        return asked
+    secret = Record.select(Record.old_secret, Record.new_secret).where(
+        Record.id == record_id).first()
+    if secret is None:
+        abort(404, f"no record {record_id}")
+    vault = current_app.extensions["keyturn.ctl"].vault
+    shown = {"old_secret": vault.decrypt(secret.old_secret),
+             "new_secret": vault.decrypt(secret.new_secret)}
+    audit(current_user.username, "secret.reveal", f"record/{record_id}")
+    if is_api():
+        return jsonify(record=record_id, **shown)
+    return render_template("records/reveal.html",
+                           record=serialize.record_row(found_record(record_id)), **shown)
+
+
+@action(bp, "/records/<int:record_id>/restore")
+@admin_required
+def restore(record_id: int):
+    """Make an unverified record's new secret current (admin, after step-up)."""
+    if (asked := secrets_gate(record_id, "make its new secret the account's current one")):
+        return asked
+    actions.restore_record(record_id, current_user.username)
+    return Done(f"record {record_id}: new secret is now the account's current one",
+                url_for("records.show", record_id=record_id))
+
+
+@action(bp, "/records/<int:record_id>/retry")
+@admin_required
+def retry(record_id: int):
+    started = actions.retry_records(current_app.extensions["keyturn.ctl"], [record_id],
+                                    current_user.username)
+    return Done(f"retry started as execution {started.id}",
+                url_for("executions.show", execution_id=started.id),
+                {"execution": started.id}, 201)
+
+
+@action(bp, "/records/<int:record_id>/ignore")
+@admin_required
+def ignore(record_id: int):
+    actions.ignore_record(record_id, current_user.username)
+    return Done(f"record {record_id} ignored", url_for("overview.index"))
+

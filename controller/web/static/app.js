@@ -1,0 +1,120 @@
+// keyturn console: small progressive enhancements; every page works without them.
+"use strict";
+
+// Show a block only while its conditions hold: data-show-if="strategy=random secret_type=password".
+// Hidden fields are disabled so the form submits only what applies.
+function controlValue(form, name) {
+  const controls = form.querySelectorAll(`[name="${name}"]`);
+  for (const c of controls) {
+    if (c.type === "radio" || c.type === "checkbox") { if (c.checked) return c.value; }
+    else if (!c.disabled || controls.length === 1) return c.value;
+  }
+  return "";
+}
+
+function applyConditions(form) {
+  for (const block of form.querySelectorAll("[data-show-if]")) {
+    const holds = block.dataset.showIf.split(/\s+/).every((term) => {
+      const [name, value] = term.split("=");
+      return controlValue(form, name) === value;
+    });
+    block.hidden = !holds;
+    const fields = block.matches("input, select, textarea") ? [block] : block.querySelectorAll("input, select, textarea");
+    for (const f of fields) f.disabled = !holds || f.closest("[data-show-if][hidden]") !== null;
+  }
+}
+
+for (const form of document.querySelectorAll("form")) {
+  if (!form.querySelector("[data-show-if]")) continue;
+  form.addEventListener("change", () => applyConditions(form));
+  applyConditions(form);
+}
+
+// Filter the options of a long multi-select as the operator types.
+for (const box of document.querySelectorAll("input[data-filter]")) {
+  const select = document.getElementById(box.dataset.filter);
+  box.addEventListener("input", () => {
+    const needle = box.value.toLowerCase();
+    for (const option of select.options) option.hidden = !option.value.toLowerCase().includes(needle);
+  });
+  box.addEventListener("keydown", (event) => { if (event.key === "Enter") event.preventDefault(); });
+}
+
+// Ask before a destructive button is used.
+for (const form of document.querySelectorAll("form[data-confirm]")) {
+  form.addEventListener("submit", (event) => { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
+}
+
+// The execution page follows a running execution: counters, progress, new log lines, and the
+// report once it ends, all without a reload.
+const live = document.getElementById("live");
+if (live && live.dataset.status === "running") {
+  const log = document.getElementById("log");
+  const fmt = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
+  const dur = (s) => {
+    if (s === null) return "—";
+    s = Math.round(s);
+    const h = Math.floor(s / 3600), mi = Math.floor((s % 3600) / 60), se = s % 60;
+    return h ? `${h}h ${String(mi).padStart(2, "0")}m` : mi ? `${mi}m ${String(se).padStart(2, "0")}s` : `${se}s`;
+  };
+
+  function render(e) {
+    for (const name of ["succeeded", "failed", "unverified", "skipped", "total"]) {
+      const el = live.querySelector(`[data-field="${name}"]`);
+      if (el) el.textContent = e[name];
+    }
+    live.querySelector('[data-field="finished_at"]').textContent = fmt(e.finished_at);
+    live.querySelector('[data-field="duration"]').textContent = dur(e.duration);
+    const badge = live.querySelector('[data-field="status"]');
+    badge.textContent = e.status;
+    badge.className = `badge ${e.status}`;
+    const total = e.total || 1;
+    live.querySelector('[data-bar="ok"]').setAttribute("width", (100 * e.succeeded) / total);
+    const bad = live.querySelector('[data-bar="bad"]');
+    bad.setAttribute("x", (100 * e.succeeded) / total);
+    bad.setAttribute("width", (100 * (e.failed + e.unverified)) / total);
+  }
+
+  function append(lines) {
+    const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    for (const line of lines) {
+      const row = document.createElement("span");
+      row.className = line.level;
+      const at = document.createElement("span");
+      at.className = "at";
+      at.textContent = fmt(line.at);
+      row.append(at, line.message, "\n");
+      log.append(row);
+      live.dataset.after = line.id;
+    }
+    if (atBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  async function refreshReport() {
+    const page = await fetch(location.href, { credentials: "same-origin" });
+    const doc = new DOMParser().parseFromString(await page.text(), "text/html");
+    const fresh = doc.getElementById("report");
+    if (fresh) document.getElementById("report").replaceWith(fresh);
+    const head = doc.querySelector("#live .head");
+    if (head) live.querySelector(".head").replaceWith(head);
+  }
+
+  let ended = -1;
+  async function poll() {
+    try {
+      const answer = await fetch(`${live.dataset.poll}?after=${live.dataset.after}`, { credentials: "same-origin" });
+      if (answer.ok) {
+        const data = await answer.json();
+        append(data.log);
+        render(data.execution);
+        if (data.execution.ended !== ended || data.execution.status !== "running") {
+          ended = data.execution.ended;
+          await refreshReport();
+        }
+        if (data.execution.status !== "running") { live.dataset.status = data.execution.status; return; }
+      }
+    } catch (err) { /* a blip: try again */ }
+    setTimeout(poll, 1000);
+  }
+  setTimeout(poll, 1000);
+}

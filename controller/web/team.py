@@ -1,0 +1,117 @@
+"""People: the users page (admins add, deactivate, reset authenticators) and each user's own
+page (mail address, result-file password, API token)."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, render_template, url_for
+from flask_login import current_user
+
+from controller.models import User
+from controller.web import auth, serialize, users
+from controller.web.security import admin_required
+from controller.web.views import Done, action, form_data, is_api, page
+from shared.errors import KeyturnError
+
+bp = Blueprint("team", __name__)
+
+
+def audit(action_name: str, target: str) -> None:
+    auth.audit(current_user.username, action_name, target)
+
+
+@page(bp, "/users", "team/users.html")
+@admin_required
+def index():
+    return {"users": [serialize.user_row(u) for u in User.select().order_by(User.username)],
+            "roles": users.ROLES}
+
+
+@action(bp, "/users/new")
+@admin_required
+def add():
+    data = form_data()
+    created = users.create_user(str(data.get("username", "")).strip(),
+                                str(data.get("password", "")), str(data.get("role", "")),
+                                str(data.get("email") or "").strip() or None)
+    audit("user.add", f"user/{created.username}")
+    return Done(f"user {created.username} added; they enrol an authenticator at first sign-in",
+                url_for("team.index"), {"user": serialize.user_row(created)}, 201)
+
+
+def found_user(user_id: int) -> User:
+    found = User.get_or_none(User.id == user_id)
+    if found is None:
+        abort(404, f"no user {user_id}")
+    return found
+
+
+@action(bp, "/users/<int:user_id>/active")
+@admin_required
+def toggle_active(user_id: int):
+    """Deactivate (ends their sessions and token at once) or reactivate a user."""
+    found = found_user(user_id)
+    if found.id == current_user.id:
+        raise KeyturnError("you cannot deactivate yourself")
+    found.active = not found.active
+    found.save(only=[User.active])
+    audit("user.activate" if found.active else "user.deactivate", f"user/{found.username}")
+    return Done(f"user {found.username} {'activated' if found.active else 'deactivated'}",
+                url_for("team.index"), {"user": serialize.user_row(found)})
+
+
+@action(bp, "/users/<int:user_id>/reset-mfa")
+@admin_required
+def reset_mfa(user_id: int):
+    found = found_user(user_id)
+    users.reset_totp(found)
+    audit("user.reset_mfa", f"user/{found.username}")
+    return Done(f"user {found.username} enrols a new authenticator at next sign-in",
+                url_for("team.index"))
+
+
+# ---- one's own page -----------------------------------------------------------------------
+
+@page(bp, "/me", "team/me.html")
+def me():
+    return {"user": serialize.user_row(current_user.row()),
+            "has_file_password": current_user.row().file_password is not None}
+
+
+@action(bp, "/me/profile")
+def profile():
+    """Mail address and the password that opens mailed result archives."""
+    data = form_data()
+    row = current_user.row()
+    row.email = str(data.get("email") or "").strip() or None
+    if data.get("file_password"):
+        row.file_password = current_app.extensions["keyturn.ctl"].vault.encrypt(
+            str(data["file_password"]))
+    row.save(only=[User.email, User.file_password])
+    return Done("profile saved", url_for("team.me"))
+
+
+@action(bp, "/me/password")
+def change_password():
+    data = form_data()
+    row = current_user.row()
+    if users.authenticate(row.username, str(data.get("current", ""))) is None:
+        raise KeyturnError("the current password is wrong")
+    users.set_password(row, str(data.get("new", "")))
+    audit("user.password", f"user/{row.username}")
+    return Done("password changed", url_for("team.me"))
+
+
+@action(bp, "/me/token")
+def new_token():
+    """A new API token, shown once; it replaces the previous one."""
+    token = users.new_api_token(current_user.row())
+    audit("user.token", f"user/{current_user.username}")
+    if is_api():
+        return {"token": token}, 201
+    return render_template("team/token.html", token=token)
+
+
+@action(bp, "/me/token/revoke")
+def revoke_token():
+    users.revoke_api_token(current_user.row())
+    audit("user.token_revoke", f"user/{current_user.username}")
+    return Done("API token revoked", url_for("team.me"))

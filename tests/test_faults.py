@@ -1,0 +1,157 @@
+"""Fault tests on real processes: 200 accounts on 10 sshd hosts, and in the middle of the run a
+worker is killed with SIGKILL, RabbitMQ restarts, the daemon stops for a while, or a host goes
+away. Once things settle every record has ended (success, or failed with a reason, or settled
+by verify), every account's stored secret logs in, and no process crashed."""
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+
+from controller import inventory
+from controller.models import Account, Asset, Execution, Record
+from controller.plans import parse_spec, save_plan
+from tests.processes import ProcessGroup, keyturn_env, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+
+HOSTS, USERS = 10, 20
+FAST = {"KEYTURN_SSH_TIMEOUT": "3", "KEYTURN_ROTATION_DEADLINE": "20",
+        "KEYTURN_MAX_DISPATCH_ATTEMPTS": "3", "KEYTURN_HEARTBEAT_INTERVAL": "2"}
+
+
+@pytest.fixture
+def farm(ctl, ssh_farm):
+    users = {f"u{j:02d}": f"old-{j:02d}" for j in range(USERS)}
+    hosts = ssh_farm.start_hosts(HOSTS, users=users, sudo_user=("ops", "ops-pw"))
+    inventory.add_zone(ctl, "fault", None, trust_first_use=True)
+    for index, host in enumerate(hosts):
+        inventory.add_asset(f"h{index}", host.address, 22, "linux", "fault", "/fault", None)
+        inventory.set_account(ctl, f"h{index}", "ops", "ops-pw", True)
+        for user, password in users.items():
+            inventory.set_account(ctl, f"h{index}", user, password, False)
+    save_plan(parse_spec({"name": "all", "usernames": list(users), "nodes": ["/fault"]}), ctl.vault)
+    yield {f"h{index}": host for index, host in enumerate(hosts)}
+    for host in hosts:
+        host.close()
+
+
+@pytest.fixture
+def group(ctl, rabbitmq_url, tmp_path):
+    processes = ProcessGroup(keyturn_env(ctl.settings, rabbitmq_url) | FAST, tmp_path)
+    yield processes
+    processes.close()
+
+
+def start_run(group) -> None:
+    started = group.run("plan", "run", "all")
+    assert started.returncode == 0, started.stdout + started.stderr
+
+
+def ended(execution_id: int) -> int:
+    return Execution.get_by_id(execution_id).ended
+
+
+def current_execution() -> Execution:
+    return Execution.select().where(Execution.trigger == "manual").get()
+
+
+def settle(group, execution_id: int, timeout: float = 240) -> float:
+    """Wait for the run to end, verify what stayed unverified; returns seconds waited."""
+    started = time.monotonic()
+    wait_until(lambda: Execution.get_by_id(execution_id).status != "running", timeout,
+               interval=0.5, what=f"execution {execution_id} to end")
+    if Execution.get_by_id(execution_id).unverified:
+        verify = group.run("execution", "verify", str(execution_id), "--wait", timeout=timeout)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    return time.monotonic() - started
+
+
+def assert_settled(ctl, farm, group, execution_id: int, killed=()) -> None:
+    records = list(Record.select(Record, Account, Asset).join(Account).join(Asset))
+    assert not [r.id for r in records if r.status in ("pending", "dispatched")], "stuck records"
+    for record in records:
+        if record.execution_id == execution_id:
+            assert record.status in ("success", "failed", "unverified")
+            if record.status == "failed":
+                assert record.error_code and record.error, record.id
+    for account in Account.select(Account, Asset).join(Asset).where(Account.username != "ops"):
+        secret = ctl.vault.decrypt(account.secret_current)
+        assert farm[account.asset.name].password_works(account.username, secret), \
+            f"{account.username}@{account.asset.name}: the stored secret does not log in"
+        assert account.busy_execution is None and account.secret_pending is None
+    for process in group.processes:
+        if process not in killed:
+            assert process.running(), f"{process.name} exited"
+            assert "Traceback" not in process.log_text(), process.name
+
+
+def outcomes(execution_id: int) -> dict:
+    return dict(Counter((r.status, r.error_code) for r in
+                        Record.select().where(Record.execution == execution_id)))
+
+
+def test_worker_killed_mid_run(ctl, farm, group):
+    group.start("daemon", "daemon")
+    first = group.start("worker-1", "worker", "--zone", "fault")
+    start_run(group)
+    execution = current_execution()
+    wait_until(lambda: ended(execution.id) >= 40, 120, what="40 records to end")
+    first.kill()
+    group.start("worker-2", "worker", "--zone", "fault")
+    recovery = settle(group, execution.id)
+    print(f"\nworker kill: settled {recovery:.1f} s after the SIGKILL")
+    assert_settled(ctl, farm, group, execution.id, killed=(first,))
+    assert outcomes(execution.id) == {("success", None): HOSTS * USERS}
+
+
+def test_rabbitmq_restarts_mid_run(ctl, farm, group):
+    group.start("daemon", "daemon")
+    group.start("worker", "worker", "--zone", "fault")
+    start_run(group)
+    execution = current_execution()
+    wait_until(lambda: ended(execution.id) >= 40, 120, what="40 records to end")
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
+    time.sleep(2)
+    subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+    recovery = settle(group, execution.id)
+    print(f"\nRabbitMQ restart: settled {recovery:.1f} s after the broker came back")
+    assert_settled(ctl, farm, group, execution.id)
+
+
+def test_daemon_stopped_mid_run_loses_no_result(ctl, farm, group):
+    daemon = group.start("daemon-1", "daemon")
+    group.start("worker", "worker", "--zone", "fault")
+    start_run(group)
+    execution = current_execution()
+    wait_until(lambda: ended(execution.id) >= 20, 120, what="20 records to end")
+    assert daemon.stop() == 0
+    frozen = ended(execution.id)
+    time.sleep(5)                              # workers go on; their results wait in RabbitMQ
+    assert ended(execution.id) == frozen
+    group.start("daemon-2", "daemon")
+    recovery = settle(group, execution.id)
+    print(f"\ndaemon stop: settled {recovery:.1f} s after the restart")
+    assert_settled(ctl, farm, group, execution.id, killed=(daemon,))
+    assert outcomes(execution.id) == {("success", None): HOSTS * USERS}
+
+
+def test_host_unreachable_for_part_of_the_run(ctl, farm, group):
+    group.start("daemon", "daemon")
+    group.start("worker", "worker", "--zone", "fault")
+    farm["h3"].stop()
+    start_run(group)
+    execution = current_execution()
+    wait_until(lambda: ended(execution.id) >= 100, 120, what="100 records to end")
+    farm["h3"].start()
+    settle(group, execution.id)
+    down = list(Record.select().join(Account).join(Asset).where(
+        (Asset.name == "h3") & (Record.execution == execution.id)))
+    assert down and all(r.status == "success" or r.error_code in ("unreachable", "timeout")
+                        for r in down)
+    assert_settled(ctl, farm, group, execution.id)
+    retry = group.run("execution", "retry-failed", str(execution.id), "--wait", timeout=240)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert_settled(ctl, farm, group, execution.id)
