@@ -46,12 +46,20 @@ def print_table(title: str, columns: list[str], rows: list[list]) -> None:
 # ---- init, zones ---------------------------------------------------------------------------
 
 @click.command()
-def init():
+@click.option("--admin", "admin_name", help="Create the first console administrator.")
+@click.option("--password-stdin", is_flag=True, help="Read the administrator's password.")
+def init(admin_name, password_stdin):
     """Create the data directory, keys and database schema (or upgrade the schema)."""
     settings = load_settings()
-    report = inventory.initialise(settings)
-    for line in report:
+    for line in inventory.initialise(settings):
         click.echo(line)
+    if admin_name:
+        from controller.web.users import create_user
+
+        password = read_secret_stdin() if password_stdin else click.prompt(
+            "password", hide_input=True, confirmation_prompt=True)
+        create_user(admin_name, password, "admin")
+        click.echo(f"administrator {admin_name} created: sign in and enrol an authenticator")
 
 
 @click.command("add")

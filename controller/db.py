@@ -6,6 +6,7 @@ from urllib.parse import urlparse
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
+from playhouse.pool import PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
 
@@ -24,8 +25,9 @@ def open_database(url: str) -> peewee.Database:
         path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, returning_clause=True)
-    else:
-        db = peewee.PostgresqlDatabase(**parse_db_url(url, unquote_password=True, unquote_user=True))
+    else:   # pooled: a console request would otherwise pay for a new connection each time
+        db = PooledPostgresqlDatabase(max_connections=32, stale_timeout=300,
+                                      **parse_db_url(url, unquote_password=True, unquote_user=True))
     database.initialize(db)
     return db
 

@@ -67,10 +67,6 @@ def services(ctl: Controller, host: str, port: int) -> list:
     running = daemon_services(ctl)
     if ctl.settings.embedded:
         running.append(EmbeddedWorkers(ctl))
-    try:
-        from controller.web.server import WebServer
-    except ImportError:   # the console is optional until its package is installed
-        logger.warning("web console not available")
-    else:
-        running.append(WebServer(ctl, host, port))
-    return running
+    from controller.web.server import WebServer
+
+    return running + [WebServer(ctl, host, port)]

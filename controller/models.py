@@ -60,7 +60,7 @@ class Account(BaseModel):
     """A user on an asset with its secret versions: current, pending (in rotation) and previous."""
 
     asset = pw.ForeignKeyField(Asset, backref="accounts", on_delete="CASCADE")
-    username = pw.CharField(max_length=64)
+    username = pw.CharField(max_length=64, index=True)
     secret_type = pw.CharField(max_length=16, default="password")
     privileged = pw.BooleanField(default=False)
     secret_current = pw.BlobField(null=True)

@@ -56,6 +56,7 @@ ZONE_COMMANDS = {"add": f"{CONTROLLER}:zone_add", "list": f"{CONTROLLER}:zone_li
 COMMANDS = {name: f"{CONTROLLER}:{name}" for name in (
     "init", "asset", "account", "plan", "execution", "records", "secret", "daemon", "serve")}
 COMMANDS["worker"] = "worker.cli:worker"
+COMMANDS["user"] = "controller.web.cli:user"
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)

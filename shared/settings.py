@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_dispatch_attempts: int = Field(default=3, ge=1, le=20)
     trust_first_use: bool = True
     step_up_window: int = Field(default=300, ge=0)
+    web_secure_cookies: bool = True      # false only for plain HTTP off loopback
     heartbeat_interval: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     smtp_host: str | None = None

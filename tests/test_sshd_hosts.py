@@ -9,10 +9,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-pytest.register_assert_rewrite("tests.sshd_hosts")  # imported here before pytest_plugins loads it
 from tests.sshd_hosts import SshHost, SshHostFarm  # noqa: E402
 
-pytest_plugins = ["tests.sshd_hosts"]  # the ssh_farm fixture, also without a conftest
 
 
 def _connect(host: SshHost, username: str, password: str) -> paramiko.SSHClient:

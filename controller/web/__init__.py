@@ -50,7 +50,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
         SESSION_COOKIE_NAME="keyturn_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=getattr(ctl.settings, "web_secure_cookies", True),
+        SESSION_COOKIE_SECURE=ctl.settings.web_secure_cookies,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
         MAX_CONTENT_LENGTH=16 * 1024 * 1024,
     )

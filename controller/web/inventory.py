@@ -180,13 +180,15 @@ def set_account(asset_id: int):
 @page(bp, "/accounts", "inventory/accounts.html")
 def accounts():
     filters = {name: request.args.get(name, "").strip() for name in ("asset", "username")}
-    query = Account.select(Account, Asset).join(Asset)
-    count = Account.select(Account.id).join(Asset)
+    where = []
     if filters["asset"]:
-        query, count = (q.where(Asset.name == filters["asset"]) for q in (query, count))
+        where.append(Account.asset.in_(Asset.select(Asset.id).where(Asset.name == filters["asset"])))
     if filters["username"]:
-        query, count = (q.where(Account.username == filters["username"]) for q in (query, count))
+        where.append(Account.username == filters["username"])
     if request.args.get("privileged"):
-        query, count = (q.where(Account.privileged) for q in (query, count))
+        where.append(Account.privileged)
+    query, count = Account.select(Account, Asset).join(Asset), Account.select(Account.id)
+    if where:
+        query, count = query.where(*where), count.where(*where)
     return {"filters": filters, "accounts": keyset(query, Account.id, count=count,
                                                    serialize=serialize.account_row)}

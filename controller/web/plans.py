@@ -11,6 +11,7 @@ from peewee import fn
 from controller.models import Asset, Execution, Node, Plan, PlanAsset, PlanNode, User
 from controller.planning import start_execution
 from controller.plans import PlanError, parse_spec, save_plan
+from controller.secretgen import DEFAULT_SYMBOLS
 from controller.web import planform, serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
@@ -69,7 +70,8 @@ def choices() -> dict:
     return {"asset_names": [n for (n,) in Asset.select(Asset.name).order_by(Asset.name).tuples()],
             "node_paths": [p for (p,) in Node.select(Node.path).order_by(Node.path).tuples()],
             "user_names": [u for (u,) in User.select(User.username).where(User.active)
-                           .order_by(User.username).tuples()]}
+                           .order_by(User.username).tuples()],
+            "symbol_set": DEFAULT_SYMBOLS}
 
 
 def render_form(values: dict, plan: Plan | None, errors: dict | None = None, status: int = 200,

@@ -50,12 +50,6 @@ def create_user(username: str, password: str, role: str, email: str | None = Non
                        email=email or None)
 
 
-def create_admin(ctl: Controller, username: str, password: str) -> User:
-    """The first administrator (`keyturn init`); they enrol an authenticator at first sign-in.
-    Takes the controller like the other set-up steps of `keyturn init` (unused today)."""
-    return create_user(username, password, "admin")
-
-
 def set_password(user: User, password: str) -> None:
     user.password_hash = hash_password(password)
     user.save(only=[User.password_hash])
