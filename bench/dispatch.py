@@ -7,30 +7,20 @@ publishing as many messages of the same size in the same run.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 
 import click
 import pika
 
-from bench.support import (Stopwatch, bulk_fleet, controller_for, queue_depth, report,
-                           temp_database, temp_vhost)
-from controller.models import Execution, Plan, Record
+from bench.support import Stopwatch, bench_plan, queue_depth, report, temp_vhost
+from controller.models import Execution, Record
 from controller.planning import run_plan
-from controller.plans import parse_spec, save_plan
 from shared.broker import rotate_queue
 
 
 def keyturn_dispatch(kind: str, accounts: int) -> dict:
-    users = 100
-    with temp_database(kind) as db_url, temp_vhost() as amqp, \
-            tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
-        ctl = controller_for(Path(folder), db_url, amqp)
-        bulk_fleet(ctl, accounts // users, users)
-        plan = save_plan(parse_spec({"name": "bench", "nodes": ["/bench"],
-                                     "usernames": [f"u{j:03d}" for j in range(users)]}), ctl.vault)
+    with bench_plan(kind, accounts) as (ctl, plan, amqp):
         with Stopwatch() as watch:
-            execution = run_plan(ctl, Plan.get_by_id(plan.id))
+            execution = run_plan(ctl, plan)
         queued = queue_depth(amqp, rotate_queue("bench"))
         dispatched = Record.select().where(Record.status == "dispatched").count()
         assert execution.total == accounts == queued == dispatched, (execution.total, queued, dispatched)

@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from bench.support import (Stopwatch, bulk_fleet, controller_for, report, temp_database,
-                           temp_vhost)
-from controller.models import Execution, Plan, Record
+from bench.support import Stopwatch, bench_plan, report
+from controller.models import Execution, Record
 from controller.planning import start_execution
-from controller.plans import parse_spec, save_plan
 from shared import zonecrypto
 from shared.broker import RESULT_ACTOR, RESULTS_QUEUE, BatchPublisher
 from shared.messages import RotateResult, seal
@@ -50,14 +47,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run(kind: str, accounts: int) -> dict:
-    users = 100
-    with temp_database(kind) as db_url, temp_vhost() as amqp, \
-            tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
-        ctl = controller_for(Path(folder), db_url, amqp)
-        bulk_fleet(ctl, accounts // users, users)
-        plan = save_plan(parse_spec({"name": "bench", "nodes": ["/bench"],
-                                     "usernames": [f"u{j:03d}" for j in range(users)]}), ctl.vault)
-        execution = start_execution(ctl, Plan.get_by_id(plan.id))
+    with bench_plan(kind, accounts) as (ctl, plan, amqp):
+        execution = start_execution(ctl, plan)
         Record.update(status="dispatched").execute()        # as if published to workers
         queued = queue_results(ctl, execution.id)
         daemon = subprocess.Popen([sys.executable, "-m", "shared.cli", "daemon"],

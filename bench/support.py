@@ -109,3 +109,19 @@ def report(title: str, rows: list[dict]) -> None:
         table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()])
     Console().print(table)
     print(json.dumps({"benchmark": title, "rows": rows}))
+
+
+@contextlib.contextmanager
+def bench_plan(kind: str, accounts: int, users: int = 100):
+    """A controller on a fresh database and vhost with `accounts` accounts and a plan over all
+    of them; yields (controller, plan, amqp URL)."""
+    from controller.models import Plan
+    from controller.plans import parse_spec, save_plan
+
+    with temp_database(kind) as db_url, temp_vhost() as amqp, \
+            tempfile.TemporaryDirectory(prefix="keyturn-bench-") as folder:
+        ctl = controller_for(Path(folder), db_url, amqp)
+        bulk_fleet(ctl, accounts // users, users)
+        plan = save_plan(parse_spec({"name": "bench", "nodes": ["/bench"],
+                                     "usernames": [f"u{j:03d}" for j in range(users)]}), ctl.vault)
+        yield ctl, Plan.get_by_id(plan.id), amqp
