@@ -68,10 +68,14 @@ class ProcessGroup:
         return subprocess.run(KEYTURN + list(args), env=self.env | env, input=input, text=True,
                               capture_output=True, timeout=timeout)
 
-    def close(self) -> None:
-        for process in reversed(self.processes):
-            if process.running():
-                process.stop()
+    def close(self, grace: float = 30) -> None:
+        """SIGTERM to all at once, then SIGKILL to whatever is still running after `grace`."""
+        running = [p for p in self.processes if p.running()]
+        for process in running:
+            process.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            process.stop(timeout=max(0.1, deadline - time.monotonic()))
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):

@@ -15,7 +15,8 @@ from controller.models import Account, Asset, Execution, Record
 from controller.plans import parse_spec, save_plan
 from tests.processes import ProcessGroup, keyturn_env, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
+              pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 
 HOSTS, USERS = 10, 20
 FAST = {"KEYTURN_SSH_TIMEOUT": "3", "KEYTURN_ROTATION_DEADLINE": "10",
