@@ -12,6 +12,7 @@ import pytest
 
 from shared.messages import AssetTarget, RotateCommand
 from worker.platforms import DRIVERS
+from worker.platforms.linux import LinuxDriver
 from worker.rotate import rotate
 from worker.sessions import SessionPool
 
@@ -125,7 +126,7 @@ def test_login_without_sudo_rights_fails_before_the_change(host, pool):
     before = shadows(host)
     result = rotate(command(host, "alice", fresh(), login=PLAIN), pool, "w1", False)
     assert (result.status, result.error_code) == ("failed", "privilege_failed")
-    assert "plain may not run chpasswd with sudo on web-1" in result.error
+    assert "plain may not use sudo on web-1" in result.error
     assert shadows(host) == before
 
 
@@ -208,12 +209,13 @@ def test_a_repeat_proves_the_old_secret_then_changes(host, pool):
     assert host.password_works("alice", new) and not host.password_works("alice", old)
 
 
-def test_platforms_and_secret_types_without_a_driver_are_refused(host, pool):
+def test_a_secret_that_cannot_be_set_is_refused_before_any_login(host, pool):
     log_before = sshd_log(host)
-    aix = rotate(command(host, "alice", fresh(), asset={"platform": "aix"}), pool, "w1", False)
-    assert (aix.status, aix.error_code) == ("failed", "unsupported_platform")
     key = rotate(command(host, "alice", fresh(), secret_type="ssh_key"), pool, "w1", False)
-    assert (key.status, key.error_code) == ("failed", "unsupported_secret_type")
+    assert (key.status, key.error_code) == ("failed", "unsupported_secret")
+    assert "not an unencrypted OpenSSH private key" in key.error
+    broken = rotate(command(host, "alice", "two\nlines"), pool, "w1", True)
+    assert (broken.status, broken.error_code) == ("failed", "unsupported_secret")
     assert sshd_log(host) == log_before
 
 
@@ -306,8 +308,8 @@ def test_a_batch_of_accounts_shares_one_privileged_login_per_host(ssh_farm):
 
 
 def test_a_bug_still_ends_in_a_result_without_the_secret(host, pool, caplog, monkeypatch):
-    class Broken:
-        def change_password(self, session, command, login_password):
+    class Broken(LinuxDriver):
+        def change(self, root, command):
             raise RuntimeError(f"bug while setting {command.new_secret.get_secret_value()}")
 
     monkeypatch.setitem(DRIVERS, "linux", Broken())

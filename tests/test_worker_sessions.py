@@ -134,3 +134,17 @@ def test_a_rejected_login_is_remembered_not_retried(host, asset, handshakes):
     session, index = pool.session(asset, "ops", ["wrong-1", OPS[1]], 5)   # other secrets: tried
     assert index == 1
     pool.close()
+
+
+def test_a_retired_session_closes_after_its_running_commands(asset):
+    pool = SessionPool()
+    session, _ = pool.session(asset, "ops", [OPS[1]], 5)
+    with ThreadPoolExecutor(max_workers=1) as threads:
+        running = threads.submit(session.run, ["sh", "-c", "sleep 0.5; echo done"], timeout=5)
+        time.sleep(0.2)
+        pool.retire(session)
+        assert session.connection.alive()                   # still running a command
+        assert running.result().stdout == "done\n"
+    assert not session.connection.alive()
+    assert pool.session(asset, "ops", [OPS[1]], 5)[0] is not session
+    pool.close()

@@ -30,7 +30,13 @@ def target(host, **fields) -> AssetTarget:
 
 
 def password_lines(host) -> list[str]:
-    return [line for line in host.log_path.read_text().splitlines() if "password for" in line]
+    """sshd's password log lines, once it has logged what earlier tests did (it writes a
+    moment after it answers)."""
+    lines = None
+    while lines != (lines := [line for line in host.log_path.read_text().splitlines()
+                              if "password for" in line]):
+        time.sleep(0.3)
+    return lines
 
 
 def test_pinned_key_logs_in_and_reports_the_key(host):
@@ -38,13 +44,13 @@ def test_pinned_key_logs_in_and_reports_the_key(host):
         assert connection.host_key == host.host_public_key
         assert not connection.login("alice", "not-it")
         assert connection.login("alice", "alice-pw")
-    assert ssh.password_works(target(host), "alice", "alice-pw", 5) == (True, host.host_public_key)
+    assert ssh.login_works(target(host), "alice", "alice-pw", 5) == (True, host.host_public_key)
 
 
 def test_changed_host_key_is_refused_before_any_password(host):
     before = password_lines(host)
     with pytest.raises(SshError) as caught:
-        ssh.password_works(target(host, host_key=OTHER_KEY), "alice", "alice-pw", 5)
+        ssh.login_works(target(host, host_key=OTHER_KEY), "alice", "alice-pw", 5)
     assert caught.value.code == "host_key_mismatch"
     assert "web-1" in str(caught.value) and "SHA256:" in str(caught.value)
     assert password_lines(host) == before      # sshd saw no password attempt at all
@@ -56,7 +62,7 @@ def test_unpinned_key_needs_first_use_trust(host):
         ssh.connect(target(host, host_key=None), timeout=5)
     assert caught.value.code == "host_key_unknown"
     assert password_lines(host) == before
-    check = ssh.password_works(target(host, host_key=None, trust_first_use=True), "alice",
+    check = ssh.login_works(target(host, host_key=None, trust_first_use=True), "alice",
                                "alice-pw", 5)
     assert check == (True, host.host_public_key)
 
@@ -122,3 +128,20 @@ def test_fingerprint_matches_ssh_keygen(host, tmp_path):
     listed = subprocess.run(["ssh-keygen", "-l", "-f", str(key_file)], capture_output=True,
                             text=True, check=True).stdout.split()[1]
     assert ssh.fingerprint(host.host_public_key) == listed
+
+
+def test_input_waits_for_the_ready_line(host):
+    """The preamble is read first; the input is only sent once the command says it is ready."""
+    script = ('read -r pw; echo "got $pw" >&2; sleep 0.5; '
+              'if read -t 0; then echo early >&2; fi; echo keyturn-ready; cat')
+    with ssh.connect(target(host), timeout=5) as connection:
+        assert connection.login("root", ROOT_PASSWORD)
+        done = connection.run(["bash", "-c", script], b"the input\n", timeout=5,
+                              preamble=b"first-line\n", ready=b"keyturn-ready\n")
+        assert done == (0, "the input\n", "got first-line\n", True)
+        refused = connection.run(["bash", "-c", "read -r pw; echo refused >&2; exit 1"],
+                                 b"the input\n", timeout=5, preamble=b"first-line\n",
+                                 ready=b"keyturn-ready\n")
+        assert refused == (1, "", "refused\n", False)
+        raw = connection.run(["printf", "a\\377b"], timeout=5, binary=True)
+        assert raw.stdout == b"a\xffb"

@@ -1,9 +1,11 @@
 """One account's rotation (or verification), step 2 of the rotation protocol in DESIGN.md.
 
-Log in as the privileged account, change the password, then prove it with a *new* login as the
-account. The status is what the controller may safely conclude: `failed` only when the change
-was certainly not made (never sent, or refused by the host), `unverified` whenever it may have
-been made but the new password could not be shown to work, `success` only after that login.
+Log in as the privileged account, change the password or SSH key, then prove it with a *new*
+login as the account. The status is what the controller may safely conclude: `failed` only when
+the change was certainly not made (never sent, or refused by the host), `unverified` whenever it
+may have been made but the new secret could not be shown to work, `success` only after that
+login. The privileged account may rotate itself (secure mode off); its pooled session is then
+retired, as it is keyed by a secret that no longer works.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import traceback
 
 from shared.messages import AssetTarget, RotateCommand, RotateResult
 from worker import ssh
-from worker.platforms import DRIVERS, ChangeFailed, Driver
+from worker.platforms import DRIVERS, ChangeFailed, Root, UnixDriver
 from worker.sessions import SessionPool
 from worker.ssh import SshError, scrub
 
@@ -51,16 +53,9 @@ class _Run:
 
     def rotate(self, redelivered: bool) -> RotateResult:
         c = self.command
-        driver = DRIVERS.get(c.asset.platform)
-        if driver is None:
-            return self.result("failed", "unsupported_platform",
-                               f"{c.asset.name}: no driver for platform {c.asset.platform} yet")
-        if c.secret_type != "password":
-            return self.result("failed", "unsupported_secret_type",
-                               f"{c.asset.name}: only passwords can be rotated yet, not {c.secret_type}")
-        if c.new_secret is None:
-            return self.result("failed", "bad_command", "a rotate command without a new secret")
+        driver = DRIVERS[c.asset.platform]
         try:
+            driver.check(c)
             if redelivered or c.attempt > 1:
                 repeated = self.check_repeat()
                 if repeated is not None:
@@ -76,48 +71,52 @@ class _Run:
 
     def check_repeat(self) -> RotateResult | None:
         """A message seen before (redelivered, or dispatched again) may have done its work, or
-        be stale: a newer rotation may have set another secret since. So: if the new password
+        be stale: a newer rotation may have set another secret since. So: if the new secret
         already works, that is success; if the old one no longer works either, change nothing.
-        None: the host still has the old password, go ahead."""
+        None: the host still has the old secret, go ahead."""
         c = self.command
         if self.logs_in(c.username, c.new_secret.get_secret_value()):
-            logger.info("record %s: seen before, and the new password already works", c.record_id)
+            logger.info("record %s: seen before, and the new %s already works", c.record_id,
+                        self.kind)
             return self.result("success")
         if c.old_secret is not None and not self.logs_in(c.username, c.old_secret.get_secret_value()):
             return self.result("failed", "stale", f"{c.asset.name}: neither the new nor the expected "
-                                                  f"current password of {c.username} logs in; "
+                                                  f"current {self.kind} of {c.username} logs in; "
                                                   f"nothing was changed")
         return None
 
-    def change(self, driver: Driver) -> None:
+    def change(self, driver: UnixDriver) -> None:
         """Log in (pooled) and change; a pooled session found dead before anything was sent is
         replaced once by a fresh login."""
         c = self.command
         logins = [secret.get_secret_value() for secret in c.login_secrets]
         for attempt in (1, 2):
             session, self.login_index = self.pool.session(self.asset, c.login_username, logins,
-                                                          c.timeout)
+                                                          c.timeout, c.login_secret_type)
             self.learn(session.host_key)
             self.change_started = True
             try:
-                driver.change_password(session, c, logins[self.login_index])
-                return
+                driver.change(Root(session, c, logins[self.login_index]), c)
             except SshError as exc:
                 self.pool.discard(session)
                 if exc.command_sent or exc.code != "connection_lost" or attempt == 2:
                     raise
                 self.change_started = False
+                continue
+            if c.username == c.login_username and c.secret_type == c.login_secret_type:
+                self.pool.retire(session)
+            return
 
     def prove(self) -> RotateResult:
         c = self.command
         try:
             if self.logs_in(c.username, c.new_secret.get_secret_value()):
                 return self.result("success")
-            reason = f"{c.username} cannot log in with the new password"
+            reason = f"{c.username} cannot log in with the new {self.kind}"
         except SshError as exc:
             reason = f"the login as {c.username} failed: {exc}"
         return self.result("unverified", "verify_failed",
-                           f"{c.asset.name}: chpasswd reported success but {reason}")
+                           f"{c.asset.name}: the host reported the change done but {reason}")
 
     def settle_unknown(self, exc: SshError) -> RotateResult:
         """The change may or may not have happened: a login with the new password decides."""
@@ -127,7 +126,7 @@ class _Run:
                 return self.result("success")
         except SshError:
             pass
-        return self.result("unverified", exc.code, f"{exc}; the password of {c.username} may "
+        return self.result("unverified", exc.code, f"{exc}; the {self.kind} of {c.username} may "
                                                    f"have changed, and a login with the new one "
                                                    f"did not succeed")
 
@@ -141,11 +140,16 @@ class _Run:
         except SshError as exc:
             return self.result("failed", exc.code, str(exc))
         return self.result("failed", "no_candidate", f"{c.asset.name}: none of the "
-                                                     f"{len(c.candidates)} candidate passwords "
+                                                     f"{len(c.candidates)} candidate {self.kind}s "
                                                      f"logs in as {c.username}")
 
-    def logs_in(self, username: str, password: str) -> bool:
-        check = ssh.password_works(self.asset, username, password, self.command.timeout)
+    @property
+    def kind(self) -> str:
+        return "password" if self.command.secret_type == "password" else "key"
+
+    def logs_in(self, username: str, secret: str) -> bool:
+        check = ssh.login_works(self.asset, username, secret, self.command.timeout,
+                                secret_type=self.command.secret_type)
         self.learn(check.host_key)
         return check.works
 

@@ -33,23 +33,35 @@ class Session:
         self.last_used = time.monotonic()
         self._channels = threading.BoundedSemaphore(channels)
         self._facts: dict[str, object] = {}
-        self._facts_lock = threading.Lock()
+        self._facts_lock = threading.Lock()   # held while a fact is computed with commands
+        self._lock = threading.Lock()
+        self._running = 0
+        self._retired = False
 
     @property
     def host_key(self) -> str:
         return self.connection.host_key
 
     def run(self, argv: list[str], stdin: bytes = b"", *, timeout: float,
-            secrets: Iterable[str] = ()) -> Completed:
+            secrets: Iterable[str] = (), preamble: bytes = b"", ready: bytes | None = None,
+            binary: bool = False) -> Completed:
         """`Connection.run`, waiting (within `timeout`) for one of the session's channels."""
         if not self._channels.acquire(timeout=timeout):
             raise SshError("timeout", f"{ssh.describe(self.connection.asset)}: no free SSH channel "
                                       f"within {timeout:g} s")
+        with self._lock:
+            self._running += 1
         try:
-            return self.connection.run(argv, stdin, timeout=timeout, secrets=secrets)
+            return self.connection.run(argv, stdin, timeout=timeout, secrets=secrets,
+                                       preamble=preamble, ready=ready, binary=binary)
         finally:
             self._channels.release()
             self.last_used = time.monotonic()
+            with self._lock:
+                self._running -= 1
+                close = self._retired and not self._running
+            if close:
+                self.connection.close()
 
     def remember(self, name: str, compute: Callable[[], T]) -> T:
         """A fact about this login (e.g. how it becomes root), computed once per session."""
@@ -57,6 +69,14 @@ class Session:
             if name not in self._facts:
                 self._facts[name] = compute()
             return self._facts[name]
+
+    def retire(self) -> None:
+        """Close once the commands running on it have ended (see `SessionPool.retire`)."""
+        with self._lock:
+            self._retired = True
+            close = not self._running
+        if close:
+            self.connection.close()
 
 
 class SessionPool:
@@ -74,11 +94,12 @@ class SessionPool:
         self._failures: dict[tuple, tuple[float, SshError]] = {}
         self._host_locks: dict[tuple, threading.Lock] = {}   # bounded by the zone's inventory
 
-    def session(self, asset: AssetTarget, username: str, secrets: list[str],
-                timeout: float) -> tuple[Session, int]:
+    def session(self, asset: AssetTarget, username: str, secrets: list[str], timeout: float,
+                secret_type: str = "password") -> tuple[Session, int]:
         """A live session as `username` and the index of the secret it logged in with: a pooled
         one if any of `secrets` has one, else a new login trying `secrets` in order."""
-        host = (asset.address, asset.port, username, asset.host_key, asset.trust_first_use)
+        host = (asset.address, asset.port, username, asset.host_key, asset.trust_first_use,
+                secret_type)
         prints = [self._fingerprint(secret) for secret in secrets]
         with self._lock:
             host_lock = self._host_locks.setdefault(host, threading.Lock())
@@ -94,7 +115,7 @@ class SessionPool:
                 raise SshError(failed[1].code, f"{failed[1]} (a moment ago; not retried for "
                                                f"{self.failure_memory:g} s)")
             try:
-                connection, index = _log_in(asset, username, secrets, timeout)
+                connection, index = _log_in(asset, username, secrets, secret_type, timeout)
             except SshError as exc:
                 with self._lock:
                     self._failures[host + tuple(prints)] = (time.monotonic(), exc)
@@ -106,10 +127,20 @@ class SessionPool:
 
     def discard(self, session: Session) -> None:
         """Forget and close a session that failed (the next rotation logs in afresh)."""
+        self._forget(session)
+        session.connection.close()
+
+    def retire(self, session: Session) -> None:
+        """Forget a session whose login secret was just rotated: it is no longer the secret
+        it is keyed by, and sudo must not be fed the old one. Rotations still running on it
+        finish first; then it closes."""
+        self._forget(session)
+        session.retire()
+
+    def _forget(self, session: Session) -> None:
         with self._lock:
             for key in [k for k, s in self._sessions.items() if s is session]:
                 del self._sessions[key]
-        session.connection.close()
 
     def prune(self) -> None:
         """Close dead sessions and those idle for `idle_seconds`; forget old failures."""
@@ -134,7 +165,7 @@ class SessionPool:
         return hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest()
 
 
-def _log_in(asset: AssetTarget, username: str, secrets: list[str],
+def _log_in(asset: AssetTarget, username: str, secrets: list[str], secret_type: str,
             timeout: float) -> tuple[ssh.Connection, int]:
     """Connect and try each secret in order, reconnecting if the host hangs up between tries."""
     connection = None
@@ -144,13 +175,14 @@ def _log_in(asset: AssetTarget, username: str, secrets: list[str],
                 if connection is not None:
                     connection.close()
                 connection = ssh.connect(asset, timeout)
-            if connection.login(username, secret):
+            if connection.login(username, secret, secret_type):
                 return connection, index
     except BaseException:
         if connection is not None:
             connection.close()
         raise
     connection.close()
-    tried = "its password was" if len(secrets) == 1 else f"all {len(secrets)} known passwords were"
+    kind = "password" if secret_type == "password" else "key"
+    tried = f"its {kind} was" if len(secrets) == 1 else f"all {len(secrets)} known {kind}s were"
     raise SshError("login_failed", f"{ssh.describe(asset)}: cannot log in as {username}: "
                                    f"{tried} rejected")

@@ -21,6 +21,7 @@ import paramiko
 
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget
+from worker import sshkeys
 
 logger = logging.getLogger(__name__)
 RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]   # how an `ssh-rsa` pin is negotiated
@@ -39,11 +40,13 @@ class SshError(KeyturnError):
 
 
 class Completed(NamedTuple):
-    """A finished remote command; its output is already scrubbed of the secrets involved."""
+    """A finished remote command; its output is already scrubbed of the secrets involved.
+    `ready` is False when a command run with a ready line ended before printing it."""
 
     status: int
-    stdout: str
+    stdout: str | bytes   # bytes when run with `binary`
     stderr: str
+    ready: bool = True
 
 
 class LoginCheck(NamedTuple):
@@ -110,10 +113,11 @@ def connect(asset: AssetTarget, timeout: float) -> Connection:
     return Connection(transport, asset, seen)
 
 
-def password_works(asset: AssetTarget, username: str, password: str, timeout: float) -> LoginCheck:
+def login_works(asset: AssetTarget, username: str, secret: str, timeout: float, *,
+                secret_type: str = "password") -> LoginCheck:
     """Whether a fresh login (new transport, same host-key rules) as `username` succeeds."""
     with connect(asset, timeout) as connection:
-        return LoginCheck(connection.login(username, password), connection.host_key)
+        return LoginCheck(connection.login(username, secret, secret_type), connection.host_key)
 
 
 def _prefer_key_type(transport: paramiko.Transport, key_type: str) -> None:
@@ -153,13 +157,20 @@ class Connection:
     def close(self) -> None:
         self._transport.close()
 
-    def login(self, username: str, password: str) -> bool:
-        """Password authentication; False when the host rejects the password."""
+    def login(self, username: str, secret: str, secret_type: str = "password") -> bool:
+        """Password or private-key authentication; False when the host rejects the secret."""
+        kind = "password" if secret_type == "password" else "key"
         started = time.monotonic()
         try:
-            further = self._transport.auth_password(username, password)
+            if kind == "password":
+                further = self._transport.auth_password(username, secret)
+            else:
+                further = self._transport.auth_publickey(username, sshkeys.private_key(secret))
+        except sshkeys.BadKey as exc:
+            raise SshError("bad_secret", f"{self._where}: the key to log in as {username}: "
+                                         f"{exc}") from None
         except paramiko.BadAuthenticationType:
-            raise SshError("login_failed", f"{self._where}: the host does not accept password "
+            raise SshError("login_failed", f"{self._where}: the host does not accept {kind} "
                                            f"logins for {username}") from None
         except paramiko.AuthenticationException:
             if time.monotonic() - started >= self._transport.auth_timeout * 0.95:
@@ -175,9 +186,16 @@ class Connection:
         return True
 
     def run(self, argv: list[str], stdin: bytes = b"", *, timeout: float,
-            secrets: Iterable[str] = ()) -> Completed:
+            secrets: Iterable[str] = (), preamble: bytes = b"", ready: bytes | None = None,
+            binary: bool = False) -> Completed:
         """Run `argv` (quoted with shlex, no pty: nothing on stdin is echoed) with `stdin`, and
-        wait for its exit status at most `timeout` seconds in all. Secrets go on stdin only."""
+        wait for its exit status at most `timeout` seconds in all. Secrets go on stdin only.
+        `binary`: stdout is the exact bytes, unscrubbed (a file that holds none of `secrets`).
+
+        `preamble` is written first (a password for sudo or su). With `ready`, `stdin` is held
+        back until the command prints that line, so it reaches the command and never the
+        program that read the preamble; output up to that line is dropped, and a command that
+        ends without printing it has `Completed.ready` False (it never ran)."""
         name = f"`{shlex.join(argv)}`"   # user names at most: never a secret
         try:
             channel = self._transport.open_session(timeout=timeout)
@@ -194,18 +212,24 @@ class Connection:
         deadline.daemon = True
         deadline.start()
         stdout = stderr = b""
+        running = ready is None   # has the command itself begun?
         try:
             channel.settimeout(timeout)
             channel.exec_command(shlex.join(argv))
+            channel.sendall(preamble)
+            if not running:
+                running, stdout = _read_past(channel.recv, ready)
             # EOF only after input, so only to commands that read to the end: an EOF crossing
             # the server's channel close makes OpenSSH drop the whole shared connection
             # (paramiko #1705). A command given no input must not read stdin.
-            if stdin:
+            if stdin and running:
                 channel.sendall(stdin)
                 channel.shutdown_write()
-            stdout = _read_to_eof(channel.recv)
+            stdout += _read_to_eof(channel.recv)
             stderr = _read_to_eof(channel.recv_stderr)
             channel.status_event.wait(timeout)   # never recv_exit_status(): it ignores timeouts
+        except TimeoutError:   # a read's own limit ran out just before the deadline closed it
+            expired.set()
         except (paramiko.SSHException, EOFError, OSError):
             pass   # judged below: no exit status means the outcome is unknown
         finally:
@@ -213,12 +237,13 @@ class Connection:
             _close(channel)
         if channel.exit_status >= 0:
             logger.debug("%s: %s exited with %s", self._where, name, channel.exit_status)
-            return Completed(channel.exit_status, _text(stdout, secrets), _text(stderr, secrets))
+            return Completed(channel.exit_status, stdout if binary else _text(stdout, secrets),
+                             _text(stderr, secrets), running)
         if expired.is_set():
             raise SshError("timeout", f"{self._where}: {name} did not finish within {timeout:g} s",
-                           command_sent=True)
+                           command_sent=running)
         raise SshError("connection_lost", f"{self._where}: {name} ended without an exit status "
-                                          f"(connection lost or process killed)", command_sent=True)
+                                          f"(connection lost or process killed)", command_sent=running)
 
 
 def _close(channel: paramiko.Channel) -> None:
@@ -234,6 +259,16 @@ def _read_to_eof(recv) -> bytes:
     while chunk := recv(32768):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _read_past(recv, line: bytes) -> tuple[bool, bytes]:
+    """Read until `line` has been printed: (True, what follows it), or (False, b"") at EOF."""
+    seen = b""
+    while chunk := recv(32768):
+        seen += chunk
+        if line in seen:
+            return True, seen.split(line, 1)[1]
+    return False, b""
 
 
 def _text(output: bytes, secrets: Iterable[str]) -> str:

@@ -1,0 +1,216 @@
+"""Per-plan parameters on a real sshd host: creating a missing account, a sudo rule checked by
+visudo before it is installed, becoming root with sudo, su or not at all, and the SSH timeout.
+Each through root, NOPASSWD sudo, password sudo and su, checked on the host itself."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import pytest
+
+from tests.test_worker_rotate import ROOT_PW, command, fresh
+from worker.rotate import rotate
+from worker.sessions import SessionPool
+
+OPS = ("ops", "ops-pw-params")                   # NOPASSWD sudoer
+SUDOER = ("sudoer", "sudoer \"pw\" $x {{ y }}")  # sudo asks its own password
+PLAIN = ("plain", "plain-pw-params")             # no sudo; knows root's password (su)
+SU = {"become": "su", "become_secret": ROOT_PW}
+LOGINS = {"root": (("root", ROOT_PW), {}), "nopasswd sudo": (OPS, {}),
+          "password sudo": (SUDOER, {}), "su": (PLAIN, SU)}
+
+
+@pytest.fixture(scope="module")
+def host(ssh_farm):
+    host, = ssh_farm.start_hosts(1, users={"alice": "alice-0"}, sudo_user=OPS)
+    host.set_password("root", ROOT_PW)
+    host.add_user(*SUDOER, sudo="password")
+    host.add_user(*PLAIN)
+    host.run(["groupadd", "-g", "3100", "team"])
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def pool():
+    pool = SessionPool()
+    yield pool
+    pool.close()
+
+
+def run_as(host, pool, via: str, user: str, new: str, **params):
+    login, become = LOGINS[via]
+    return rotate(command(host, user, new, login=login, params=become | params), pool, "w1", False)
+
+
+def passwd(host, user: str) -> list[str]:
+    done = host.run(["getent", "passwd", user], check=False)
+    return done.stdout.decode().strip().split(":") if done.returncode == 0 else []
+
+
+def stat(host, path: str) -> str:
+    return host.run(["stat", "-c", "%a %U %G", path]).stdout.decode().strip()
+
+
+def unique_user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("via", LOGINS)
+def test_a_missing_account_is_created_with_defaults(host, via, pool):
+    user, new = unique_user(), fresh()
+    result = run_as(host, pool, via, user, new, create_user=True)
+    assert (result.status, result.error) == ("success", None)
+    assert passwd(host, user)[5:] == [f"/home/{user}", "/bin/bash"]
+    assert stat(host, f"/home/{user}").split()[1:] == [user, user]   # mode: the host's policy
+    assert host.password_works(user, new)
+
+
+def test_an_account_is_created_as_the_plan_says(host, pool):
+    user, new = unique_user(), fresh()
+    result = run_as(host, pool, "password sudo", user, new, create_user=True, shell="/bin/sh",
+                    home=f"/srv/{user}", group="team", groups=["audio", "video"], uid=4242)
+    assert result.status == "success", result.error
+    assert passwd(host, user)[2:] == ["4242", "3100", "", f"/srv/{user}", "/bin/sh"]
+    groups = host.run(["id", "-nG", user]).stdout.decode().split()
+    assert sorted(groups) == ["audio", "team", "video"]
+    assert stat(host, f"/srv/{user}").split()[1:] == [user, "team"]
+    assert host.password_works(user, new)
+
+
+def test_an_existing_account_is_not_created_again(host, pool):
+    before = passwd(host, "alice")
+    result = run_as(host, pool, "root", "alice", fresh(), create_user=True, shell="/bin/sh", uid=4343)
+    assert result.status == "success"
+    assert passwd(host, "alice") == before
+
+
+@pytest.mark.parametrize("params, refused", [
+    ({"home": "/srv/../etc"}, "home '/srv/../etc'"),
+    ({"shell": "bash"}, "shell 'bash'"),
+    ({"group": "team:x"}, "group 'team:x'"),
+    ({"groups": ["audio", "video\nroot"]}, "group 'video\\nroot'"),
+])
+def test_bad_account_values_are_refused_before_anything_is_sent(host, params, refused, pool):
+    user, log_before = unique_user(), host.log_path.read_text()
+    result = run_as(host, pool, "root", user, fresh(), create_user=True, **params)
+    assert (result.status, result.error_code) == ("failed", "bad_params")
+    assert refused in result.error
+    assert passwd(host, user) == []
+    assert host.log_path.read_text() == log_before        # not even a login
+
+
+def sudo_as(host, user: str, *argv: str):
+    return host.run(["runuser", "-u", user, "--", "sudo", "-n", *argv], check=False)
+
+
+@pytest.mark.parametrize("via", LOGINS)
+def test_a_sudo_rule_is_installed_for_the_account(host, via, pool):
+    user, new = unique_user(), fresh()
+    result = run_as(host, pool, via, user, new, create_user=True, modify_sudo=True)
+    assert result.status == "success", result.error
+    path = f"/etc/sudoers.d/keyturn-{user}"
+    assert host.run(["cat", path]).stdout.decode() == f"{user} ALL=(ALL) NOPASSWD: /bin/whoami\n"
+    assert stat(host, path) == "440 root root"
+    assert sudo_as(host, user, "/bin/whoami").stdout == b"root\n"
+    assert sudo_as(host, user, "/bin/id").returncode != 0
+    assert host.run(["ls", "-A", "/etc/sudoers.d"]).stdout.decode().count(user) == 1  # no draft
+
+
+def test_sudo_commands_are_escaped_for_sudoers(host, pool):
+    user = "j.doe"
+    host.run(["useradd", "-m", user], check=False)
+    result = run_as(host, pool, "root", user, fresh(), modify_sudo=True,
+                    sudo_commands=["/usr/bin/id -u", "/bin/echo a,b:c=d"])
+    assert result.status == "success", result.error
+    path = "/etc/sudoers.d/keyturn-j%doe"            # a dot would make sudo skip the file
+    assert host.run(["cat", path]).stdout == b"j.doe ALL=(ALL) NOPASSWD: /usr/bin/id -u, /bin/echo a\\,b\\:c\\=d\n"
+    assert sudo_as(host, user, "/bin/echo", "a,b:c=d").stdout == b"a,b:c=d\n"
+    assert sudo_as(host, user, "/usr/bin/id", "-u").stdout == b"0\n"
+
+
+@pytest.mark.parametrize("commands", [["/bin/echo a\nroot ALL=(ALL) ALL"], ["/bin/ls # x"],
+                                      ["whoami"], ["/bin/echo a\\b"], []])
+def test_sudo_commands_sudoers_cannot_hold_are_refused(host, commands, pool):
+    shadow = host.shadow_line("alice")
+    result = run_as(host, pool, "root", "alice", fresh(), modify_sudo=True, sudo_commands=commands)
+    assert (result.status, result.error_code) == ("failed", "bad_params")
+    assert host.run(["ls", "-A", "/etc/sudoers.d"]).stdout.decode().count("alice") == 0
+    assert host.shadow_line("alice") == shadow
+
+
+def test_a_rule_visudo_rejects_is_never_installed(host, pool):
+    """A stricter visudo first in root's PATH: the draft is removed, nothing changes."""
+    strict = "/usr/local/sbin/visudo"
+    host.run(["sh", "-c", f'printf "#!/bin/sh\\necho no such rule >&2\\nexit 1\\n" > {strict} '
+                          f'&& chmod 0755 {strict}'])
+    try:
+        shadow = host.shadow_line("alice")
+        result = run_as(host, pool, "nopasswd sudo", "alice", fresh(), modify_sudo=True)
+        assert (result.status, result.error_code) == ("failed", "change_failed")
+        assert "(visudo failed): no such rule" in result.error
+        assert host.run(["ls", "-A", "/etc/sudoers.d"]).stdout.decode().count("alice") == 0
+        assert host.shadow_line("alice") == shadow
+    finally:
+        host.run(["rm", "-f", strict])
+
+
+def test_su_with_a_wrong_root_password_changes_nothing(host, pool):
+    shadow = host.shadow_line("alice")
+    wrong = f"wrong-root-{uuid.uuid4().hex[:6]}"
+    result = run_as(host, pool, "su", "alice", fresh(), become_secret=wrong)
+    assert (result.status, result.error_code) == ("failed", "privilege_failed")
+    assert "su to root failed on web-1" in result.error and "Authentication failure" in result.error
+    assert wrong not in result.error
+    assert host.shadow_line("alice") == shadow
+
+
+def test_su_needs_roots_password(host, pool):
+    result = run_as(host, pool, "su", "alice", fresh(), become_secret=None)
+    assert (result.status, result.error_code) == ("failed", "privilege_failed")
+    assert "needs root's password" in result.error
+
+
+def test_become_sudo_and_none(host, pool):
+    new = fresh()
+    assert run_as(host, pool, "root", "alice", new, become="sudo").status == "success"
+    assert host.password_works("alice", new)
+    new = fresh()
+    assert run_as(host, pool, "root", "alice", new, become="none").status == "success"
+    assert host.password_works("alice", new)
+    shadow = host.shadow_line("alice")
+    as_ops = run_as(host, pool, "nopasswd sudo", "alice", fresh(), become="none")
+    assert (as_ops.status, as_ops.error_code) == ("failed", "change_failed")
+    assert host.shadow_line("alice") == shadow
+
+
+def test_a_paused_host_fails_within_the_plan_timeout(ssh_farm, pool):
+    host, = ssh_farm.start_hosts(1)
+    try:
+        host.pause()
+        started = time.monotonic()
+        result = rotate(command(host, "alice", fresh(), timeout=1.5), pool, "w1", False)
+        elapsed = time.monotonic() - started
+        assert (result.status, result.error_code) == ("failed", "timeout")
+        assert "1.5 s" in result.error
+        assert 1.4 < elapsed < 4
+    finally:
+        host.resume()
+        host.close()
+
+
+def test_no_secret_in_results_or_logs(host, caplog, pool):
+    caplog.set_level(logging.DEBUG)
+    secrets = [f"SECRET-{n}-{uuid.uuid4().hex[:8]}" for n in range(5)]
+    user = unique_user()
+    results = [run_as(host, pool, "su", user, secrets[0], create_user=True, modify_sudo=True),
+               run_as(host, pool, "password sudo", user, secrets[1], modify_sudo=True,
+                      sudo_commands=["/bin/echo a\nb"]),
+               run_as(host, pool, "su", "alice", secrets[2], become_secret=secrets[3]),
+               run_as(host, pool, "su", "nobody9", secrets[4])]
+    assert [r.status for r in results] == ["success", "failed", "failed", "failed"]
+    everything = caplog.text + "".join(r.model_dump_json() for r in results)
+    assert "record 7" in caplog.text
+    for secret in [*secrets, ROOT_PW, SUDOER[1], PLAIN[1]]:
+        assert secret not in everything
