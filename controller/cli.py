@@ -216,11 +216,20 @@ def plan():
 @click.option("--interval-hours", type=int)
 @click.option("--crontab")
 @click.option("--recipient", "recipients", multiple=True)
-def plan_add(name, secret_stdin, **fields):
+@click.option("--secret-type", type=click.Choice(["password", "ssh_key"]), default="password",
+              show_default=True)
+@click.option("--key-type", type=click.Choice(["ed25519", "rsa"]), default="ed25519",
+              show_default=True)
+@click.option("--ssh-timeout", type=float, help="Seconds per SSH step for this plan.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="UNIX/AIX/Linux parameter, e.g. become=su, create_user=true, "
+                   "groups=[\"wheel\"] (VALUE is JSON, or else a plain string).")
+def plan_add(name, secret_stdin, params, **fields):
     """Create a plan."""
     ctl = controller()
     fields = {key: list(value) if isinstance(value, tuple) else value
               for key, value in fields.items()}
+    fields["params"] = dict(parse_param(text) for text in params)
     if secret_stdin:
         fields["secret"] = read_secret_stdin()
     try:
@@ -233,6 +242,16 @@ def plan_add(name, secret_stdin, **fields):
     if protected and ctl.settings.secure_mode:
         click.echo(f"note: secure mode is on, so {', '.join(protected)} will be skipped "
                    f"(as will each asset's privileged account)")
+
+
+def parse_param(text: str) -> tuple[str, object]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise click.BadParameter(f"{text!r}: use KEY=VALUE", param_hint="--param")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
 
 
 @plan.command("list")
