@@ -34,7 +34,7 @@ def test_dispatcher_publishes_planned_records_and_results_end_them(ctl, daemon):
     plan = save_plan(parse_spec({"name": "p", "usernames": ["alice", "bob"], "nodes": ["/prod"]}),
                      ctl.vault)
     execution = start_execution(ctl, plan, trigger="api")      # the console's path: plan only
-    wait_until(lambda: Record.select().where(Record.status == "dispatched").count() == 2, 10,
+    wait_until(lambda: Record.select().where(Record.status == "dispatched").count() == 2, 30,
                what="the dispatcher")
     assert len(ctl.broker.queues[rotate_queue("dmz")].queue) == 2
     channel = worker_channel(ctl)
@@ -46,9 +46,9 @@ def test_dispatcher_publishes_planned_records_and_results_end_them(ctl, daemon):
     publish(ctl.broker, HEARTBEATS_QUEUE, HEARTBEAT_ACTOR, seal("heartbeat", Heartbeat(
         worker_id="host:1", zone="dmz", host="host", version="0.1.0", in_flight=0, sent_at=now),
         channel))
-    wait_until(lambda: Execution.get_by_id(execution.id).status == "success", 10, what="results")
+    wait_until(lambda: Execution.get_by_id(execution.id).status == "success", 30, what="results")
     assert Account.select().where(Account.busy_execution.is_null(False)).count() == 0
-    wait_until(lambda: WorkerSeen.select().count() == 1, 10, what="the heartbeat")
+    wait_until(lambda: WorkerSeen.select().count() == 1, 30, what="the heartbeat")
 
 
 def test_poison_results_are_dead_lettered_and_the_daemon_keeps_going(ctl, daemon):
@@ -60,10 +60,10 @@ def test_poison_results_are_dead_lettered_and_the_daemon_keeps_going(ctl, daemon
     publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", fake, forged))
     misrouted = dict(seal("result", fake, worker_channel(ctl)), zone="nowhere")
     publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, misrouted)
-    wait_until(lambda: len(ctl.broker.dead_letters) == 3, 10, what="dead letters")
+    wait_until(lambda: len(ctl.broker.dead_letters) == 3, 30, what="dead letters")
     plan = save_plan(parse_spec({"name": "p", "usernames": ["alice"], "nodes": ["/prod"]}), ctl.vault)
     record = start_execution(ctl, plan).records.get()
     good = RotateResult(record_id=record.id, attempt=1, zone="dmz", worker_id="w", status="failed",
                         error="down", started_at=now, finished_at=now)
     publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", good, worker_channel(ctl)))
-    wait_until(lambda: Record.get_by_id(record.id).status == "failed", 10, what="a good result")
+    wait_until(lambda: Record.get_by_id(record.id).status == "failed", 30, what="a good result")
