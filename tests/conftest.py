@@ -13,7 +13,7 @@ from controller.inventory import initialise
 from controller.runtime import start_controller
 from shared.settings import load_settings
 
-pytest_plugins = ["tests.sshd_hosts", "tests.web_support"]
+pytest_plugins = ["tests.sshd_hosts", "tests.web_support", "tests.e2e"]
 
 POSTGRES_DSN = os.environ.get("KEYTURN_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 
@@ -59,6 +59,16 @@ def ctl(settings):
     yield controller
     from controller.db import database
     database.close()
+
+
+@pytest.fixture
+def pool():
+    """A worker's SSH session pool, closed after the test."""
+    from worker.sessions import SessionPool
+
+    sessions = SessionPool()
+    yield sessions
+    sessions.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from controller.models import Account, Asset, Record
 from shared.broker import rotate_queue
-from tests.e2e import USERS, cluster, current_secret, fleet, save  # noqa: F401  (fixtures)
+from tests.e2e import USERS, current_secret, save
 from tests.processes import ProcessGroup, keyturn_env
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

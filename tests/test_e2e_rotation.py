@@ -8,7 +8,7 @@ import pytest
 
 from controller import inventory
 from controller.models import Account, Asset, AuditEvent, Execution, Record
-from tests.e2e import USERS, cluster, current_secret, fleet, save  # noqa: F401  (fixtures)
+from tests.e2e import USERS, current_secret, save
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 

@@ -14,7 +14,7 @@ from controller.models import Account, Record
 from shared import zonecrypto
 from shared.broker import RESULTS_QUEUE
 from shared.messages import open_envelope, parse_envelope
-from tests.e2e import USERS, fleet, save  # noqa: F401  (fixtures)
+from tests.e2e import USERS, save
 from tests.processes import ProcessGroup, keyturn_env, wait_until
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from tests.test_worker_rotate import ROOT_PW, command, fresh
 from worker import authorized_keys, sshkeys
 from worker.rotate import rotate
-from worker.sessions import SessionPool
 
 OPS = ("ops", "ops-pw-keys")                     # NOPASSWD sudoer
 SUDOER = ("sudoer", "sudoer 'pw' $x {{ y }}")    # sudo asks its own password
@@ -36,13 +35,6 @@ def host(ssh_farm):
     host.add_user(*PLAIN)
     yield host
     host.close()
-
-
-@pytest.fixture
-def pool():
-    pool = SessionPool()
-    yield pool
-    pool.close()
 
 
 @cache

@@ -11,7 +11,6 @@ import pytest
 
 from tests.test_worker_rotate import ROOT_PW, command, fresh
 from worker.rotate import rotate
-from worker.sessions import SessionPool
 
 OPS = ("ops", "ops-pw-params")                   # NOPASSWD sudoer
 SUDOER = ("sudoer", "sudoer \"pw\" $x {{ y }}")  # sudo asks its own password
@@ -30,13 +29,6 @@ def host(ssh_farm):
     host.run(["groupadd", "-g", "3100", "team"])
     yield host
     host.close()
-
-
-@pytest.fixture
-def pool():
-    pool = SessionPool()
-    yield pool
-    pool.close()
 
 
 def run_as(host, pool, via: str, user: str, new: str, **params):

@@ -45,13 +45,6 @@ def host(ssh_farm):
     host.close()
 
 
-@pytest.fixture
-def pool():
-    pool = SessionPool()
-    yield pool
-    pool.close()
-
-
 def command(host, username: str, new_secret: str | None = None, *, login=("root", ROOT_PW),
             asset: dict | None = None, **fields) -> RotateCommand:
     target = {"name": "web-1", "address": host.address, "port": host.port, "platform": "linux",

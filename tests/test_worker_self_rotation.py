@@ -10,7 +10,6 @@ import pytest
 from tests.test_worker_keys import key_works, new_key, public
 from tests.test_worker_rotate import ROOT_PW, command, fresh
 from worker.rotate import rotate
-from worker.sessions import SessionPool
 
 SUDOER = ("sudoer", "sudoer-pw-self")
 USERS = {f"user{n}": f"old-{n}" for n in range(7)}
@@ -23,13 +22,6 @@ def host(ssh_farm):
     host.add_user(*SUDOER, sudo="password")
     yield host
     host.close()
-
-
-@pytest.fixture
-def pool():
-    pool = SessionPool()
-    yield pool
-    pool.close()
 
 
 def test_root_changes_its_own_password_twice_in_a_row(host, pool):
