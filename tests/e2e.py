@@ -14,7 +14,7 @@ ZONES = {"east": 0, "west": 2}   # zone -> index of its first host; each zone ha
 
 
 @pytest.fixture
-def fleet(ctl, ssh_farm):
+def zone_fleet(ctl, ssh_farm):
     """Four hosts in two zones: east logs in as root, west as a NOPASSWD sudoer."""
     hosts = ssh_farm.start_hosts(4, users=USERS, sudo_user=("ops", "ops-pw-1"))
     for zone, first in ZONES.items():

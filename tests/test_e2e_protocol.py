@@ -13,8 +13,8 @@ from tests.processes import ProcessGroup, keyturn_env
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
-def test_a_changed_host_key_is_refused_before_any_password_is_sent(ctl, fleet, cluster):
-    host = fleet["east-0"]
+def test_a_changed_host_key_is_refused_before_any_password_is_sent(ctl, zone_fleet, cluster):
+    host = zone_fleet["east-0"]
     host.new_host_key()
     log_before = host.log_path.read_text()
     save(ctl, "east", ["alice"], nodes=["/dc/east"])
@@ -35,7 +35,7 @@ def test_a_changed_host_key_is_refused_before_any_password_is_sent(ctl, fleet, c
     assert host.password_works("alice", current_secret(ctl, "east-0", "alice"))
 
 
-def test_no_secret_travels_in_the_clear_on_the_bus(ctl, fleet, rabbitmq_url, tmp_path):
+def test_no_secret_travels_in_the_clear_on_the_bus(ctl, zone_fleet, rabbitmq_url, tmp_path):
     cli = ProcessGroup(keyturn_env(ctl.settings, rabbitmq_url), tmp_path)   # no workers running
     save(ctl, "sealed", ["alice", "bob"])
     assert cli.run("plan", "run", "sealed").returncode == 0

@@ -20,7 +20,7 @@ from tests.processes import ProcessGroup, keyturn_env, wait_until
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 
 
-def test_no_secret_in_logs_results_events_errors_or_views(ctl, fleet, rabbitmq_url, tmp_path):
+def test_no_secret_in_logs_results_events_errors_or_views(ctl, zone_fleet, rabbitmq_url, tmp_path):
     inventory.set_account(ctl, "west-2", "dave", "dave-secret-1", False)     # not on the host
     inventory.set_account(ctl, "east-1", "root", "wrong-root-secret", True)  # login fails
     save(ctl, "leaky", ["alice", "bob", "dave"])
