@@ -15,6 +15,7 @@ from controller.web.paging import keyset
 from controller.web.records import record_page
 from controller.web.security import admin_required
 from controller.web.views import Done, action, api, page
+from controller.web.views import started as started_execution
 
 bp = Blueprint("executions", __name__)
 STATUSES = ("running", "success", "failed")
@@ -101,9 +102,7 @@ api.add_url_rule("/executions/<int:execution_id>/report.csv", "executions_report
 def retry_failed(execution_id: int):
     started = actions.retry_failed(current_app.extensions["keyturn.ctl"], execution_id,
                                    current_user.username)
-    return Done(f"retry of the failed records started as execution {started.id}",
-                url_for("executions.show", execution_id=started.id),
-                {"execution": started.id}, 201)
+    return started_execution(started, "retry of the failed records")
 
 
 @action(bp, "/executions/<int:execution_id>/verify")
@@ -115,6 +114,4 @@ def verify(execution_id: int):
                     url_for("executions.show", execution_id=execution_id))
     started = actions.verify_accounts(current_app.extensions["keyturn.ctl"], accounts,
                                       current_user.username)
-    return Done(f"verification started as execution {started.id}",
-                url_for("executions.show", execution_id=started.id),
-                {"execution": started.id}, 201)
+    return started_execution(started, "verification")

@@ -13,6 +13,7 @@ from controller.web.auth import audit
 from controller.web.paging import keyset
 from controller.web.security import admin_required, step_up
 from controller.web.views import Done, action, form_data, is_api, page
+from controller.web.views import started as started_execution
 
 bp = Blueprint("records", __name__)
 STATUSES = ("pending", "dispatched", "success", "failed", "unverified")
@@ -131,9 +132,7 @@ def restore(record_id: int):
 def retry(record_id: int):
     started = actions.retry_records(current_app.extensions["keyturn.ctl"], [record_id],
                                     current_user.username)
-    return Done(f"retry started as execution {started.id}",
-                url_for("executions.show", execution_id=started.id),
-                {"execution": started.id}, 201)
+    return started_execution(started, "retry")
 
 
 @action(bp, "/records/<int:record_id>/ignore")

@@ -46,6 +46,13 @@ class Done:
     status: int = 200
 
 
+def started(execution, what: str) -> Done:
+    """The answer to an action that started an execution: go and watch it."""
+    return Done(f"{what} started as execution {execution.id}",
+                url_for("executions.show", execution_id=execution.id),
+                {"execution": execution.id}, 201)
+
+
 def action(bp: Blueprint, rule: str, methods=("POST",)):
     """Register a state-changing `view` for forms on `bp` and for scripts under /api/v1. The
     view returns `Done`, or a response of its own (a page asking for a TOTP code, a secret).
