@@ -16,7 +16,8 @@ from bench.support import Stopwatch, bench_plan, report
 from controller.models import Execution, Record
 from controller.planning import start_execution
 from shared import zonecrypto
-from shared.broker import RESULT_ACTOR, RESULTS_QUEUE, BatchPublisher
+from shared.broker import RESULT_ACTOR, RESULTS_QUEUE
+from shared.publisher import Publisher
 from shared.messages import RotateResult, seal
 from tests.processes import keyturn_env
 
@@ -27,15 +28,13 @@ def queue_results(ctl, execution_id: int) -> int:
                                  ctl.private_key.public_key)
     now = time.time()
     ids = [r for (r,) in Record.select(Record.id).where(Record.execution == execution_id).tuples()]
-    with BatchPublisher(ctl.broker) as publisher:
-        for index, record_id in enumerate(ids, 1):
+    with Publisher(ctl.broker) as publisher:
+        for record_id in ids:
             result = RotateResult(record_id=record_id, attempt=1, zone="bench", worker_id="bench:1",
                                   status="success", host_key="ssh-ed25519 AAAAbench",
                                   started_at=now, finished_at=now)
             publisher.publish(RESULTS_QUEUE, RESULT_ACTOR, seal("result", result, channel))
-            if index % 2000 == 0:
-                publisher.commit()
-        publisher.commit()
+        publisher.wait_confirmed()
     return len(ids)
 
 

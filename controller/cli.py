@@ -285,11 +285,10 @@ def plan_delete(name):
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait at most.")
 def plan_run(name, wait, timeout):
     """Run a plan now. With --wait, exit non-zero if any record did not succeed."""
-    from controller.planning import start_execution
+    from controller.planning import run_plan
 
     ctl = controller()
-    launch(ctl, start_execution(ctl, inventory.plan_by_name(name), started_by=operator()), wait,
-           timeout)
+    follow(ctl, run_plan(ctl, inventory.plan_by_name(name), started_by=operator()), wait, timeout)
 
 
 def wait_for(execution_id: int, timeout: float) -> Execution:
@@ -441,11 +440,15 @@ def operator() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def launch(ctl: Controller, started: Execution, wait: bool, timeout: float = 3600) -> None:
-    """Publish an execution's records, report it, and with `wait` follow it to its end."""
+def launch(ctl: Controller, started: Execution, wait: bool) -> None:
+    """Publish a retry's or verify's pending records from here, then follow it."""
     from controller.planning import publish_now
 
-    publish_now(ctl, started)
+    follow(ctl, publish_now(ctl, started), wait)
+
+
+def follow(ctl: Controller, started: Execution, wait: bool, timeout: float = 3600) -> None:
+    """Report a published execution and with `wait` follow it to its end."""
     click.echo(f"execution {started.id}: {started.total} accounts, {started.skipped} skipped")
     if ctl.settings.embedded and started.total:
         click.echo("embedded mode: `keyturn serve` dispatches the records")

@@ -1,9 +1,11 @@
-"""Publishing records: claim pending records, seal one command per account to its zone and
-publish it to `rotate.<zone>`. The one path for the CLI, the daemon's dispatcher and the reaper."""
+"""Publishing records: seal one command per account to its zone and publish it to
+`rotate.<zone>`. The one path for the CLI, the daemon's dispatcher and the reaper."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import NamedTuple
 
 from peewee import JOIN, chunked
 
@@ -12,11 +14,46 @@ from controller.models import Account, Asset, Execution, Plan, Record, Zone, utc
 from controller.planning import login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
-from shared.broker import ROTATE_ACTOR, BatchPublisher, rotate_queue
+from shared.broker import ROTATE_ACTOR, rotate_queue
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget, Params, RotateCommand, RotateResult, seal
+from shared.publisher import Publisher
 
 BATCH = 1000
+
+
+class DispatchRow(NamedTuple):
+    """What a command needs of one record (plain values: no model objects on the hot path)."""
+    id: int
+    attempt: int
+    action: str
+    old_secret: bytes | None
+    new_secret: bytes | None
+    username: str
+    secret_type: str
+    asset_id: int
+    asset_name: str
+    address: str
+    port: int
+    platform: str
+    host_key: str | None
+    zone: str
+    public_key: str
+    trust_first_use: bool
+    plan_id: int | None
+    params: dict | None
+    ssh_timeout: float | None
+
+
+def dispatch_rows(condition) -> list[DispatchRow]:
+    return [DispatchRow._make(row) for row in Record.select(
+        Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
+        Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
+        Asset.platform, Asset.host_key, Zone.name, Zone.public_key, Zone.trust_first_use,
+        Plan.id, Plan.params, Plan.ssh_timeout)
+        .join(Account).join(Asset).join(Zone)
+        .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
+        .where(condition).order_by(Record.id).tuples()]
 
 
 def dispatch_execution(ctl: Controller, execution_id: int) -> int:
@@ -28,12 +65,27 @@ def dispatch_pending(ctl: Controller) -> int:
 
 
 def dispatch_where(ctl: Controller, condition) -> int:
-    """Publish every pending record matching `condition`; returns how many were published."""
-    sent = 0
-    with BatchPublisher(ctl.broker) as publisher:
+    """Claim and publish every pending record matching `condition`; returns how many were
+    published. Records a dispatcher claimed and then died holding are the reaper's."""
+    def claimed_batches():
         while claimed := claim_batch(ctl, condition):
-            sent += publish_records(ctl, claimed, publisher)
-    return sent
+            yield dispatch_rows(id_in(Record.id, claimed))
+    return publish_rows(ctl, claimed_batches())
+
+
+def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: list) -> int:
+    """Publish a plan run's records, created `dispatched` for this caller (see `run_plan`), from
+    the account rows planning resolved: only the new record ids and secrets are read back."""
+    by_id = {account.id: account for account in accounts}
+    rows = [DispatchRow(record_id, 1, "rotate", a.secret_current, new_secret, a.username,
+                        a.secret_type, a.asset_id, a.asset_name, a.address, a.port, a.platform,
+                        a.host_key, a.zone, a.public_key, a.trust_first_use, plan.id, plan.params,
+                        plan.ssh_timeout)
+            for record_id, account_id, new_secret in Record.select(
+                Record.id, Record.account, Record.new_secret)
+            .where(Record.execution == execution_id).order_by(Record.id).tuples()
+            for a in (by_id[account_id],)]
+    return publish_rows(ctl, chunked(rows, BATCH))
 
 
 def claim_batch(ctl: Controller, condition) -> list[int]:
@@ -47,47 +99,103 @@ def claim_batch(ctl: Controller, condition) -> list[int]:
     return [row.id for row in query.execute()]
 
 
-def claimed_rows(record_ids: list[int]) -> list:
-    """What a command needs of each record, as plain rows (no model objects on the hot path)."""
-    return list(Record.select(
-        Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
-        Account.username, Account.secret_type, Asset.id.alias("asset_id"),
-        Asset.name.alias("asset_name"), Asset.address, Asset.port, Asset.platform,
-        Asset.host_key, Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use,
-        Plan.params, Plan.ssh_timeout)
-        .join(Account).join(Asset).join(Zone)
-        .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
-        .where(id_in(Record.id, record_ids)).order_by(Record.id).namedtuples())
-
-
-def publish_records(ctl: Controller, record_ids: list[int], publisher: BatchPublisher) -> int:
-    """Publish claimed records as one batch; if the bus fails they all go back to pending
-    (a message that did get through is harmless twice: it carries the same new secret)."""
-    rows = claimed_rows(record_ids)
-    logins = login_accounts({row.asset_id for row in rows})
-    roots = root_secrets(ctl, {row.asset_id for row in rows if (row.params or {}).get("become") == "su"})
-    unusable = [row.id for row in rows if row.asset_id not in logins]
-    if unusable:
-        fail_without_login(unusable)
-    login_secrets = {}
+def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
+    """Publish the records of every batch, in order, and wait until RabbitMQ confirms them all;
+    returns how many were published. If the bus fails, every record it did not confirm goes
+    back to `pending` for the daemon's dispatcher (a message that did get through is harmless
+    twice: it carries the same new secret)."""
+    handed: list[int] = []
+    published: list[int] = []
+    publisher = None
+    commands = Commands(ctl)
     try:
-        for row in rows:
-            login = logins.get(row.asset_id)
-            if login is None:
-                continue
-            if row.asset_id not in login_secrets:
-                login_secrets[row.asset_id] = candidate_secrets(ctl, login)
-            command = build_command(ctl, row, login, login_secrets[row.asset_id],
-                                    roots.get(row.asset_id))
-            publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR,
-                              seal("rotate", command, ctl.channel(row.zone, row.public_key)))
-        publisher.commit()
-        return len(rows) - len(unusable)
+        for rows in batches:
+            handed += [row.id for row in rows]
+            publisher = publisher or Publisher(ctl.broker)
+            for row in commands.usable(rows):
+                publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR, commands.sealed(row))
+                published.append(row.id)
+        if publisher is not None:
+            publisher.wait_confirmed()
+        return len(published)
     except Exception as exc:
-        for ids in chunked(record_ids, 1000):
-            Record.update(status="pending").where(id_in(Record.id, ids)).execute()
-        raise KeyturnError(f"publishing stopped ({type(exc).__name__}); "
-                           f"{len(record_ids)} records wait as pending for the dispatcher") from None
+        if publisher is not None:
+            publisher.settle(timeout=5)
+        confirmed = set(published[:publisher.confirmed]) if publisher is not None else set()
+        back_to_pending([i for i in handed if i not in confirmed])
+        reason = str(exc) if isinstance(exc, KeyturnError) else type(exc).__name__  # ours name no secret
+        raise KeyturnError(f"publishing stopped ({reason}); "
+                           f"{len(handed) - len(confirmed)} records wait as pending "
+                           f"for the dispatcher") from None
+    finally:
+        if publisher is not None:
+            publisher.close()
+
+
+def back_to_pending(record_ids: list[int]) -> None:
+    """Only records still `dispatched`: one may already have its result."""
+    for ids in chunked(record_ids, 10 * BATCH):
+        (Record.update(status="pending")
+         .where(id_in(Record.id, ids) & (Record.status == "dispatched")).execute())
+
+
+class Commands:
+    """Builds each record's sealed command. What the records of one asset share (its target,
+    its privileged login and secrets, its plan's parameters) is looked up once."""
+
+    def __init__(self, ctl: Controller):
+        self.ctl = ctl
+        self._logins: dict[int, tuple[Account, list[str]] | None] = {}
+        self._roots: dict[int, str | None] = {}
+        self._targets: dict[int, AssetTarget] = {}
+        self._params: dict[tuple[int, int | None], Params] = {}
+
+    def usable(self, rows: list[DispatchRow]) -> list[DispatchRow]:
+        """The rows whose asset has a privileged login; the others fail at once."""
+        self._load({row.asset_id for row in rows},
+                   {row.asset_id for row in rows if (row.params or {}).get("become") == "su"})
+        without = [row.id for row in rows if self._logins[row.asset_id] is None]
+        if without:
+            fail_without_login(without)
+        return [row for row in rows if self._logins[row.asset_id] is not None]
+
+    def _load(self, asset_ids: set[int], su_asset_ids: set[int]) -> None:
+        new = asset_ids - self._logins.keys()
+        logins = login_accounts(new)
+        for asset_id in new:
+            login = logins.get(asset_id)
+            self._logins[asset_id] = (login, candidate_secrets(self.ctl, login)) if login else None
+        new_su = su_asset_ids - self._roots.keys()
+        self._roots |= dict.fromkeys(new_su) | root_secrets(self.ctl, new_su)
+
+    def sealed(self, row: DispatchRow) -> dict:
+        vault = self.ctl.vault
+        login, login_secrets = self._logins[row.asset_id]
+        old_secret, new_secret = vault.decrypt(row.old_secret), vault.decrypt(row.new_secret)
+        if row.action == "verify":
+            secrets = {"candidates": verify_candidates(old_secret, new_secret)}
+        else:
+            secrets = {"new_secret": new_secret, "old_secret": old_secret}
+        command = RotateCommand(
+            action=row.action, record_id=row.id, attempt=row.attempt, zone=row.zone,
+            asset=self._target(row), login_username=login.username, login_secrets=login_secrets,
+            login_secret_type=login.secret_type, username=row.username,
+            secret_type=row.secret_type, **secrets, params=self._params_of(row),
+            timeout=row.ssh_timeout or self.ctl.settings.ssh_timeout)
+        return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
+
+    def _target(self, row: DispatchRow) -> AssetTarget:
+        if row.asset_id not in self._targets:
+            self._targets[row.asset_id] = AssetTarget(
+                name=row.asset_name, address=row.address, port=row.port, platform=row.platform,
+                host_key=row.host_key, trust_first_use=row.trust_first_use)
+        return self._targets[row.asset_id]
+
+    def _params_of(self, row: DispatchRow) -> Params:
+        key = (row.asset_id, row.plan_id)
+        if key not in self._params:
+            self._params[key] = Params(**(row.params or {}), become_secret=self._roots.get(row.asset_id))
+        return self._params[key]
 
 
 def fail_without_login(record_ids: list[int]) -> None:
@@ -115,23 +223,3 @@ def root_secrets(ctl: Controller, asset_ids: set[int]) -> dict[int, str]:
         return {}
     return {a.asset_id: ctl.vault.decrypt(a.secret_current) for a in Account.select().where(
         id_in(Account.asset, sorted(asset_ids)) & (Account.username == "root"))}
-
-
-def build_command(ctl: Controller, row, login: Account, login_secrets: list[str],
-                  root_secret: str | None) -> RotateCommand:
-    old_secret, new_secret = ctl.vault.decrypt(row.old_secret), ctl.vault.decrypt(row.new_secret)
-    if row.action == "verify":
-        secrets = {"candidates": verify_candidates(old_secret, new_secret)}
-    else:
-        secrets = {"new_secret": new_secret, "old_secret": old_secret}
-    return RotateCommand(
-        action=row.action, record_id=row.id, attempt=row.attempt, zone=row.zone,
-        asset=AssetTarget(name=row.asset_name, address=row.address, port=row.port,
-                          platform=row.platform, host_key=row.host_key,
-                          trust_first_use=row.trust_first_use),
-        login_username=login.username, login_secrets=login_secrets,
-        login_secret_type=login.secret_type,
-        username=row.username, secret_type=row.secret_type, **secrets,
-        params=Params(**(row.params or {}), become_secret=root_secret),
-        timeout=row.ssh_timeout or ctl.settings.ssh_timeout)
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, OutboxEvent, Record, utcnow
 from controller.runtime import Controller
-from shared.broker import BatchPublisher
+from shared.publisher import Publisher
 
 EXCHANGE = "keyturn.events"
 RELAY_BATCH = 1000
@@ -37,12 +37,16 @@ def relay_events(ctl: Controller) -> int:
     """Publish queued events in order, then forget them; returns how many were relayed. With the
     in-process broker nobody can subscribe, so they are only forgotten."""
     relayed = 0
-    with BatchPublisher(ctl.broker) as publisher:
+    publisher = None
+    try:
         while events := list(OutboxEvent.select().order_by(OutboxEvent.id).limit(RELAY_BATCH)):
-            if not ctl.settings.embedded:
-                for event in events:
-                    publisher.publish_event(EXCHANGE, event.routing_key, event.body)
-                publisher.commit()
+            publisher = publisher or Publisher(ctl.broker)
+            for event in events:
+                publisher.publish_event(EXCHANGE, event.routing_key, event.body)
+            publisher.wait_confirmed()
             OutboxEvent.delete().where(OutboxEvent.id <= events[-1].id).execute()
             relayed += len(events)
+    finally:
+        if publisher is not None:
+            publisher.close()
     return relayed

@@ -3,6 +3,7 @@ account holding its new secret, all before anything is published (step 1 of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from peewee import JOIN, chunked, fn
 
@@ -23,17 +24,22 @@ class Target:
     new_secret: str | None
 
 
-def resolve_accounts(plan: Plan) -> list[Account]:
-    """The plan's usernames on its assets and on every asset under its nodes (with asset, zone)."""
+def resolve_accounts(plan: Plan) -> list:
+    """The plan's usernames on its assets and on every asset under its nodes, as flat rows
+    (account, asset and zone columns) in asset and username order."""
     asset_ids = PlanAsset.select(PlanAsset.asset).where(PlanAsset.plan == plan)
     targets = Asset.id.in_(asset_ids)
     for (path,) in PlanNode.select(Node.path).join(Node).where(PlanNode.plan == plan).tuples():
         targets |= (Node.path == path) | Node.path.startswith(path.rstrip("/") + "/")
-    return list(Account.select(Account, Asset, Zone)
+    return list(Account.select(Account.id, Account.username, Account.secret_type,
+                               Account.privileged, Account.secret_current,
+                               Account.asset.alias("asset_id"), Asset.name.alias("asset_name"),
+                               Asset.address, Asset.port, Asset.platform, Asset.host_key,
+                               Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use)
                 .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
                 .where(Account.username.in_(plan.usernames)
                        & (Account.secret_type == plan.secret_type) & targets)
-                .order_by(Asset.name, Account.username))
+                .order_by(Asset.name, Account.username).namedtuples())
 
 
 def login_accounts(asset_ids: set[int]) -> dict[int, Account]:
@@ -45,14 +51,14 @@ def login_accounts(asset_ids: set[int]) -> dict[int, Account]:
     return found
 
 
-def skip_reason(account: Account, login: Account | None, secure_mode: bool) -> str | None:
-    where = f"{account.username}@{account.asset.name}"
+def skip_reason(account, login: Account | None, secure_mode: bool) -> str | None:
+    where = f"{account.username}@{account.asset_name}"
     if login is None:
         return f"skipped {where}: asset has no privileged account to log in with"
     if login.secret_current is None:
         return f"skipped {where}: the privileged account {login.username} has no secret"
-    if not account.asset.zone.public_key:
-        return f"skipped {where}: zone {account.asset.zone.name} has no public key"
+    if not account.public_key:
+        return f"skipped {where}: zone {account.zone} has no public key"
     if secure_mode and (account.privileged or account.username.lower() in PROTECTED_USERNAMES):
         return f"skipped {where}: secure mode protects privileged and root accounts"
     return None
@@ -72,7 +78,18 @@ def new_secret_source(ctl: Controller, plan: Plan):
 
 def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
                     started_by: str = "cli") -> Execution:
-    """Create the execution and its pending records in one transaction; nothing is published."""
+    """Create the execution and its records, which wait as `pending` for the daemon's
+    dispatcher (the console's and the API's path)."""
+    return plan_execution(ctl, plan, trigger, started_by, "pending")[0]
+
+
+def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
+                   status: str) -> tuple[Execution, list[Target]]:
+    """Create the execution and its records in one transaction; nothing is published.
+
+    Records start `dispatched` when the caller publishes them itself right after (`run_plan`),
+    so no dispatcher sends them too; if that caller dies before publishing, the reaper sends
+    them after their deadline."""
     accounts = resolve_accounts(plan)
     logins = login_accounts({account.asset_id for account in accounts})
     next_secret = new_secret_source(ctl, plan)
@@ -91,17 +108,17 @@ def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
         claimed = claim_accounts(execution, [account.id for account in eligible])
         for account in eligible:
             if account.id not in claimed:
-                notes.append(f"skipped {account.username}@{account.asset.name}: "
+                notes.append(f"skipped {account.username}@{account.asset_name}: "
                              f"already in another rotation")
         targets = [Target(account, next_secret()) for account in eligible if account.id in claimed]
-        create_records(ctl, execution, targets)
+        create_records(ctl, execution, targets, status=status)
         execution.total = len(targets)
         execution.skipped = len(accounts) - len(targets)
         execution.save()
-        notes.append(f"{len(targets)} records pending, {execution.skipped} skipped")
+        notes.append(f"{len(targets)} records {status}, {execution.skipped} skipped")
         log_many(execution.id, notes)
         finish_if_done(execution.id)
-    return execution
+    return execution, targets
 
 
 def claim_accounts(execution: Execution, account_ids: list[int], take_over: bool = False) -> set[int]:
@@ -122,14 +139,18 @@ def claim_accounts(execution: Execution, account_ids: list[int], take_over: bool
 
 
 def create_records(ctl: Controller, execution: Execution, targets: list[Target],
-                   retry_of: dict[int, int] | None = None, action: str = "rotate") -> None:
-    """Insert the pending records and make each new secret its account's pending secret."""
+                   retry_of: dict[int, int] | None = None, action: str = "rotate",
+                   status: str = "pending") -> None:
+    """Insert the records and make each new secret its account's pending secret."""
     now = utcnow()
+    dispatched_at = now if status == "dispatched" else None
+    deadline = now + timedelta(seconds=ctl.settings.rotation_deadline)
     fields = [Record.execution, Record.account, Record.status, Record.action, Record.attempt,
               Record.ignored, Record.old_secret, Record.new_secret, Record.created_at,
-              Record.deadline, Record.retry_of]
-    rows = [(execution.id, t.account.id, "pending", action, 1, False, t.account.secret_current,
-             ctl.vault.encrypt(t.new_secret), now, now, (retry_of or {}).get(t.account.id))
+              Record.dispatched_at, Record.deadline, Record.retry_of]
+    rows = [(execution.id, t.account.id, status, action, 1, False, t.account.secret_current,
+             ctl.vault.encrypt(t.new_secret), now, dispatched_at, deadline,
+             (retry_of or {}).get(t.account.id))
             for t in targets]
     bulk_insert(Record, fields, rows)
     (Account.update(secret_pending=Record.new_secret, pending_since=now).from_(Record)
@@ -137,8 +158,9 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
 
 
 def publish_now(ctl: Controller, execution: Execution) -> Execution:
-    """Publish an execution's records from this process (the CLI path). Web requests leave this
-    to the daemon's dispatcher, and so does the embedded mode, whose bus lives in `serve`."""
+    """Publish an execution's pending records from this process (the CLI's retry and verify).
+    Web requests leave this to the daemon's dispatcher, and so does the embedded mode, whose
+    bus lives in `serve`."""
     from controller.dispatch import dispatch_execution
 
     if execution.total and not ctl.settings.embedded:
@@ -147,5 +169,17 @@ def publish_now(ctl: Controller, execution: Execution) -> Execution:
     return execution
 
 
-def run_plan(ctl: Controller, plan: Plan, **kwargs) -> Execution:
-    return publish_now(ctl, start_execution(ctl, plan, **kwargs))
+def run_plan(ctl: Controller, plan: Plan, *, trigger: str = "manual",
+             started_by: str = "cli") -> Execution:
+    """Plan and publish from this process (the CLI's and the scheduler's path): every record is
+    committed before its message is published. In embedded mode the bus lives in `serve`,
+    whose dispatcher publishes."""
+    from controller.dispatch import publish_planned
+
+    if ctl.settings.embedded:
+        return start_execution(ctl, plan, trigger=trigger, started_by=started_by)
+    execution, targets = plan_execution(ctl, plan, trigger, started_by, "dispatched")
+    if targets:
+        sent = publish_planned(ctl, plan, execution.id, [target.account for target in targets])
+        log(execution.id, f"{sent} messages published")
+    return execution

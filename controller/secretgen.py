@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -63,12 +64,21 @@ class PasswordRules:
             raise RuleError("length", f"is shorter than the {len(classes)} required character classes")
 
     def generate(self) -> str:
-        """A password with at least one character of every class in use."""
-        classes = self.classes()
-        alphabet = "".join(classes)
-        chars = [uniform_choices(cls, 1)[0] for cls in classes]
-        chars += uniform_choices(alphabet, self.length - len(chars))
-        return "".join(shuffled(chars))
+        """A password drawn uniformly from all those that satisfy the rules: draw from the whole
+        alphabet and draw again when a class is missing (rare at the usual lengths)."""
+        while True:
+            password = "".join(uniform_choices(self._alphabet, self.length))
+            present = set(password)
+            if all(present & required for required in self._class_sets):
+                return password
+
+    @cached_property
+    def _alphabet(self) -> str:
+        return "".join(self.classes())
+
+    @cached_property
+    def _class_sets(self) -> list[set[str]]:
+        return [set(chars) for chars in self.classes()]
 
 
 def uniform_choices(alphabet: str, count: int) -> list[str]:
@@ -80,13 +90,6 @@ def uniform_choices(alphabet: str, count: int) -> list[str]:
     while len(chosen) < count:
         chosen += [alphabet[b % len(alphabet)] for b in secrets.token_bytes(2 * count) if b < limit]
     return chosen[:count]
-
-
-def shuffled(items: list[str]) -> list[str]:
-    """A uniformly random permutation: sort by independent 64-bit random keys (one system call)."""
-    keys = secrets.token_bytes(8 * len(items))
-    order = sorted(range(len(items)), key=lambda i: keys[8 * i:8 * i + 8])
-    return [items[i] for i in order]
 
 
 def validate_given_secret(secret: str) -> None:

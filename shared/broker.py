@@ -5,8 +5,6 @@ results without importing controller code: both only build `dramatiq.Message`s b
 """
 from __future__ import annotations
 
-import json
-
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
@@ -41,61 +39,6 @@ def publish(broker: dramatiq.Broker, queue_name: str, actor_name: str, envelope:
     broker.declare_queue(queue_name)
     broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name,
                                     args=(envelope,), kwargs={}, options={}))
-
-
-class BatchPublisher:
-    """Publishes many messages that become durable together: on RabbitMQ an AMQP transaction per
-    batch (about ten times faster than a publisher confirm per message, with the same guarantee
-    once `commit` returns); on the in-process broker, plain enqueues.
-
-    Messages are ordinary dramatiq messages on dramatiq-declared queues, so any dramatiq worker
-    consumes them. One instance belongs to one thread (pika is not thread-safe)."""
-
-    def __init__(self, broker: dramatiq.Broker):
-        self.broker = broker
-        self._channel = None
-        if not isinstance(broker, StubBroker):
-            import pika
-
-            self._connection = pika.BlockingConnection(broker.parameters)
-            self._channel = self._connection.channel()
-            self._channel.tx_select()
-            self._properties = pika.BasicProperties(delivery_mode=2)
-            self._json_properties = pika.BasicProperties(delivery_mode=2,
-                                                         content_type="application/json")
-            self._exchanges: set[str] = set()
-
-    def publish(self, queue_name: str, actor_name: str, envelope: dict) -> None:
-        if self._channel is None:
-            publish(self.broker, queue_name, actor_name, envelope)
-            return
-        self.broker.declare_queue(queue_name, ensure=True)
-        message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(envelope,),
-                                   kwargs={}, options={})
-        self._channel.basic_publish("", queue_name, message.encode(), self._properties)
-
-    def publish_event(self, exchange: str, routing_key: str, body: dict) -> None:
-        """A plain JSON message on a topic exchange, for systems that are not dramatiq actors."""
-        if exchange not in self._exchanges:
-            self._channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-            self._exchanges.add(exchange)
-        self._channel.basic_publish(exchange, routing_key, json.dumps(body).encode(),
-                                    self._json_properties)
-
-    def commit(self) -> None:
-        """Return once every message published so far is safely in the broker."""
-        if self._channel is not None:
-            self._channel.tx_commit()
-
-    def close(self) -> None:
-        if self._channel is not None and self._connection.is_open:
-            self._connection.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        self.close()
 
 
 def ready_messages(broker: dramatiq.Broker, queue_name: str) -> int:

@@ -25,7 +25,7 @@ def test_nodes_cover_their_subtree_only(ctl):
     for name in ("db-1", "other", "named"):
         inventory.set_account(ctl, name, "alice", "x", privileged=False)
     plan = make_plan(ctl, assets=["named"], nodes=["/prod"])
-    assert sorted(a.asset.name for a in resolve_accounts(plan)) == ["db-1", "named", "web-1"]
+    assert sorted(a.asset_name for a in resolve_accounts(plan)) == ["db-1", "named", "web-1"]
 
 
 def test_secure_mode_skips_privileged_and_root_and_logs_each(ctl):

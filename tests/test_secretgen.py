@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from controller.secretgen import (DEFAULT_SYMBOLS, PasswordRules, RuleError, shuffled, uniform_choices,
+from controller.secretgen import (DEFAULT_SYMBOLS, PasswordRules, RuleError, uniform_choices,
                                   validate_given_secret)
 
 
@@ -51,11 +51,16 @@ def test_unusable_given_secrets_are_refused(secret):
 
 
 def test_characters_and_positions_are_uniform():
-    """No modulo bias over an alphabet that does not divide 256, no position bias in shuffling."""
+    """No modulo bias over an alphabet that does not divide 256, and no position bias from the
+    class requirements: every position of a password draws from the whole alphabet."""
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&()*+,-.:;<=?@[]_~"
     counts = Counter(uniform_choices(alphabet, 170_000))
     expected = 170_000 / len(alphabet)
     assert set(counts) == set(alphabet)
     assert all(abs(n - expected) < 0.12 * expected for n in counts.values())
-    first = Counter(shuffled(list("abcd"))[0] for _ in range(8000))
-    assert all(abs(n - 2000) < 250 for n in first.values())
+    rules = PasswordRules(length=8, uppercase=False, symbols=False)      # 26 letters, 10 digits
+    for position in (0, 7):
+        digits = sum(rules.generate()[position] in string.digits for _ in range(6000))
+        # P(digit at a position | 8 chars hold >= 1 letter and >= 1 digit) = 0.300 (forcing one
+        # character per class and shuffling would give 0.333)
+        assert abs(digits / 6000 - 0.300) < 0.02

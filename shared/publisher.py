@@ -1,0 +1,191 @@
+"""Publishing many persistent messages fast without giving up knowing that they arrived.
+
+A `BlockingConnection` writes to the socket and waits on every `basic_publish`, and an AMQP
+transaction or a synchronous confirm adds a round trip per batch or per message. `Publisher`
+instead queues frames on a `SelectConnection` with publisher confirms on, lets the I/O loop run
+every few messages, and counts the confirms RabbitMQ sends once messages are safely queued (on
+disk for persistent messages). So building the next message overlaps with RabbitMQ storing the
+last ones, and `confirmed` always says how many of the messages so far, in order, are safe.
+
+One instance belongs to one thread (pika is not thread-safe).
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from shared.errors import KeyturnError
+
+PUMP_EVERY = 64          # messages queued between two turns of the I/O loop
+WINDOW = 4096            # unconfirmed messages allowed before publishing waits for RabbitMQ
+UNKNOWN, ACKED, NACKED = 0, 1, 2
+
+
+class PublishError(KeyturnError):
+    """RabbitMQ refused or lost messages, or did not confirm them in time."""
+
+
+class Publisher:
+    def __init__(self, broker: dramatiq.Broker, timeout: float = 60.0):
+        self.broker = broker
+        self.timeout = timeout
+        self.published = 0
+        self._outcomes = bytearray()      # per message, in publishing order: UNKNOWN, ACKED, NACKED
+        self._first_unknown = 0
+        self._acked_prefix = 0
+        self._failure: str | None = None
+        self._connection = None
+        if not isinstance(broker, StubBroker):
+            self._open()
+
+    @property
+    def confirmed(self) -> int:
+        """How many of the messages published so far, counted from the first, are safe
+        (RabbitMQ may confirm out of order: a later message may be safe too)."""
+        return self.published if self._connection is None else self._acked_prefix
+
+    def publish(self, queue_name: str, actor_name: str, envelope: dict) -> None:
+        """Publish a dramatiq message for `actor_name` to a dramatiq-declared queue."""
+        if self._connection is None:
+            self.broker.declare_queue(queue_name)
+            self.broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name,
+                                                 args=(envelope,), kwargs={}, options={}))
+            self.published += 1
+            return
+        self.broker.declare_queue(queue_name, ensure=True)
+        message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(envelope,),
+                                   kwargs={}, options={})
+        self._send("", queue_name, message.encode(), self._persistent)
+
+    def publish_event(self, exchange: str, routing_key: str, body: dict) -> None:
+        """A plain JSON message on a topic exchange, for systems that are not dramatiq actors."""
+        if self._connection is None:
+            self.published += 1
+            return
+        if exchange not in self._exchanges:
+            declared = []
+            self._channel.exchange_declare(exchange, exchange_type="topic", durable=True,
+                                           callback=declared.append)
+            self._wait_for(lambda: declared, f"declaring exchange {exchange}")
+            self._exchanges.add(exchange)
+        self._send(exchange, routing_key, json.dumps(body).encode(), self._persistent_json)
+
+    def wait_confirmed(self) -> None:
+        """Return once every message published so far is confirmed; PublishError otherwise."""
+        self.settle(self.timeout)
+        if self.confirmed < self.published:
+            raise PublishError(f"cannot publish: {self._failure or 'timed out waiting for confirms'}")
+
+    def settle(self, timeout: float) -> None:
+        """Collect RabbitMQ's answer (ack or nack) for every message published so far, until
+        the connection is gone or `timeout` passes; after a failure this makes `confirmed`
+        count every message that did arrive safely."""
+        if self._connection is not None:
+            deadline = time.monotonic() + timeout
+            while (self._first_unknown < self.published and self._connection.is_open
+                   and time.monotonic() < deadline):
+                self._turn()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+    # -- RabbitMQ -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        import pika
+        from pika.adapters.select_connection import SelectConnection
+
+        self._persistent = pika.BasicProperties(delivery_mode=2)
+        self._persistent_json = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+        self._exchanges: set[str] = set()
+        self._channel = None
+        parameters = self.broker.parameters
+        for candidate in parameters if isinstance(parameters, list) else [parameters]:
+            self._failure = None
+            self._connection = SelectConnection(
+                candidate, on_open_callback=self._on_connection_open,
+                on_open_error_callback=self._on_connection_lost,
+                on_close_callback=self._on_connection_lost)
+            self._connection.ioloop.activate_poller()
+            try:
+                self._wait_for(lambda: self._channel is not None, "connecting")
+                return
+            except PublishError:
+                self._disconnect()
+        raise PublishError(f"cannot publish: {self._failure}")
+
+    def _disconnect(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+            self._turn_until(lambda: self._connection.is_closed, time.monotonic() + 5)
+        self._connection.ioloop.close()
+
+    def _on_connection_open(self, connection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel) -> None:
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _: setattr(self, "_channel", channel))
+
+    def _on_connection_lost(self, _connection, error) -> None:
+        self._failure = self._failure or f"connection to RabbitMQ lost ({type(error).__name__})"
+
+    def _on_channel_closed(self, _channel, reason) -> None:
+        self._failure = self._failure or f"RabbitMQ closed the channel ({reason})"
+
+    def _on_confirm(self, frame) -> None:
+        import pika
+
+        method = frame.method
+        outcome = NACKED if isinstance(method, pika.spec.Basic.Nack) else ACKED
+        if outcome == NACKED:
+            self._failure = self._failure or "RabbitMQ refused messages (nack)"
+        if method.multiple:                  # every message up to this delivery tag
+            for index in range(self._first_unknown, method.delivery_tag):
+                self._outcomes[index] = self._outcomes[index] or outcome
+        else:
+            self._outcomes[method.delivery_tag - 1] = outcome
+        while self._first_unknown < self.published and self._outcomes[self._first_unknown]:
+            self._first_unknown += 1
+        while self._acked_prefix < self.published and self._outcomes[self._acked_prefix] == ACKED:
+            self._acked_prefix += 1
+
+    def _send(self, exchange: str, routing_key: str, body: bytes, properties) -> None:
+        if self._failure:
+            raise PublishError(f"cannot publish: {self._failure}")
+        self._channel.basic_publish(exchange, routing_key, body, properties)
+        self._outcomes.append(UNKNOWN)
+        self.published += 1
+        if self.published % PUMP_EVERY == 0:
+            self._turn()
+            if self.published - self._first_unknown > WINDOW:
+                self._wait_for(lambda: self.published - self._first_unknown <= WINDOW // 2,
+                               "confirms")
+
+    def _wait_for(self, done: Callable[[], object], what: str) -> None:
+        if not self._turn_until(done, time.monotonic() + self.timeout):
+            raise PublishError(f"cannot publish: {self._failure or f'timed out {what}'}")
+
+    def _turn_until(self, done: Callable[[], object], deadline: float) -> bool:
+        while not done():
+            if self._failure or time.monotonic() > deadline:
+                return False
+            self._turn()
+        return True
+
+    def _turn(self) -> None:
+        """Run the I/O loop once: write what is queued, read confirms, fire due timers."""
+        loop = self._connection.ioloop
+        loop.poll()
+        loop.process_timeouts()
