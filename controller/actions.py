@@ -4,7 +4,7 @@ from __future__ import annotations
 from controller.db import database
 from controller.executions import log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record
-from controller.planning import Target, claim_accounts, create_records
+from controller.planning import Target, create_records
 from controller.results import settle_accounts
 from controller.runtime import Controller
 from shared.errors import KeyturnError
@@ -24,14 +24,13 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
     with database.atomic():
         execution = Execution.create(plan=first.plan_id, plan_name=first.plan_name, trigger="retry",
                                      retry_of=first.id, started_by=started_by)
-        claimed = claim_accounts(execution, [r.account_id for r in originals], take_over=True)
-        chosen = [r for r in originals if r.account_id in claimed]
+        chosen = create_records(ctl, execution,
+                                [Target(r.account, ctl.vault.decrypt(r.new_secret)) for r in originals],
+                                take_over=True, retry_of={r.account_id: r.id for r in originals})
+        held = {target.account.id for target in chosen}
         notes = [f"retry of {len(originals)} records from execution {first.id}"]
         notes += [f"skipped {r.account.username}@{r.account.asset.name}: already in another rotation"
-                  for r in originals if r.account_id not in claimed]
-        create_records(ctl, execution,
-                       [Target(r.account, ctl.vault.decrypt(r.new_secret)) for r in chosen],
-                       retry_of={r.account_id: r.id for r in chosen})
+                  for r in originals if r.account_id not in held]
         execution.total = len(chosen)
         execution.skipped = len(originals) - len(chosen)
         execution.save()
@@ -50,15 +49,15 @@ def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -
     in, and settle the account on it. Accounts in an active rotation are skipped."""
     with database.atomic():
         execution = Execution.create(plan_name="verify", trigger="verify", started_by=started_by)
-        claimed = claim_accounts(execution, [a.id for a in accounts], take_over=True)
-        chosen = [a for a in accounts if a.id in claimed]
-        create_records(ctl, execution, [Target(a, ctl.vault.decrypt(a.secret_pending)) for a in chosen],
-                       action="verify")
+        chosen = create_records(ctl, execution,
+                                [Target(a, ctl.vault.decrypt(a.secret_pending)) for a in accounts],
+                                take_over=True, action="verify")
+        held = {target.account.id for target in chosen}
         execution.total = len(chosen)
         execution.skipped = len(accounts) - len(chosen)
         execution.save()
         log_many(execution.id, [f"verify {len(chosen)} accounts"] + [
-            f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in claimed])
+            f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in held])
     return execution
 
 

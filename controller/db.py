@@ -45,13 +45,15 @@ def id_in(field: peewee.Field, ids: list[int]) -> peewee.Expression:
 
 
 def bulk_insert(model: type[peewee.Model], fields: list[peewee.Field], rows: list[tuple]) -> None:
-    """Insert many rows of database-ready values: PostgreSQL's COPY, or SQLite multi-row inserts."""
+    """Insert many rows of database-ready values without building a query per row: PostgreSQL's
+    COPY, or one prepared SQLite statement run over all rows."""
+    table = model._meta.table_name
+    columns = ", ".join(f'"{field.column_name}"' for field in fields)
     if is_postgres():
-        columns = ", ".join(f'"{field.column_name}"' for field in fields)
         with database.cursor() as cursor:
-            with cursor.copy(f'COPY "{model._meta.table_name}" ({columns}) FROM STDIN') as copy:
+            with cursor.copy(f'COPY "{table}" ({columns}) FROM STDIN') as copy:
                 for row in rows:
                     copy.write_row(row)
         return
-    for batch in peewee.chunked(rows, 500):
-        model.insert_many(batch, fields=fields).execute()
+    placeholders = ", ".join("?" * len(fields))
+    database.cursor().executemany(f'INSERT INTO "{table}" ({columns}) VALUES ({placeholders})', rows)

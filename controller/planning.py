@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from peewee import JOIN, chunked, fn
 
-from controller.db import bulk_insert, database, id_in
+from controller.db import bulk_insert, database
 from controller.executions import finish_if_done, log, log_many
 from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
                                Record, Zone, utcnow)
@@ -105,13 +105,11 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
                 notes.append(reason)
             else:
                 eligible.append(account)
-        claimed = claim_accounts(execution, [account.id for account in eligible])
-        for account in eligible:
-            if account.id not in claimed:
-                notes.append(f"skipped {account.username}@{account.asset_name}: "
-                             f"already in another rotation")
-        targets = [Target(account, next_secret()) for account in eligible if account.id in claimed]
-        create_records(ctl, execution, targets, status=status)
+        targets = create_records(ctl, execution, [Target(account, next_secret()) for account in eligible],
+                                 status=status)
+        held = {target.account.id for target in targets}
+        notes += [f"skipped {account.username}@{account.asset_name}: already in another rotation"
+                  for account in eligible if account.id not in held]
         execution.total = len(targets)
         execution.skipped = len(accounts) - len(targets)
         execution.save()
@@ -121,40 +119,41 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
     return execution, targets
 
 
-def claim_accounts(execution: Execution, account_ids: list[int], take_over: bool = False) -> set[int]:
-    """Mark accounts as busy with this execution unless another rotation holds them.
+def create_records(ctl: Controller, execution: Execution, targets: list[Target], *,
+                   take_over: bool = False, retry_of: dict[int, int] | None = None,
+                   action: str = "rotate", status: str = "pending") -> list[Target]:
+    """Insert one record per target holding its new secret, and claim each target's account for
+    this execution, making that secret its pending one (one rotation per account at a time).
+    Targets whose account another rotation holds lose their record; returns the others.
 
     A retry or verify may take over an account whose holder is not rotating it any more (it
     ended `unverified`); a new plan run never does, so both candidate secrets are kept."""
-    free = Account.busy_execution.is_null()
-    if take_over:
-        in_flight = Record.select(Record.id).where(
-            (Record.account == Account.id) & (Record.execution == Account.busy_execution)
-            & Record.status.in_(IN_FLIGHT))
-        free |= ~fn.EXISTS(in_flight)
-    for ids in chunked(account_ids, 10 * CHUNK):
-        Account.update(busy_execution=execution.id).where(id_in(Account.id, ids) & free).execute()
-    return {row for (row,) in Account.select(Account.id)
-            .where(Account.busy_execution == execution.id).tuples()}
-
-
-def create_records(ctl: Controller, execution: Execution, targets: list[Target],
-                   retry_of: dict[int, int] | None = None, action: str = "rotate",
-                   status: str = "pending") -> None:
-    """Insert the records and make each new secret its account's pending secret."""
     now = utcnow()
     dispatched_at = now if status == "dispatched" else None
     deadline = now + timedelta(seconds=ctl.settings.rotation_deadline)
     fields = [Record.execution, Record.account, Record.status, Record.action, Record.attempt,
               Record.ignored, Record.old_secret, Record.new_secret, Record.created_at,
               Record.dispatched_at, Record.deadline, Record.retry_of]
-    rows = [(execution.id, t.account.id, status, action, 1, False, t.account.secret_current,
-             ctl.vault.encrypt(t.new_secret), now, dispatched_at, deadline,
-             (retry_of or {}).get(t.account.id))
-            for t in targets]
-    bulk_insert(Record, fields, rows)
-    (Account.update(secret_pending=Record.new_secret, pending_since=now).from_(Record)
-     .where((Record.account == Account.id) & (Record.execution == execution.id)).execute())
+    bulk_insert(Record, fields, [
+        (execution.id, t.account.id, status, action, 1, False, t.account.secret_current,
+         ctl.vault.encrypt(t.new_secret), now, dispatched_at, deadline, (retry_of or {}).get(t.account.id))
+        for t in targets])
+    free = Account.busy_execution.is_null()
+    if take_over:
+        holder = Record.alias("holder")
+        free |= ~fn.EXISTS(holder.select(holder.id).where(
+            (holder.account == Account.id) & (holder.execution == Account.busy_execution)
+            & holder.status.in_(IN_FLIGHT)))
+    claimed = (Account.update(busy_execution=execution.id, secret_pending=Record.new_secret,
+                              pending_since=now)
+               .from_(Record).where((Record.account == Account.id)
+                                    & (Record.execution == execution.id) & free).execute())
+    if claimed == len(targets):
+        return targets
+    ours = Account.select(Account.id).where(Account.busy_execution == execution.id)
+    Record.delete().where((Record.execution == execution.id) & Record.account.not_in(ours)).execute()
+    held = {account_id for (account_id,) in ours.tuples()}
+    return [target for target in targets if target.account.id in held]
 
 
 def publish_now(ctl: Controller, execution: Execution) -> Execution:

@@ -56,7 +56,9 @@ class Publisher:
                                                  args=(envelope,), kwargs={}, options={}))
             self.published += 1
             return
-        self.broker.declare_queue(queue_name, ensure=True)
+        if queue_name not in self._queues:
+            self.broker.declare_queue(queue_name, ensure=True)
+            self._queues.add(queue_name)
         message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(envelope,),
                                    kwargs={}, options={})
         self._send("", queue_name, message.encode(), self._persistent)
@@ -109,6 +111,7 @@ class Publisher:
         self._persistent = pika.BasicProperties(delivery_mode=2)
         self._persistent_json = pika.BasicProperties(delivery_mode=2, content_type="application/json")
         self._exchanges: set[str] = set()
+        self._queues: set[str] = set()
         self._channel = None
         parameters = self.broker.parameters
         for candidate in parameters if isinstance(parameters, list) else [parameters]:

@@ -136,6 +136,19 @@ def test_a_rejected_login_is_remembered_not_retried(host, asset, handshakes):
     pool.close()
 
 
+def test_a_refused_connection_is_tried_again_at_once(asset, handshakes):
+    """Nothing listens on this loopback port: the refusal is instant, so it is not remembered
+    (a host that comes back is used by the next rotation, not 30 s later)."""
+    closed = asset.model_copy(update={"address": "127.77.254.254", "port": 9})
+    pool = SessionPool()
+    for _ in range(2):
+        with pytest.raises(SshError) as caught:
+            pool.session(closed, "ops", ["any"], 5)
+        assert caught.value.code == "unreachable" and "a moment ago" not in str(caught.value)
+    assert len(handshakes) == 2
+    pool.close()
+
+
 def test_a_retired_session_closes_after_its_running_commands(asset):
     pool = SessionPool()
     session, _ = pool.session(asset, "ops", [OPS[1]], 5)

@@ -3,8 +3,10 @@
 A login costs a TCP connect, a key exchange and a PAM password check; a batch of accounts on one
 host pays it once: the first rotation logs in, the others open channels on the same transport (a
 few at a time). Sessions are keyed by a salted fingerprint of the login secret, never the
-secret, and dropped when dead or idle. A failed login is remembered for a short while, so a
-batch does not hammer a dead host or lock the privileged account out with wrong passwords.
+secret, and dropped when dead or idle. A login that was refused or slow to fail is remembered
+for a short while, so a batch neither locks the privileged account out with wrong passwords nor
+waits on a dead host again and again; an instant failure (connection refused) costs nothing to
+try again, so a host that comes back is used at once.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from worker.ssh import Completed, SshError
 IDLE_SECONDS = 60.0
 CHANNELS_PER_SESSION = 8
 FAILURE_MEMORY = 30.0
+SLOW_FAILURE = 1.0                                   # seconds: worth not waiting for twice
+LOCKOUT_RISKS = ("login_failed", "bad_secret")       # the host saw a wrong secret
 T = TypeVar("T")
 
 
@@ -114,11 +118,13 @@ class SessionPool:
             if failed and time.monotonic() - failed[0] < self.failure_memory:
                 raise SshError(failed[1].code, f"{failed[1]} (a moment ago; not retried for "
                                                f"{self.failure_memory:g} s)")
+            started = time.monotonic()
             try:
                 connection, index = _log_in(asset, username, secrets, secret_type, timeout)
             except SshError as exc:
-                with self._lock:
-                    self._failures[host + tuple(prints)] = (time.monotonic(), exc)
+                if exc.code in LOCKOUT_RISKS or time.monotonic() - started >= SLOW_FAILURE:
+                    with self._lock:
+                        self._failures[host + tuple(prints)] = (time.monotonic(), exc)
                 raise
             session = Session(connection, self.channels)
             with self._lock:
