@@ -56,6 +56,20 @@ def test_publisher_confirms_every_message_in_order(rabbitmq_url, database_url):
     assert len({m["message_id"] for m in messages}) == 3000
 
 
+def test_an_unreachable_broker_leaves_every_record_pending(tmp_path, database_url):
+    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url,
+                             broker_url="amqp://guest:guest@127.0.0.1:1/%2F")   # nothing listens
+    initialise(settings)
+    ctl = start_controller(settings)
+    build_fleet(ctl, users=("u1", "u2"))
+    plan = save_plan(parse_spec({"name": "p", "usernames": ["u1", "u2"], "nodes": ["/prod"]}),
+                     ctl.vault)
+    with pytest.raises(KeyturnError, match="cannot publish: connection to RabbitMQ lost.*"
+                                           "2 records wait as pending"):
+        run_plan(ctl, plan)
+    assert {r.status for r in Record.select()} == {"pending"}
+
+
 def test_refused_messages_send_exactly_their_records_back_to_pending(bus_ctl, rabbitmq_url):
     ctl = bus_ctl
     build_fleet(ctl, assets=("web-1", "web-2"), users=("u1", "u2", "u3", "u4"))
