@@ -20,7 +20,8 @@ ratios; Ansible runs once per round. Prints the worker's peak RSS (VmHWM of the 
     python -m bench.rotate [--hosts 20] [--users 10] [--runs 1] [--pairs 3]
 
 Needs root (the sshd test hosts), RabbitMQ and PostgreSQL on 127.0.0.1, and the bench extra
-(ansible-core, passlib) plus `sshpass` for Ansible's ssh connection with passwords.
+(ansible-core, passlib) plus `sshpass` for Ansible's ssh connection with passwords: `bash bench/run
+rotate` sets all of that up.
 """
 from __future__ import annotations
 

@@ -77,14 +77,15 @@ def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: li
     """Publish a plan run's records, created `dispatched` for this caller (see `run_plan`), from
     the account rows planning resolved: only the new record ids and secrets are read back."""
     by_id = {account.id: account for account in accounts}
-    rows = [DispatchRow(record_id, 1, "rotate", a.secret_current, new_secret, a.username,
-                        a.secret_type, a.asset_id, a.asset_name, a.address, a.port, a.platform,
-                        a.host_key, a.zone, a.public_key, a.trust_first_use, plan.id, plan.params,
-                        plan.ssh_timeout)
-            for record_id, account_id, new_secret in Record.select(
-                Record.id, Record.account, Record.new_secret)
-            .where(Record.execution == execution_id).order_by(Record.id).tuples()
-            for a in (by_id[account_id],)]
+    rows = []
+    for record_id, account_id, new_secret in (Record.select(Record.id, Record.account, Record.new_secret)
+                                              .where(Record.execution == execution_id)
+                                              .order_by(Record.id).tuples()):
+        a = by_id[account_id]
+        rows.append(DispatchRow(record_id, 1, "rotate", a.secret_current, new_secret, a.username,
+                                a.secret_type, a.asset_id, a.asset_name, a.address, a.port,
+                                a.platform, a.host_key, a.zone, a.public_key, a.trust_first_use,
+                                plan.id, plan.params, plan.ssh_timeout))
     return publish_rows(ctl, chunked(rows, BATCH))
 
 
@@ -122,21 +123,21 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
         if publisher is not None:
             publisher.settle(timeout=5)
         confirmed = set(published[:publisher.confirmed]) if publisher is not None else set()
-        back_to_pending([i for i in handed if i not in confirmed])
-        reason = str(exc) if isinstance(exc, KeyturnError) else type(exc).__name__  # ours name no secret
-        raise KeyturnError(f"publishing stopped ({reason}); "
-                           f"{len(handed) - len(confirmed)} records wait as pending "
+        waiting = back_to_pending([i for i in handed if i not in confirmed])
+        # Our own errors are worded to carry no secret; any other is only named.
+        reason = str(exc) if isinstance(exc, KeyturnError) else type(exc).__name__
+        raise KeyturnError(f"publishing stopped ({reason}); {waiting} records wait as pending "
                            f"for the dispatcher") from None
     finally:
         if publisher is not None:
             publisher.close()
 
 
-def back_to_pending(record_ids: list[int]) -> None:
-    """Only records still `dispatched`: one may already have its result."""
-    for ids in chunked(record_ids, 10 * BATCH):
-        (Record.update(status="pending")
-         .where(id_in(Record.id, ids) & (Record.status == "dispatched")).execute())
+def back_to_pending(record_ids: list[int]) -> int:
+    """Only records still `dispatched` (one may already have its result); returns how many."""
+    return sum(Record.update(status="pending")
+               .where(id_in(Record.id, ids) & (Record.status == "dispatched")).execute()
+               for ids in chunked(record_ids, 10 * BATCH))
 
 
 class Commands:

@@ -62,6 +62,17 @@ def ctl(settings):
 
 
 @pytest.fixture
+def bus_ctl(settings, rabbitmq_url):
+    """An initialised controller publishing to this test's own RabbitMQ virtual host."""
+    settings.broker_url = rabbitmq_url
+    initialise(settings)
+    controller = start_controller(settings)
+    yield controller
+    from controller.db import database
+    database.close()
+
+
+@pytest.fixture
 def pool():
     """A worker's SSH session pool, closed after the test."""
     from worker.sessions import SessionPool

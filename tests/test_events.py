@@ -7,25 +7,14 @@ import pika
 import pytest
 
 from controller.events import EXCHANGE, relay_events
-from controller.inventory import initialise
 from controller.models import OutboxEvent, Record
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
-from controller.runtime import start_controller
 from shared.messages import RotateResult
-from shared.settings import load_settings
 from tests.inventory_helpers import build_fleet
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-
-
-@pytest.fixture
-def bus_ctl(tmp_path, database_url, rabbitmq_url):
-    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url,
-                             broker_url=rabbitmq_url)
-    initialise(settings)
-    return start_controller(settings)
 
 
 def test_record_and_execution_events_are_relayed_without_secrets(bus_ctl, rabbitmq_url):

@@ -16,18 +16,9 @@ from controller.runtime import start_controller
 from shared.broker import make_broker, rotate_queue
 from shared.errors import KeyturnError
 from shared.publisher import Publisher
-from shared.settings import load_settings
 from tests.inventory_helpers import build_fleet
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-
-
-@pytest.fixture
-def bus_ctl(tmp_path, database_url, rabbitmq_url):
-    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url,
-                             broker_url=rabbitmq_url)
-    initialise(settings)
-    return start_controller(settings)
 
 
 def drain(url: str, queue: str) -> list[dict]:
@@ -56,9 +47,8 @@ def test_publisher_confirms_every_message_in_order(rabbitmq_url, database_url):
     assert len({m["message_id"] for m in messages}) == 3000
 
 
-def test_an_unreachable_broker_leaves_every_record_pending(tmp_path, database_url):
-    settings = load_settings(data_dir=tmp_path / "data", database_url=database_url,
-                             broker_url="amqp://guest:guest@127.0.0.1:1/%2F")   # nothing listens
+def test_an_unreachable_broker_leaves_every_record_pending(settings):
+    settings.broker_url = "amqp://guest:guest@127.0.0.1:1/%2F"      # nothing listens there
     initialise(settings)
     ctl = start_controller(settings)
     build_fleet(ctl, users=("u1", "u2"))
