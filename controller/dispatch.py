@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from peewee import JOIN, chunked
+from pydantic import ValidationError
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
@@ -16,7 +17,7 @@ from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
 from shared.errors import KeyturnError
-from shared.messages import AssetTarget, Params, RotateCommand, RotateResult, seal
+from shared.messages import AssetTarget, Params, RotateCommand, RotateResult, first_error, seal
 from shared.publisher import Publisher
 
 BATCH = 1000
@@ -114,7 +115,13 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
             handed += [row.id for row in rows]
             publisher = publisher or Publisher(ctl.broker)
             for row in commands.usable(rows):
-                publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR, commands.sealed(row))
+                try:
+                    envelope = commands.sealed(row)
+                except ValidationError as exc:     # bad data in the database: this record only
+                    fail_unsent([row.id], "bad_command",
+                                f"the command does not validate ({first_error(exc)})")
+                    continue
+                publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR, envelope)
                 published.append(row.id)
         if publisher is not None:
             publisher.wait_confirmed()
@@ -157,7 +164,7 @@ class Commands:
                    {row.asset_id for row in rows if (row.params or {}).get("become") == "su"})
         without = [row.id for row in rows if self._logins[row.asset_id] is None]
         if without:
-            fail_without_login(without)
+            fail_unsent(without, "no_login", "the asset has no privileged account to log in with")
         return [row for row in rows if self._logins[row.asset_id] is not None]
 
     def _load(self, asset_ids: set[int], su_asset_ids: set[int]) -> None:
@@ -199,14 +206,14 @@ class Commands:
         return self._params[key]
 
 
-def fail_without_login(record_ids: list[int]) -> None:
-    """Records whose asset lost its privileged account since planning fail at once, with a
-    reason, through the normal results path (nothing was sent to any host)."""
+def fail_unsent(record_ids: list[int], error_code: str, error: str) -> None:
+    """Records that cannot be sent fail at once, with a reason, through the normal results path
+    (nothing was sent to any host)."""
     now = time.time()
     apply_results([RotateResult(record_id=r.id, attempt=r.attempt, zone=r.account.asset.zone.name,
-                                worker_id="controller", status="failed", error_code="no_login",
-                                error=f"{r.account.asset.name} has no privileged account to log in with",
-                                started_at=now, finished_at=now)
+                                worker_id="controller", status="failed", error_code=error_code,
+                                error=f"{r.account.asset.name}: {error}", started_at=now,
+                                finished_at=now)
                    for r in Record.select().where(id_in(Record.id, record_ids))])
 
 

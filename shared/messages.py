@@ -133,7 +133,7 @@ def parse_envelope(data: object) -> Envelope:
     try:
         return Envelope.model_validate(data)
     except ValidationError as exc:
-        raise BadMessage(f"not a keyturn envelope: {_first_error(exc)}") from None
+        raise BadMessage(f"not a keyturn envelope: {first_error(exc)}") from None
 
 
 def open_envelope(envelope: Envelope, channel: Channel):
@@ -143,13 +143,13 @@ def open_envelope(envelope: Envelope, channel: Channel):
     except SealError as exc:
         raise BadMessage(str(exc)) from None
     except ValidationError as exc:
-        raise BadMessage(f"bad {envelope.kind} body: {_first_error(exc)}") from None
+        raise BadMessage(f"bad {envelope.kind} body: {first_error(exc)}") from None
     if body.zone != envelope.zone or getattr(body, "record_id", None) != envelope.record_id:
         raise BadMessage("envelope routing does not match its sealed body")
     return body
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     """Name the field and the problem, never the (possibly secret) input value."""
     error = exc.errors(include_input=False)[0]
     where = ".".join(str(part) for part in error["loc"]) or "message"

@@ -157,6 +157,16 @@ def test_a_record_whose_asset_lost_its_login_fails_with_a_reason(ctl, execution)
     assert Account.select().where(Account.busy_execution.is_null(False)).count() == 0
 
 
+def test_a_record_whose_command_does_not_validate_fails_alone(ctl, execution):
+    Asset.update(port=70000).where(Asset.name == "web-1").execute()     # bad data, not via our inputs
+    assert dispatch_execution(ctl, execution.id) == 2                    # web-2's records still go out
+    assert len(published(ctl)) == 2
+    bad = list(Record.select().join(Account).join(Asset).where(Asset.name == "web-1"))
+    assert {(r.status, r.error_code) for r in bad} == {("failed", "bad_command")}
+    assert "port" in bad[0].error and "70000" not in bad[0].error       # names the field, not the value
+    assert dispatch_pending(ctl) == 0                                    # nothing left to loop on
+
+
 def test_a_failure_from_an_earlier_attempt_does_not_end_the_current_one(ctl, execution):
     record = execution.records.get()
     Record.update(attempt=2, status="dispatched").where(Record.id == record.id).execute()
