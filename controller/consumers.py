@@ -53,9 +53,8 @@ class BatchConsumer:
                     self.handle(consumer, self.take(consumer))
             except BrokerConnectionError:
                 logger.warning("lost the broker while consuming %s; reconnecting", self.queue_name)
-            except Exception:   # e.g. the database is down: the unacknowledged batch comes back
-                logger.exception("applying a batch from %s failed; it will be redelivered",
-                                 self.queue_name)
+            except Exception:   # unacknowledged messages come back once RabbitMQ sees us go
+                logger.exception("consuming %s failed; reconnecting", self.queue_name)
                 self._stop.wait(backoff)
             finally:
                 try:
@@ -83,7 +82,24 @@ class BatchConsumer:
             except BadMessage as exc:
                 logger.error("dead-lettered a message from %s: %s", self.queue_name, exc)
                 consumer.nack(message)
-        if bodies:
-            self.apply(bodies)
+        if bodies and not self.apply_until_done(bodies):
+            return   # stopping: the batch stays unacknowledged
         for message in good:
             consumer.ack(message)
+
+    def apply_until_done(self, bodies: list) -> bool:
+        """Apply a batch, trying again while the database refuses (down, restarting, locked);
+        False if asked to stop first. Its messages stay unacknowledged meanwhile: after a crash
+        RabbitMQ delivers them again, and the in-process broker, which never redelivers, loses
+        nothing either."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self.apply(bodies)
+                return True
+            except Exception:
+                logger.exception("applying a batch of %d from %s failed; trying again in %.1f s",
+                                 len(bodies), self.queue_name, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
+        return False

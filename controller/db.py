@@ -24,7 +24,10 @@ def open_database(url: str) -> peewee.Database:
     if scheme == "sqlite":
         path = Path(url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, returning_clause=True)
+        # IMMEDIATE: a transaction takes the write lock when it begins (waiting up to busy_timeout),
+        # so one that reads first cannot fail when it comes to write after another thread did.
+        db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, returning_clause=True,
+                                   lock_type="IMMEDIATE")
     else:   # pooled: a console request would otherwise pay for a new connection each time
         db = PooledPostgresqlDatabase(max_connections=32, stale_timeout=300,
                                       **parse_db_url(url, unquote_password=True, unquote_user=True))
