@@ -64,16 +64,15 @@ def skip_reason(account, login: Account | None, secure_mode: bool) -> str | None
     return None
 
 
-def new_secret_source(ctl: Controller, plan: Plan):
-    """A function returning each account's new secret under the plan's strategy."""
+def new_secrets(ctl: Controller, plan: Plan, count: int) -> list[str]:
+    """The new secrets of `count` accounts under the plan's strategy."""
     if plan.strategy == "specific":
-        given = ctl.vault.decrypt(plan.given_secret)
-        return lambda: given
+        return [ctl.vault.decrypt(plan.given_secret)] * count
     if plan.secret_type == "ssh_key":
-        return lambda: generate_ssh_key(plan.key_type)
+        return [generate_ssh_key(plan.key_type) for _ in range(count)]
     rules = PasswordRules(plan.length, plan.lowercase, plan.uppercase, plan.digits, plan.symbols,
                           plan.exclude_symbols)
-    return rules.generate
+    return rules.generate_many(count)
 
 
 def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
@@ -92,7 +91,6 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
     them after their deadline."""
     accounts = resolve_accounts(plan)
     logins = login_accounts({account.asset_id for account in accounts})
-    next_secret = new_secret_source(ctl, plan)
     with database.atomic():
         execution = Execution.create(plan=plan, plan_name=plan.name, trigger=trigger,
                                      started_by=started_by)
@@ -105,8 +103,9 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
                 notes.append(reason)
             else:
                 eligible.append(account)
-        targets = create_records(ctl, execution, [Target(account, next_secret()) for account in eligible],
-                                 status=status)
+        targets = create_records(ctl, execution, [
+            Target(account, secret) for account, secret in
+            zip(eligible, new_secrets(ctl, plan, len(eligible)), strict=True)], status=status)
         held = {target.account.id for target in targets}
         notes += [f"skipped {account.username}@{account.asset_name}: already in another rotation"
                   for account in eligible if account.id not in held]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -64,32 +64,53 @@ class PasswordRules:
             raise RuleError("length", f"is shorter than the {len(classes)} required character classes")
 
     def generate(self) -> str:
-        """A password drawn uniformly from all those that satisfy the rules: draw from the whole
-        alphabet and draw again when a class is missing (rare at the usual lengths)."""
-        while True:
-            password = "".join(uniform_choices(self._alphabet, self.length))
-            present = set(password)
-            if all(present & required for required in self._class_sets):
-                return password
+        return self.generate_many(1)[0]
+
+    def generate_many(self, count: int) -> list[str]:
+        """`count` passwords, each drawn uniformly from all those that satisfy the rules: draw
+        from the whole alphabet and draw again when a class is missing (rare at the usual
+        lengths). The random bytes for all of them come from a few system calls."""
+        passwords: list[str] = []
+        while len(passwords) < count:
+            chars = uniform_choices(self._alphabet, (count - len(passwords)) * self.length)
+            kinds = chars.translate(self._class_of)          # each character's class, as a digit
+            for start in range(0, len(chars), self.length):
+                drawn = kinds[start:start + self.length]
+                if all(kind in drawn for kind in self._class_names):
+                    passwords.append(chars[start:start + self.length])
+        return passwords[:count]
 
     @cached_property
     def _alphabet(self) -> str:
         return "".join(self.classes())
 
     @cached_property
-    def _class_sets(self) -> list[set[str]]:
-        return [set(chars) for chars in self.classes()]
+    def _class_names(self) -> list[str]:
+        return [str(index) for index in range(len(self.classes()))]
+
+    @cached_property
+    def _class_of(self) -> dict[int, str]:
+        return str.maketrans({char: str(index) for index, chars in enumerate(self.classes())
+                              for char in chars})
 
 
-def uniform_choices(alphabet: str, count: int) -> list[str]:
-    """`count` characters drawn uniformly from `alphabet` by rejection sampling over one
-    `secrets.token_bytes` call: the same distribution as `secrets.choice`, an order of
-    magnitude faster than one system call per character."""
-    limit = 256 - 256 % len(alphabet)       # bytes at or above `limit` would bias the modulo
-    chosen: list[str] = []
+def uniform_choices(alphabet: str, count: int) -> str:
+    """`count` characters drawn uniformly from an ASCII `alphabet`: the same distribution as
+    `secrets.choice`, by rejection sampling over `secrets.token_bytes`, mapped in C by
+    `bytes.translate` (bytes at or above the largest multiple of the alphabet's size are dropped,
+    since they would bias the modulo)."""
+    table, rejected = _byte_map(alphabet)
+    chosen = b""
     while len(chosen) < count:
-        chosen += [alphabet[b % len(alphabet)] for b in secrets.token_bytes(2 * count) if b < limit]
-    return chosen[:count]
+        chosen += secrets.token_bytes(2 * count).translate(table, rejected)
+    return chosen[:count].decode()
+
+
+@lru_cache(maxsize=16)
+def _byte_map(alphabet: str) -> tuple[bytes, bytes]:
+    limit = 256 - 256 % len(alphabet)
+    table = bytes(ord(alphabet[b % len(alphabet)]) for b in range(256))
+    return table, bytes(range(limit, 256))
 
 
 def validate_given_secret(secret: str) -> None:

@@ -31,6 +31,15 @@ def test_passwords_differ():
     assert len({PasswordRules().generate() for _ in range(1000)}) == 1000
 
 
+def test_many_passwords_at_once_each_follow_the_rules():
+    rules = PasswordRules(length=8, symbols=True, exclude_symbols=DEFAULT_SYMBOLS[1:])   # one symbol
+    passwords = rules.generate_many(5000)
+    assert len(passwords) == 5000 and len(set(passwords)) == 5000
+    for password in passwords:
+        assert len(password) == 8 and DEFAULT_SYMBOLS[0] in password
+        assert set(password) & set(string.digits) and set(password) & set(string.ascii_uppercase)
+
+
 @pytest.mark.parametrize("rules,field", [
     (PasswordRules(length=7), "length"),
     (PasswordRules(length=65), "length"),
