@@ -1,5 +1,5 @@
-"""Running a plan: resolve its accounts, apply secure mode, and commit one pending record per
-account holding its new secret, all before anything is published (step 1 of the protocol)."""
+"""Running a plan: resolve its accounts, apply secure mode, and commit one record per account
+holding its new secret, all before anything is published (step 1 of the protocol)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
