@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import timedelta
 from typing import NamedTuple
 
 from peewee import JOIN, chunked
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
-from controller.planning import login_accounts
+from controller.planning import dispatch_deadline, login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
@@ -96,7 +95,7 @@ def claim_batch(ctl: Controller, condition) -> list[int]:
     batch = (Record.select(Record.id).where(condition & (Record.status == "pending"))
              .order_by(Record.id).limit(BATCH))
     query = (Record.update(status="dispatched", dispatched_at=now,
-                           deadline=now + timedelta(seconds=ctl.settings.rotation_deadline))
+                           deadline=dispatch_deadline(ctl, now))
              .where(Record.id.in_(batch) & (Record.status == "pending")).returning(Record.id))
     return [row.id for row in query.execute()]
 

@@ -3,7 +3,7 @@ holding its new secret, all before anything is published (step 1 of the protocol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from peewee import JOIN, chunked, fn
 
@@ -118,6 +118,11 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
     return execution, targets
 
 
+def dispatch_deadline(ctl: Controller, dispatched_at: datetime) -> datetime:
+    """When a record dispatched at `dispatched_at` is overdue for the reaper."""
+    return dispatched_at + timedelta(seconds=ctl.settings.rotation_deadline)
+
+
 def create_records(ctl: Controller, execution: Execution, targets: list[Target], *,
                    take_over: bool = False, retry_of: dict[int, int] | None = None,
                    action: str = "rotate", status: str = "pending") -> list[Target]:
@@ -129,7 +134,7 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
     ended `unverified`); a new plan run never does, so both candidate secrets are kept."""
     now = utcnow()
     dispatched_at = now if status == "dispatched" else None
-    deadline = now + timedelta(seconds=ctl.settings.rotation_deadline)
+    deadline = dispatch_deadline(ctl, now)
     fields = [Record.execution, Record.account, Record.status, Record.action, Record.attempt,
               Record.ignored, Record.old_secret, Record.new_secret, Record.created_at,
               Record.dispatched_at, Record.deadline, Record.retry_of]

@@ -20,6 +20,7 @@ import pika
 from dramatiq.brokers.stub import StubBroker
 from pika.adapters.select_connection import SelectConnection
 
+from shared.broker import publish
 from shared.errors import KeyturnError
 
 PUMP_EVERY = 64          # messages queued between two turns of the I/O loop
@@ -65,9 +66,7 @@ class Publisher:
     def publish(self, queue_name: str, actor_name: str, envelope: dict) -> None:
         """Publish a dramatiq message for `actor_name` to a dramatiq-declared queue."""
         if self._connection is None:
-            self.broker.declare_queue(queue_name)
-            self.broker.enqueue(dramatiq.Message(queue_name=queue_name, actor_name=actor_name,
-                                                 args=(envelope,), kwargs={}, options={}))
+            publish(self.broker, queue_name, actor_name, envelope)
             self.published += 1
             return
         if queue_name not in self._queues:

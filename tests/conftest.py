@@ -62,14 +62,10 @@ def ctl(settings):
 
 
 @pytest.fixture
-def bus_ctl(settings, rabbitmq_url):
-    """An initialised controller publishing to this test's own RabbitMQ virtual host."""
+def bus_ctl(request, settings, rabbitmq_url):
+    """The `ctl` controller, publishing to this test's own RabbitMQ virtual host."""
     settings.broker_url = rabbitmq_url
-    initialise(settings)
-    controller = start_controller(settings)
-    yield controller
-    from controller.db import database
-    database.close()
+    return request.getfixturevalue("ctl")
 
 
 @pytest.fixture
