@@ -125,8 +125,8 @@ def test_a_key_is_written_as_the_user_through_su():
     command = aix_command(new=key, login=("admin", LOGIN_PW), secret_type="ssh_key",
                           params={"become": "su", "become_secret": ROOT_PW, "key_strategy": "add"})
     existing = "ssh-rsa AAAAmine alice@laptop\n"
-    session = RecordingSession([("lsuser", LSUSER_ALICE), ("test -e", Completed(0, "", "")),
-                                ("cat /home/alice", Completed(0, existing, ""))])
+    session = RecordingSession([("lsuser", LSUSER_ALICE), ("test -f", Completed(0, "", "")),
+                                ("head -c", Completed(0, existing, ""))])
     calls = change(command, session)
     as_root = [unwrap(call.argv, "root", SU_SCRIPT) for call in calls[1:]]
     assert as_root[:2] == [["mkdir", "-p", "-m", "0700", "/home/alice/.ssh"],
@@ -134,8 +134,8 @@ def test_a_key_is_written_as_the_user_through_su():
     as_alice = [unwrap(argv, "alice") for argv in as_root[2:]]
     draft = as_alice[2][1]
     assert draft.startswith("/home/alice/.ssh/.authorized_keys.keyturn-")
-    assert as_alice == [["test", "-e", "/home/alice/.ssh/authorized_keys"],
-                        ["cat", "/home/alice/.ssh/authorized_keys"],
+    assert as_alice == [["test", "-f", "/home/alice/.ssh/authorized_keys"],
+                        ["head", "-c", "524289", "/home/alice/.ssh/authorized_keys"],
                         ["tee", draft], ["chmod", "0600", draft],
                         ["mv", "-f", draft, "/home/alice/.ssh/authorized_keys"]]
     assert all((call.preamble, call.ready) == (f"{ROOT_PW}\n".encode(), b"keyturn-ready\n")

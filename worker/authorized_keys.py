@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 MARK = "keyturn-managed"
+SIZE_LIMIT = 512 * 1024   # bytes; some 700 RSA-4096 keys. sshd sets no limit, a worker must
 TOKEN = re.compile(r'(?:[^\s"]|"(?:[^"\\]|\\.)*")+')     # options may hold quoted spaces
 KEY_TYPE = re.compile(r"^(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[\w@.-]+)"
                       r"(?:-cert-v01@openssh\.com)?$")

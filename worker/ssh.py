@@ -25,6 +25,7 @@ from worker import sshkeys
 
 logger = logging.getLogger(__name__)
 RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]   # how an `ssh-rsa` pin is negotiated
+OUTPUT_LIMIT = 1024 * 1024   # bytes read from one output stream of a command, at most
 
 
 class SshError(KeyturnError):
@@ -37,6 +38,10 @@ class SshError(KeyturnError):
         super().__init__(message)
         self.code = code
         self.command_sent = command_sent
+
+
+class OutputTooLarge(Exception):
+    """A command printed more than `OUTPUT_LIMIT` bytes (e.g. it read /dev/zero)."""
 
 
 class Completed(NamedTuple):
@@ -228,6 +233,10 @@ class Connection:
             stdout += _read_to_eof(channel.recv)
             stderr = _read_to_eof(channel.recv_stderr)
             channel.status_event.wait(timeout)   # never recv_exit_status(): it ignores timeouts
+        except OutputTooLarge:   # the channel closes below, so the host stops writing
+            raise SshError("output_too_large", f"{self._where}: {name} printed more than "
+                                               f"{OUTPUT_LIMIT} bytes; the rest was not read",
+                           command_sent=running) from None
         except TimeoutError:   # a read's own limit ran out just before the deadline closed it
             expired.set()
         except (paramiko.SSHException, EOFError, OSError):
@@ -255,8 +264,13 @@ def _close(channel: paramiko.Channel) -> None:
 
 
 def _read_to_eof(recv) -> bytes:
-    chunks = []
+    """Everything up to EOF; `OutputTooLarge` past `OUTPUT_LIMIT` bytes, so a host's output can
+    never fill the worker's memory."""
+    chunks, size = [], 0
     while chunk := recv(32768):
+        size += len(chunk)
+        if size > OUTPUT_LIMIT:
+            raise OutputTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -268,6 +282,8 @@ def _read_past(recv, line: bytes) -> tuple[bool, bytes]:
         seen += chunk
         if line in seen:
             return True, seen.split(line, 1)[1]
+        if len(seen) > OUTPUT_LIMIT:
+            raise OutputTooLarge
     return False, b""
 
 

@@ -132,17 +132,37 @@ class UnixDriver:
         def as_user(argv: list[str], stdin: bytes = b"", **options) -> Completed:
             return root.run(self.as_user(user, argv), stdin, **options)
 
-        current = b""
-        if as_user(["test", "-e", path]).status == 0:
-            done = as_user(["cat", path], binary=True)
-            must(done, f"cannot read {path} on {asset}")
-            current = done.stdout
+        current = self.read_keys(as_user, path, command)
         public = sshkeys.public_line(command.new_secret.get_secret_value())
         text = authorized_keys.updated(current.decode("utf-8", "surrogateescape"), public,
                                        command.params.key_strategy)
         content = text.encode("utf-8", "surrogateescape")
         if content != current:
             _replace(as_user, path, content, "0600", where=asset, sets_secret=True)
+
+    def read_keys(self, as_user: Run, path: str, command: RotateCommand) -> bytes:
+        """The authorized_keys file as the user reads it; b"" when it is missing or hidden from
+        the user. Only a regular file is opened, and at most `SIZE_LIMIT` bytes of it: a FIFO
+        would block for good and /dev/zero never end; a read that blocks anyway (a FIFO swapped
+        in after the check) is killed on the host when `bounded` can."""
+        asset, limit = command.asset.name, authorized_keys.SIZE_LIMIT
+        if as_user(["test", "-f", path]).status != 0:
+            if as_user(["test", "-e", path]).status != 0:
+                return b""
+            raise ChangeFailed("unsafe_file", f"{path} on {asset} is not a regular file (a FIFO, "
+                                              f"a device, or a link to one): refused to read it")
+        done = as_user(self.bounded(["head", "-c", str(limit + 1), path], command.timeout),
+                       binary=True)
+        must(done, f"cannot read {path} on {asset}")
+        if len(done.stdout) > limit:
+            raise ChangeFailed("file_too_large", f"{path} on {asset} is larger than "
+                                                 f"{limit // 1024} KiB: refused to rewrite it")
+        return done.stdout
+
+    def bounded(self, argv: list[str], seconds: float) -> list[str]:
+        """`argv`, killed on the host after `seconds` (closing the channel does not end a
+        process blocked in open())."""
+        return ["timeout", f"{seconds:g}", *argv]
 
     def grant_sudo(self, root: Root, command: RotateCommand) -> None:
         """Install `/etc/sudoers.d/keyturn-<user>` only after `visudo` accepted it (as a draft
