@@ -1,6 +1,7 @@
 """The database handle: a proxy the models bind to, initialised from a URL at start-up."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -9,6 +10,7 @@ from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import PooledPostgresqlDatabase
 
 database = peewee.DatabaseProxy()
+OWNER_ONLY = 0o600
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",       # readers never block the writer
@@ -23,7 +25,8 @@ def open_database(url: str) -> peewee.Database:
     scheme = urlparse(url).scheme
     if scheme == "sqlite":
         path = Path(url[len("sqlite:///"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _owner_only(path)
         # IMMEDIATE: a transaction takes the write lock when it begins (waiting up to busy_timeout),
         # so one that reads first cannot fail when it comes to write after another thread did.
         db = peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, returning_clause=True,
@@ -33,6 +36,31 @@ def open_database(url: str) -> peewee.Database:
                                       **parse_db_url(url, unquote_password=True, unquote_user=True))
     database.initialize(db)
     return db
+
+
+def _owner_only(path: Path) -> None:
+    """Make the SQLite file (created now if new) and its -wal and -shm files 0600, whatever the
+    umask: they hold password hashes and sealed secrets, and SQLite gives the -wal and -shm files
+    it creates the database file's mode."""
+    path.touch(mode=OWNER_ONLY)
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            file.chmod(OWNER_ONLY)
+        except FileNotFoundError:
+            pass
+
+
+class _QueryTextOnly(logging.Filter):
+    """peewee logs every query at DEBUG as (sql, params), and the params of writes to users and
+    accounts are password hashes and sealed secrets: keep the SQL text, drop the params."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, tuple):
+            record.msg = str(record.msg[0])
+        return True
+
+
+logging.getLogger("peewee").addFilter(_QueryTextOnly())
 
 
 def is_postgres() -> bool:

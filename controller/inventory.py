@@ -6,7 +6,7 @@ from controller import vault as vault_module
 from controller.db import open_database
 from controller.migrations import migrate
 from controller.models import Account, Asset, AuditEvent, Node, Plan, WorkerSeen, Zone, utcnow
-from controller.runtime import Controller
+from controller.runtime import Controller, make_data_dir
 from shared import zonecrypto
 from shared.errors import KeyturnError
 from shared.messages import PLATFORMS, USERNAME, ZONE_NAME, AssetTarget
@@ -16,7 +16,7 @@ from shared.settings import Settings
 def initialise(settings: Settings) -> list[str]:
     """Create the data directory, master key, controller key pair and schema; idempotent."""
     report = []
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings)
     if settings.secret_key:
         vault_module.parse_keys(settings.secret_key.get_secret_value())
         report.append("master key: from KEYTURN_SECRET_KEY")

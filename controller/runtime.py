@@ -59,6 +59,13 @@ class Controller:
         return self.channel(name, cached[0])
 
 
+def make_data_dir(settings: Settings) -> None:
+    """The data directory, owner-only (0700) whatever the umask, also when it exists already:
+    it holds the database, the master key and the private keys."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)
+
+
 def start_controller(settings: Settings) -> Controller:
     open_database(settings.effective_database_url)
     return Controller(settings=settings,
