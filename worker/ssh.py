@@ -4,7 +4,8 @@ Every failure is an `SshError` whose code the controller stores and whose messag
 from that code and host facts (name, address, user name), so no secret can ride along in an
 exception. The host key is checked before any password leaves this process, and every wait
 (connect, banner, key exchange, login, channel, command) has a limit, so a paused or half-dead
-host can hold a worker thread only for a few timeouts, never forever.
+host can hold a worker thread only for a few timeouts, never forever. Output is read up to
+`OUTPUT_LIMIT` bytes a stream, so a host cannot fill the worker's memory either.
 """
 from __future__ import annotations
 
