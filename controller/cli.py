@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from controller import inventory
+from controller.executions import nothing_rotated
 from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, Plan, Record, Zone)
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
@@ -28,7 +29,11 @@ def controller() -> Controller:
 
 
 def read_secret_stdin() -> str:
-    secret = sys.stdin.readline().rstrip("\n")
+    """One line (a password), or a whole private key when the first line begins one."""
+    secret = sys.stdin.readline()
+    if secret.startswith("-----BEGIN "):
+        secret += sys.stdin.read()
+    secret = secret.rstrip("\n")
     if not secret:
         raise click.ClickException("no secret on standard input")
     return secret
@@ -155,14 +160,18 @@ def account():
 @click.argument("asset_name")
 @click.argument("username")
 @click.option("--privileged", is_flag=True, help="The account workers log in with on this asset.")
-@click.option("--secret-stdin", is_flag=True, help="Read the current secret from standard input.")
-def account_add(asset_name, username, privileged, secret_stdin):
-    """Add an account (or update its secret and flag)."""
+@click.option("--secret-type", type=click.Choice(inventory.SECRET_TYPES),
+              help="password, or ssh_key (then the secret is a private key without a "
+                   "passphrase). Default: the account's type; password for a new account.")
+@click.option("--secret-stdin", is_flag=True, help="Read the current secret from standard input "
+                                                   "(a password line, or a whole private key).")
+def account_add(asset_name, username, privileged, secret_type, secret_stdin):
+    """Add an account (or update its secret, type and flag)."""
     ctl = controller()
     secret = read_secret_stdin() if secret_stdin else None
-    created = inventory.set_account(ctl, asset_name, username, secret, privileged)
-    click.echo(f"account {created.username}@{asset_name} saved"
-               + (" (privileged)" if created.privileged else ""))
+    created = inventory.set_account(ctl, asset_name, username, secret, privileged, secret_type)
+    click.echo(f"account {created.username}@{asset_name} saved ({created.secret_type}"
+               + (", privileged)" if created.privileged else ")"))
 
 
 @account.command("verify")
@@ -186,8 +195,9 @@ def account_list(asset_name):
     query = Account.select(Account, Asset).join(Asset).order_by(Asset.name, Account.username)
     if asset_name:
         query = query.where(Asset.name == asset_name)
-    print_table("accounts", ["asset", "account", "privileged", "secret", "changed", "state"],
-                [[a.asset.name, a.username, "yes" if a.privileged else "",
+    print_table("accounts", ["asset", "account", "type", "privileged", "secret", "changed",
+                             "state"],
+                [[a.asset.name, a.username, a.secret_type, "yes" if a.privileged else "",
                   "set" if a.secret_current else "none", a.current_since,
                   "rotating" if a.busy_execution else ""] for a in query])
 
@@ -448,8 +458,12 @@ def launch(ctl: Controller, started: Execution, wait: bool) -> None:
 
 
 def follow(ctl: Controller, started: Execution, wait: bool, timeout: float = 3600) -> None:
-    """Report a published execution and with `wait` follow it to its end."""
+    """Report a published execution and with `wait` follow it to its end. One that has
+    nothing to rotate has ended already: say why, and exit non-zero."""
     click.echo(f"execution {started.id}: {started.total} accounts, {started.skipped} skipped")
+    started = Execution.get_by_id(started.id)
+    if started.status == "empty":
+        raise click.ClickException(f"execution {started.id} is empty: {nothing_rotated(started)}")
     if ctl.settings.embedded and started.total:
         click.echo("embedded mode: `keyturn serve` dispatches the records")
     if wait:

@@ -6,6 +6,8 @@ from peewee import chunked
 from controller.events import execution_event
 from controller.models import Execution, LogLine, utcnow
 
+USERS_SHOWN = 5
+
 
 def log(execution_id: int, message: str, level: str = "info") -> None:
     LogLine.create(execution=execution_id, message=message, level=level)
@@ -19,20 +21,41 @@ def log_many(execution_id: int, messages: list[str], level: str = "info") -> Non
 
 
 def finish_if_done(execution_id: int) -> bool:
-    """End a running execution whose records have all ended; True if this call ended it."""
+    """End a running execution whose records have all ended; True if this call ended it.
+    One that had nothing to rotate ends `empty`, with the reason in its log: a plan that
+    matches no account is a mistake to show, never a `success`."""
+    running = (Execution.id == execution_id) & (Execution.status == "running")
     ended = Execution.succeeded + Execution.failed + Execution.unverified
-    done = (Execution.update(status="success", finished_at=utcnow())
-            .where((Execution.id == execution_id) & (Execution.status == "running")
-                   & (ended >= Execution.total) & (Execution.failed + Execution.unverified == 0))
-            .execute())
+    done = (Execution.update(status="empty", finished_at=utcnow())
+            .where(running & (Execution.total == 0)).execute())
+    done += (Execution.update(status="success", finished_at=utcnow())
+             .where(running & (ended >= Execution.total)
+                    & (Execution.failed + Execution.unverified == 0)).execute())
     done += (Execution.update(status="failed", finished_at=utcnow())
-             .where((Execution.id == execution_id) & (Execution.status == "running")
-                    & (ended >= Execution.total))
-             .execute())
+             .where(running & (ended >= Execution.total)).execute())
     if done:
         execution = Execution.get_by_id(execution_id)
         execution_event(execution)
-        log(execution_id, f"finished: {execution.status}; success {execution.succeeded}, "
-                          f"unverified {execution.unverified}, failed {execution.failed}, "
-                          f"total {execution.total}")
+        if execution.status == "empty":
+            log(execution_id, f"finished: empty; {nothing_rotated(execution)}", "error")
+        else:
+            log(execution_id, f"finished: {execution.status}; success {execution.succeeded}, "
+                              f"unverified {execution.unverified}, failed {execution.failed}, "
+                              f"total {execution.total}")
     return bool(done)
+
+
+def nothing_rotated(execution: Execution) -> str:
+    """Why an execution had no account to rotate, in the terms of its plan."""
+    if execution.skipped:
+        return (f"nothing rotated: all {execution.skipped} accounts it matched were skipped "
+                f"(the reasons are above)")
+    plan = execution.plan
+    if plan is None or execution.trigger in ("retry", "verify"):
+        return "nothing rotated: no account to rotate"
+    users = ", ".join(plan.usernames[:USERS_SHOWN]) + (
+        f" and {len(plan.usernames) - USERS_SHOWN} more" if len(plan.usernames) > USERS_SHOWN
+        else "")
+    return (f"no account matched: user names {users} on {plan.asset_links.count()} assets and "
+            f"{plan.node_links.count()} nodes (with the assets under them), secret type "
+            f"{plan.secret_type}")

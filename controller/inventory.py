@@ -2,15 +2,34 @@
 assets and accounts."""
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass
+
+from peewee import IntegrityError, chunked
+
+from controller import names
 from controller import vault as vault_module
-from controller.db import open_database
+from controller.db import database, is_postgres, open_database
 from controller.migrations import migrate
 from controller.models import Account, Asset, AuditEvent, Node, Plan, WorkerSeen, Zone, utcnow
 from controller.runtime import Controller, make_data_dir
+from controller.secretgen import RuleError, normalise_private_key, validate_given_secret
 from shared import zonecrypto
 from shared.errors import KeyturnError
-from shared.messages import PLATFORMS, USERNAME, ZONE_NAME, AssetTarget
+from shared.messages import AssetTarget
 from shared.settings import Settings
+
+SECRET_TYPES = ("password", "ssh_key")
+HOST_KEY_MAX = 8192
+CSV_FIELDS = ("name", "address", "port", "platform", "zone", "node", "host_key")
+CSV_REQUIRED = ("name", "address", "zone")
+IMPORT_BATCH = 500           # rows per write transaction
+ERRORS_SHOWN = 20
+
+logger = logging.getLogger("keyturn.inventory")
 
 
 def initialise(settings: Settings) -> list[str]:
@@ -42,8 +61,7 @@ def controller_public_key(ctl: Controller) -> str:
 def add_zone(ctl: Controller, name: str, public_key: str | None,
              trust_first_use: bool | None) -> tuple[Zone, bool]:
     """Register a zone; without a public key, make the zone's key pair here for local workers."""
-    if not ZONE_NAME.match(name):
-        raise KeyturnError(f"zone name {name!r}: use lowercase letters, digits, - and _")
+    name = names.zone_name(name)
     made_key = False
     if public_key:
         try:
@@ -71,27 +89,77 @@ def workers(zone: Zone) -> list[WorkerSeen]:
 
 def node_for_path(path: str) -> Node:
     """The node at `path`, created (with its parents) when missing."""
-    parts = [part for part in path.split("/") if part]
-    if not parts:
-        raise KeyturnError(f"node path {path!r}: use a path like /prod/web")
+    parts = names.node_path(path).split("/")[1:]
     node = None
     for depth in range(1, len(parts) + 1):
         node, _ = Node.get_or_create(path="/" + "/".join(parts[:depth]))
     return node
 
 
+@dataclass(frozen=True)
+class NewAsset:
+    """An asset's fields, each checked by its rule (nothing here needs the database)."""
+
+    name: str
+    address: str
+    port: int
+    platform: str
+    zone: str
+    node: str | None
+    host_key: str | None
+
+
+def new_asset(name: object, address: object, port: object = 22, platform: object = "linux",
+              zone: object = "", node: object = None, host_key: object = None) -> NewAsset:
+    return NewAsset(names.asset_name(name), names.address(address), names.port(port),
+                    names.platform(platform), names.zone_name(zone),
+                    None if node is None else names.node_path(node),
+                    None if host_key is None else host_key_line(host_key))
+
+
+def asset_from_row(row: dict) -> NewAsset:
+    """An asset from a form, a JSON object or a CSV row: text is stripped, a missing or blank
+    optional field takes its default."""
+
+    def field(key: str, default: object = None) -> object:
+        value = row.get(key)
+        if isinstance(value, str):
+            value = value.strip()
+        return default if value is None or value == "" else value
+
+    return new_asset(field("name", ""), field("address", ""), field("port", 22),
+                     field("platform", "linux"), field("zone", ""), field("node"),
+                     field("host_key"))
+
+
+def host_key_line(value: object) -> str:
+    """`type base64` of an OpenSSH public key line (a comment is dropped)."""
+    parts = names.text("host_key", value).split()
+    if (len(value) > HOST_KEY_MAX or len(parts) < 2
+            or not parts[0].startswith(("ssh-", "ecdsa-"))):
+        raise names.BadName("host_key", "give an OpenSSH public key line such as "
+                                        "'ssh-ed25519 AAAA...'")
+    return " ".join(parts[:2])
+
+
 def add_asset(name: str, address: str, port: int, platform: str, zone_name: str,
               node_path: str | None, host_key: str | None) -> Asset:
-    zone = Zone.get_or_none(Zone.name == zone_name)
+    return create_asset(new_asset(name, address, port, platform, zone_name, node_path, host_key))
+
+
+def create_asset(spec: NewAsset) -> Asset:
+    zone = Zone.get_or_none(Zone.name == spec.zone)
     if zone is None:
-        raise KeyturnError(f"unknown zone {zone_name}: add it with `keyturn zone add {zone_name}`")
-    if platform not in PLATFORMS:
-        raise KeyturnError(f"platform {platform!r}: one of {', '.join(PLATFORMS)}")
-    if Asset.select().where(Asset.name == name).exists():
-        raise KeyturnError(f"asset {name} exists already")
-    node = node_for_path(node_path) if node_path else None
-    return Asset.create(name=name, address=address, port=port, platform=platform, zone=zone,
-                        node=node, host_key=host_key.strip() if host_key else None)
+        raise unknown_zone(spec.zone)
+    if Asset.select().where(Asset.name == spec.name).exists():
+        raise KeyturnError(f"asset {spec.name} exists already")
+    node = node_for_path(spec.node) if spec.node else None
+    return Asset.create(name=spec.name, address=spec.address, port=spec.port,
+                        platform=spec.platform, zone=zone, node=node, host_key=spec.host_key)
+
+
+def unknown_zone(name: str) -> KeyturnError:
+    return names.BadName("zone", f"unknown zone {name}: add it with `keyturn zone add {name}`")
 
 
 def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
@@ -106,10 +174,7 @@ def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
 
 def pin_host_key(asset: Asset, key_line: str, actor: str) -> None:
     """Pin an operator-accepted host key (audited: it decides which host gets passwords)."""
-    parts = key_line.split()
-    if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")):
-        raise KeyturnError("host key: give an OpenSSH public key line such as 'ssh-ed25519 AAAA...'")
-    asset.host_key = " ".join(parts[:2])
+    asset.host_key = host_key_line(key_line)
     asset.save(only=[Asset.host_key])
     AuditEvent.create(actor=actor, action="asset.trust", target=f"asset/{asset.name}",
                       detail=asset.host_key)
@@ -137,20 +202,165 @@ def plan_by_name(name: str) -> Plan:
     return found
 
 
-def set_account(ctl: Controller, asset_name: str, username: str, secret: str | None,
-                privileged: bool) -> Account:
-    """Create or update an account. An account in rotation keeps its secrets untouched."""
-    if not USERNAME.match(username):
-        raise KeyturnError(f"user name {username!r} is not valid")
+def set_account(ctl: Controller, asset_name: str, username: object, secret: str | None,
+                privileged: bool, secret_type: object = None) -> Account:
+    """Create or update an account. `secret_type` None keeps an account's type (a new one is
+    a password account); changing the type needs the new secret, which must be of that type.
+    An account in rotation keeps its secrets untouched."""
+    username = names.username(username)
+    if secret_type is not None and secret_type not in SECRET_TYPES:
+        raise names.BadName("secret_type", f"{names.shown(secret_type)}: one of "
+                                           f"{', '.join(SECRET_TYPES)}")
     target = asset_by_name(asset_name)
-    found, _ = Account.get_or_create(asset=target, username=username)
-    if secret is not None:
+    found = (Account.get_or_none((Account.asset == target) & (Account.username == username))
+             or Account(asset=target, username=username))
+    kind = secret_type or found.secret_type
+    if kind != found.secret_type and secret is None and found.secret_current is not None:
+        raise names.BadName("secret_type", f"changing {username}@{asset_name} to {kind} needs "
+                                           f"its {kind} as the secret")
+    if secret is not None or kind != found.secret_type:
         if found.busy_execution is not None:
             raise KeyturnError(f"{username}@{asset_name} is in a rotation; its secret cannot be set now")
+    if secret is not None:
+        secret = checked_secret(kind, secret)
         found.secret_previous, found.previous_since = found.secret_current, found.current_since
         found.secret_current, found.current_since = ctl.vault.encrypt(secret), utcnow()
-    if privileged:
-        Account.update(privileged=False).where((Account.asset == target) & Account.privileged).execute()
-        found.privileged = True
-    found.save()
+    found.secret_type = kind
+    with database.atomic():
+        if privileged:
+            Account.update(privileged=False).where((Account.asset == target)
+                                                   & Account.privileged).execute()
+            found.privileged = True
+        found.save()
     return found
+
+
+def checked_secret(secret_type: str, secret: str) -> str:
+    """A secret an account can hold: a one-line password, or a private key without a
+    passphrase (stored in OpenSSH format). Errors never quote it."""
+    names.text("secret", secret)
+    if secret_type == "password":
+        validate_given_secret(secret)
+        return secret
+    try:
+        return normalise_private_key(secret, None)
+    except RuleError:
+        raise RuleError("secret", "is not an unencrypted OpenSSH or PEM private key "
+                                  "(ed25519, RSA or ECDSA)") from None
+
+
+# ---- CSV import ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Imported:
+    assets: int
+    nodes: int            # nodes created for the file
+    transactions: int
+
+
+def import_assets(data: bytes) -> Imported:
+    """Assets from CSV (a header naming `name,address,zone` and any of port, platform, node,
+    host_key). Every row is checked first, so a file with a bad row writes nothing; then the
+    rows go in transactions of IMPORT_BATCH, so a large file never holds the database's write
+    lock for long (sign-ins, the dispatcher and heartbeats write in between)."""
+    rows = checked_rows(data)
+    node_ids, new_nodes = create_nodes({spec.node for _, spec in rows if spec.node})
+    zone_ids = ids_of(Zone.name, {spec.zone for _, spec in rows})
+    fields = [Asset.name, Asset.address, Asset.port, Asset.platform, Asset.zone, Asset.node,
+              Asset.host_key, Asset.created_at]
+    written = transactions = 0
+    for batch in chunked(rows, IMPORT_BATCH):
+        now = utcnow()
+        values = [(s.name, s.address, s.port, s.platform, zone_ids[s.zone], node_ids.get(s.node),
+                   s.host_key, now) for _, s in batch]
+        try:
+            write_batch(Asset, fields, values)
+        except IntegrityError:
+            raise KeyturnError(
+                f"{written} of {len(rows)} assets imported (the rows before line {batch[0][0]}); "
+                f"stopped at lines {batch[0][0]}-{batch[-1][0]}: an asset of one of their names "
+                f"was added meanwhile. Import the rest again.") from None
+        written, transactions = written + len(batch), transactions + 1
+        logger.debug("import: %d of %d assets written", written, len(rows))
+    logger.info("import: %d assets, %d new nodes, %d transactions", written, new_nodes,
+                transactions)
+    return Imported(written, new_nodes, transactions)
+
+
+def checked_rows(data: bytes) -> list[tuple[int, NewAsset]]:
+    """Every row of the file as (line, asset), or an error naming each bad row's line and
+    field; the checks that need the database (zones, names taken) are made here too."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise KeyturnError(f"the file is not UTF-8 text (byte {exc.start})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    rows, errors, first_line = [], [], {}   # errors: (line, message)
+    try:
+        missing = [name for name in CSV_REQUIRED if name not in (reader.fieldnames or ())]
+        if missing:
+            raise KeyturnError(f"CSV header lacks {', '.join(missing)} "
+                               f"(columns: {', '.join(CSV_FIELDS)})")
+        for row in reader:
+            line = reader.line_num
+            try:
+                spec = asset_from_row(row)
+            except KeyturnError as exc:
+                errors.append((line, str(exc)))
+                continue
+            if spec.name in first_line:
+                errors.append((line, f"name: {spec.name} is on line {first_line[spec.name]} too"))
+                continue
+            first_line[spec.name] = line
+            rows.append((line, spec))
+    except csv.Error as exc:
+        raise KeyturnError(f"nothing imported: line {reader.reader.line_num}: {exc}") from None
+    zones = ids_of(Zone.name, {spec.zone for _, spec in rows})
+    taken = ids_of(Asset.name, first_line)
+    for line, spec in rows:
+        if spec.zone not in zones:
+            errors.append((line, str(unknown_zone(spec.zone))))
+        elif spec.name in taken:
+            errors.append((line, f"name: asset {spec.name} exists already"))
+    if errors:
+        errors.sort()
+        more = f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else ""
+        raise KeyturnError(f"nothing imported; fix {len(errors)} rows: " + "; ".join(
+            f"line {line}: {message}" for line, message in errors[:ERRORS_SHOWN]) + more)
+    return rows
+
+
+def ids_of(field, values) -> dict:
+    """{value: id} of the rows whose `field` is one of `values` (queried in batches)."""
+    found = {}
+    for batch in chunked(sorted(values), IMPORT_BATCH):
+        found.update(field.model.select(field, field.model.id).where(field.in_(batch)).tuples())
+    return found
+
+
+def create_nodes(paths: set[str]) -> tuple[dict[str, int], int]:
+    """The ids of the nodes at `paths`, creating them and their parents where missing;
+    returns them with the number created."""
+    wanted = {"/".join(path.split("/")[:depth]) for path in paths
+              for depth in range(2, path.count("/") + 2)}
+    ids = ids_of(Node.path, wanted)
+    missing = sorted(wanted - ids.keys())
+    for batch in chunked(missing, IMPORT_BATCH):
+        write_batch(Node, [Node.path], [(path,) for path in batch], ignore_conflicts=True)
+    return ids | ids_of(Node.path, missing), len(missing)
+
+
+def write_batch(model, fields: list, rows: list[tuple], ignore_conflicts: bool = False) -> None:
+    """Insert one batch as one statement in its own transaction (errors arrive as peewee's,
+    e.g. IntegrityError). On SQLite, whose one write lock every writer shares, then pause as
+    long as the batch held it: a writer waiting on its busy timeout polls at intervals, so
+    back-to-back transactions would starve it."""
+    columns = ", ".join(f'"{field.column_name}"' for field in fields)
+    row = "(" + ", ".join([database.param] * len(fields)) + ")"
+    sql = (f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES '
+           + ", ".join([row] * len(rows)) + (" ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
+    started = time.monotonic()
+    with database.atomic():
+        database.execute_sql(sql, [value for values in rows for value in values])
+    if not is_postgres():
+        time.sleep(time.monotonic() - started)

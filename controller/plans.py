@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from controller import names
 from controller.db import database
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
 from controller.scheduling import refresh_next_run, validate_crontab
@@ -24,7 +25,7 @@ class PlanError(KeyturnError):
 
 
 class PlanSpec(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: str
     usernames: list[str] = Field(min_length=1)
     assets: list[str] = []
     nodes: list[str] = []
@@ -46,13 +47,18 @@ class PlanSpec(BaseModel):
     recipients: list[str] = []
     active: bool = True
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return names.plan_name(name)
+
     @field_validator("usernames")
     @classmethod
-    def _usernames(cls, names: list[str]) -> list[str]:
-        cleaned = list(dict.fromkeys(name.strip() for name in names if name.strip()))
-        bad = [name for name in cleaned if not USERNAME.match(name)]
+    def _usernames(cls, usernames: list[str]) -> list[str]:
+        cleaned = list(dict.fromkeys(name.strip() for name in usernames if name.strip()))
+        bad = [names.shown(name) for name in cleaned if not USERNAME.fullmatch(name)]
         if bad:
-            raise ValueError(f"not a valid user name: {', '.join(bad)}")
+            raise ValueError(f"not a valid user name: {', '.join(bad[:5])}")
         if not cleaned:
             raise ValueError("name at least one user")
         return cleaned
@@ -106,7 +112,7 @@ def parse_spec(data: dict) -> PlanSpec:
         errors = {}
         for error in exc.errors(include_input=False):
             rule_error = (error.get("ctx") or {}).get("error")
-            if isinstance(rule_error, RuleError):
+            if isinstance(rule_error, (RuleError, names.BadName)):
                 errors[rule_error.field] = rule_error.message
             else:
                 field = ".".join(str(part) for part in error["loc"]) or "plan"

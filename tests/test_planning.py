@@ -68,8 +68,9 @@ def test_an_account_is_never_in_two_rotations(ctl):
     first = start_execution(ctl, plan)
     second = start_execution(ctl, plan)
     assert first.total == 1 and second.total == 0 and second.skipped == 1
-    assert "already in another rotation" in log_text(second)
-    assert Execution.get_by_id(second.id).status == "success"   # nothing to do: ended at once
+    assert "in another rotation" in log_text(second)
+    assert Execution.get_by_id(second.id).status == "empty"   # nothing to do: ended at once
+    assert "nothing rotated: all 1 accounts it matched were skipped" in log_text(second)
     assert Record.select().count() == 1
 
 

@@ -18,11 +18,12 @@ from controller.web.views import Done, action, api, page
 from controller.web.views import started as started_execution
 
 bp = Blueprint("executions", __name__)
-STATUSES = ("running", "success", "failed")
+STATUSES = ("running", "success", "failed", "empty")
 TRIGGERS = ("manual", "schedule", "retry", "api", "verify")
 LOG_SHOWN = 2000
 CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "error_code", "error",
                "worker", "attempt", "started_at", "finished_at")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may take for a formula
 
 
 @page(bp, "/executions", "executions/list.html")
@@ -81,8 +82,9 @@ def report_csv(execution_id: int):
         writer.writerow(CSV_COLUMNS)
         for (record_id, act, status, code, error, worker, attempt, started, finished, asset,
              address, username) in rows.iterator():
-            writer.writerow((record_id, asset, address, username, act, status, code, error, worker,
-                             attempt, started, finished))
+            writer.writerow([csv_cell(value) for value in (
+                record_id, asset, address, username, act, status, code, error, worker, attempt,
+                started, finished)])
             if buffer.tell() > 64 * 1024:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -91,6 +93,14 @@ def report_csv(execution_id: int):
 
     return Response(stream_with_context(generate()), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="execution-{execution_id}.csv"'})
+
+
+def csv_cell(value):
+    """A value a spreadsheet shows and never runs: text it could take for a formula gets a
+    leading `'`, as spreadsheet tools expect (an error text may be a host's output)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 bp.add_url_rule("/executions/<int:execution_id>/report.csv", "report_csv", report_csv)

@@ -3,25 +3,20 @@ accounts, and import from CSV) and accounts. Changes go through `controller.inve
 the CLI's do; no secret is ever shown here."""
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 
 from flask import Blueprint, abort, current_app, request, url_for
 from peewee import JOIN, fn
 
 from controller import inventory
-from controller.db import database
 from controller.models import Account, Asset, Node, WorkerSeen, Zone
 from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, page
-from shared.errors import KeyturnError
 from shared.messages import PLATFORMS
 
 bp = Blueprint("inventory", __name__)
-CSV_FIELDS = ("name", "address", "port", "platform", "zone", "node", "host_key")
 
 
 def ctl():
@@ -106,43 +101,17 @@ def add_asset():
 
 
 def new_asset(row: dict) -> Asset:
-    port = str(row.get("port") or "22").strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise KeyturnError(f"port {port!r}: a number from 1 to 65535")
-    return inventory.add_asset(str(row.get("name", "")).strip(),
-                               str(row.get("address", "")).strip(), int(port),
-                               str(row.get("platform") or "linux").strip(),
-                               str(row.get("zone", "")).strip(),
-                               str(row.get("node") or "").strip() or None,
-                               str(row.get("host_key") or "").strip() or None)
+    return inventory.create_asset(inventory.asset_from_row(row))
 
 
 @action(bp, "/assets/import")
 @admin_required
 def import_assets():
-    """Assets from CSV (a header line naming `name,address,zone` and any of port, platform,
-    node, host_key): all rows or none, every bad row named."""
+    """Assets from CSV (see `inventory.import_assets`): all rows or none, every bad row named."""
     upload = request.files.get("file")
-    text = upload.read().decode("utf-8-sig") if upload else request.get_data(as_text=True)
-    reader = csv.DictReader(io.StringIO(text))
-    missing = {"name", "address", "zone"} - set(reader.fieldnames or ())
-    if missing:
-        raise KeyturnError(f"CSV header lacks {', '.join(sorted(missing))} "
-                           f"(columns: {', '.join(CSV_FIELDS)})")
-    errors, created = [], 0
-    with database.atomic() as transaction:
-        for line, row in enumerate(reader, start=2):
-            try:
-                new_asset(row)
-                created += 1
-            except KeyturnError as exc:
-                errors.append(f"line {line}: {exc}")
-        if errors:
-            transaction.rollback()
-            raise KeyturnError(f"nothing imported; fix {len(errors)} rows: "
-                               + "; ".join(errors[:20]))
-    return Done(f"{created} assets imported", url_for("inventory.assets"), {"created": created},
-                201)
+    done = inventory.import_assets(upload.read() if upload else request.get_data())
+    return Done(f"{done.assets} assets imported ({done.nodes} new nodes)",
+                url_for("inventory.assets"), {"created": done.assets, "nodes": done.nodes}, 201)
 
 
 def found_asset(asset_id: int) -> Asset:
@@ -164,12 +133,15 @@ def asset(asset_id: int):
 @action(bp, "/assets/<int:asset_id>/accounts")
 @admin_required
 def set_account(asset_id: int):
-    """Add or update an account; a secret typed here becomes its current one."""
+    """Add or update an account; a secret typed here (a password, or a private key for
+    `secret_type` ssh_key) becomes its current one."""
     data = form_data()
     secret = data.get("secret") or None
+    username = data.get("username")
     saved = inventory.set_account(ctl(), found_asset(asset_id).name,
-                                  str(data.get("username", "")).strip(), secret,
-                                  bool(data.get("privileged")))
+                                  username.strip() if isinstance(username, str) else username,
+                                  secret, bool(data.get("privileged")),
+                                  data.get("secret_type") or None)
     what = "secret set" if secret else "saved"
     return Done(f"account {saved.username}: {what}", url_for("inventory.asset", asset_id=asset_id),
                 {"account": saved.id})
