@@ -6,14 +6,21 @@ in order, every step newer than its recorded version; each step is a function of
 """
 from __future__ import annotations
 
+from peewee import CharField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
 from controller.models import MODELS, SchemaVersion
 from shared.errors import KeyturnError
 
+
+def add_token_scopes(migrator) -> list:
+    """2: what an API token may do without a TOTP code (`User.api_token_scopes`)."""
+    return [migrator.add_column("user", "api_token_scopes", CharField(null=True, max_length=64))]
+
+
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
-STEPS: list = []
+STEPS: list = [add_token_scopes]
 LATEST = 1 + len(STEPS)
 
 

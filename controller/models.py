@@ -176,6 +176,7 @@ class User(BaseModel):
     totp_enrolled = pw.BooleanField(default=False)
     totp_last_step = pw.BigIntegerField(default=0)               # replay protection
     api_token_hash = pw.CharField(null=True, max_length=128, index=True)
+    api_token_scopes = pw.CharField(null=True, max_length=64)   # users.TOKEN_SCOPES, spaced
     file_password = pw.BlobField(null=True)                      # opens mailed result archives
     active = pw.BooleanField(default=True)
     created_at = pw.DateTimeField(default=utcnow)

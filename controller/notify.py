@@ -4,8 +4,9 @@ the counts and the accounts that did not succeed.
 Secrets never travel in plain mail: a recipient with a file password also gets the per-account
 results (old and new secrets included) as a spreadsheet inside an AES-256 zip opened with that
 password; a recipient without one gets no secret and is asked to set one. Retries (trigger
-`retry`) send no mail, and no mail goes out twice for an execution: the outcome is written to
-the execution's log, and an execution with that line is done.
+`retry`) send no mail, and no mail goes out twice for an execution or to a recipient: each
+recipient is sent to once, a failure for one is reported and not retried, and the outcome is
+written to the execution's log.
 """
 from __future__ import annotations
 
@@ -204,27 +205,49 @@ def deliver(ctl: Controller, execution: Execution) -> str:
     users, unreachable = recipients(Plan.get_or_none(Plan.id == execution.plan_id))
     if users and not ctl.settings.smtp_host:
         return "not sent: no SMTP host is configured (KEYTURN_SMTP_HOST)"
-    sent, refused = send_all(ctl, load_report(ctl, execution), users) if users else ([], [])
+    sent, failed = send_all(ctl, load_report(ctl, execution), users) if users else ([], [])
     parts = [f"sent to {', '.join(sent)}" if sent else "",
-             f"refused for {', '.join(refused)}" if refused else "",
+             f"failed for {', '.join(failed)}" if failed else "",
              f"not sent to {', '.join(unreachable)} (no active user with an email address)"
              if unreachable else ""]
     return "; ".join(part for part in parts if part) or "the plan names no recipients"
 
 
 def send_all(ctl: Controller, report: Report, users: list[User]) -> tuple[list[str], list[str]]:
-    """Mail each user over one SMTP session; returns who got it and who was refused. A refused
-    address is reported, not retried; any other SMTP error raises for a later retry."""
-    sent, refused = [], []
+    """Mail each user once over one SMTP session; returns who got it and who did not (with
+    the reason). A recipient's failure (refused, an address that cannot be sent) is reported
+    and not retried, so nobody gets the archive twice. Only a connection lost before anyone
+    got the mail raises, for a later retry of the whole."""
+    sent, failed = [], []
     with smtp_session(ctl.settings) as smtp:
         for user in users:
             try:
                 smtp.send_message(build_message(ctl, report, user))
+            except Exception as exc:
+                if lost_connection(exc) and not sent:
+                    raise
+                failed.append(f"{user.username} ({refusal(exc)})")
+                logger.warning("result mail for execution %s not sent to %s (%s)",
+                               report.execution.id, user.username, refusal(exc))
+            else:
                 sent.append(user.username)
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = next(iter(exc.recipients.values()))
-                refused.append(f"{user.username} ({code} {reply.decode(errors='replace')})")
-    return sent, refused
+    return sent, failed
+
+
+def lost_connection(exc: Exception) -> bool:
+    """The SMTP server went away (not: it refused this one message)."""
+    return isinstance(exc, smtplib.SMTPServerDisconnected) or (
+        isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException))
+
+
+def refusal(exc: Exception) -> str:
+    """Why one recipient's mail failed, as the server said it, without any secret."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        return f"{code} {reply.decode(errors='replace')}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+    return describe(exc)
 
 
 def notify_execution_finished(ctl: Controller, execution_id: int) -> str | None:

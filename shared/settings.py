@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     trust_first_use: bool = True
     step_up_window: int = Field(default=300, ge=0)
     web_secure_cookies: bool = True      # false only for plain HTTP off loopback
+    web_trusted_proxies: int = Field(default=0, ge=0, le=10)   # X-Forwarded-For hops to believe
     heartbeat_interval: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     smtp_host: str | None = None

@@ -39,8 +39,9 @@ FILE_PASSWORD = "archive pw ü"
 class Inbox:
     """An aiosmtpd handler that keeps what it receives and refuses the addresses it is told to."""
 
-    def __init__(self, refuse=()):
+    def __init__(self, refuse=(), refuse_data=()):
         self.refuse = set(refuse)
+        self.refuse_data = set(refuse_data)       # accepted as recipients, message refused
         self.received = []          # (recipients, raw bytes, authenticated)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -50,6 +51,8 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.refuse_data & set(envelope.rcpt_tos):
+            return "554 5.6.0 message refused"
         self.received.append((list(envelope.rcpt_tos), envelope.content, session.authenticated))
         return "250 OK"
 
@@ -232,9 +235,38 @@ def test_without_an_smtp_host_the_log_says_so(ctl, finished):
 def test_a_refused_address_is_reported_and_not_retried(ctl, smtp, finished):
     inbox = smtp(inbox=Inbox(refuse={"bob@example.test"}))
     outcome = notify_execution_finished(ctl, finished.id)
-    assert outcome.startswith("sent to alice; refused for bob (550 5.1.1 no such mailbox)")
+    assert outcome.startswith("sent to alice; failed for bob (550 5.1.1 no such mailbox)")
     assert [recipients for recipients, _, _ in inbox.received] == [["alice@example.test"]]
     assert pending_notifications() == []
+
+
+def test_an_address_that_cannot_be_sent_fails_alone_and_once(ctl, smtp, finished, caplog):
+    """An address saved before addresses were checked (CR/LF: a header injection) fails
+    for its user only; the others get the mail once, and nothing is retried."""
+    User.update(email="bob@example.test\r\nBcc: eve@example.test").where(
+        User.username == "bob").execute()
+    inbox = smtp()
+    with caplog.at_level(logging.WARNING, logger="controller.notify"):
+        outcome = notify_execution_finished(ctl, finished.id)
+    assert outcome.startswith("sent to alice; failed for bob (ValueError)")
+    assert [recipients for recipients, _, _ in inbox.received] == [["alice@example.test"]]
+    assert "not sent to bob (ValueError)" in caplog.text
+    secrets = [secret for _, old, new in secrets_of(ctl, finished) for secret in (old, new)]
+    assert not any(secret in caplog.text for secret in secrets + [FILE_PASSWORD])
+    assert pending_notifications() == []
+    assert Notifier(ctl).tick(utcnow() + timedelta(hours=2)) == []
+    assert len(inbox.received) == 1
+
+
+def test_a_message_the_server_refuses_for_one_recipient_is_not_resent_to_the_others(
+        ctl, smtp, finished):
+    inbox = smtp(inbox=Inbox(refuse_data={"alice@example.test"}))
+    notifier = Notifier(ctl)
+    assert notifier.tick(utcnow()) == [finished.id]
+    assert notifier.tick(utcnow() + timedelta(hours=2)) == []
+    assert [recipients for recipients, _, _ in inbox.received] == [["bob@example.test"]]
+    line = LogLine.get(LogLine.message.startswith("result mail: ")).message
+    assert "sent to bob; failed for alice (554 5.6.0 message refused)" in line
 
 
 # ---- transport ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import html
 import re
 
 import pyotp
+import pytest
 
 from controller.models import AuditEvent, User
 from controller.web import users
@@ -59,39 +60,6 @@ def test_wrong_password_and_unknown_user_look_the_same(app, admin):
     assert "wrong user name or password" in wrong.text and "wrong user name or password" in unknown.text
     assert client.get("/login/code").location == "/login"      # no half-signed-in state
     assert AuditEvent.select().where(AuditEvent.action == "auth.failed").count() == 2
-
-
-def test_failed_sign_ins_are_throttled_per_user_and_address(app, admin):
-    client = Console(app)
-    for _ in range(5):
-        client.post("/login", {"username": admin.username, "password": "wrong-password"})
-    locked = client.post("/login", {"username": admin.username, "password": PASSWORD})
-    assert locked.status_code == 429 and "try again" in locked.text
-    elsewhere = Console(app)   # another address: the user is still locked out
-    answer = elsewhere.client.post("/login", environ_base={"REMOTE_ADDR": "10.9.9.9"}, data={
-        "csrf_token": elsewhere.csrf(), "username": admin.username, "password": PASSWORD})
-    assert answer.status_code == 429
-    throttle = app.extensions["keyturn.throttle"]
-    throttle.succeeded(f"user:{admin.username}")
-    same_address = client.post("/login", {"username": "someone-else", "password": "x" * 12})
-    assert same_address.status_code == 429                 # the address is locked out too
-
-
-def test_throttle_doubles_and_forgets_on_success():
-    from controller.web.security import Throttle
-
-    throttle = Throttle(free=2, longest=60)
-    throttle.failed("k", now=100.0)
-    assert throttle.wait_seconds("k", now=100.0) == 0
-    throttle.failed("k", now=100.0)
-    assert throttle.wait_seconds("k", now=100.0) == 1
-    throttle.failed("k", now=100.0)
-    assert throttle.wait_seconds("k", now=100.0) == 2
-    for _ in range(20):
-        throttle.failed("k", now=100.0)
-    assert throttle.wait_seconds("k", now=100.0) == 60
-    throttle.succeeded("k")
-    assert throttle.wait_seconds("k", now=100.0) == 0
 
 
 def test_session_cookie_is_secure_httponly_samesite(app, admin):
@@ -170,14 +138,22 @@ def test_api_token_authenticates_without_cookies_or_csrf(ctl, app, admin):
     assert api.get("/api/v1/overview", headers=bearer).status_code == 401
 
 
-def test_login_follows_next_only_within_the_site(app, admin):
+@pytest.mark.parametrize("target", [
+    "https://evil.example/", "//evil.example", "/\t/evil.example", "/\n/x", "/\r\n/x",
+    "/\\evil.example", "\\\\evil.example", "/ /evil.example", "http:/evil.example",
+    "javascript:alert(1)", "evil.example", "/\x7f/x", "/\u2028/x"])
+def test_login_follows_next_only_within_the_site(app, admin, target):
+    client = Console(app)
+    client.post("/login", {"username": admin.username, "password": PASSWORD, "next": target})
+    assert client.post("/login/code", {"code": next_code(admin)}).location == "/overview"
+
+
+def test_login_follows_a_path_of_the_site(app, admin):
     client = Console(app)
     client.post("/login", {"username": admin.username, "password": PASSWORD,
-                           "next": "https://evil.example/"})
-    assert client.post("/login/code", {"code": next_code(admin)}).location == "/overview"
-    client = Console(app)
-    client.post("/login", {"username": admin.username, "password": PASSWORD, "next": "/plans"})
-    assert client.post("/login/code", {"code": next_code(admin)}).location == "/plans"
+                           "next": "/records?status=failed"})
+    answer = client.post("/login/code", {"code": next_code(admin)})
+    assert answer.location == "/records?status=failed"
 
 
 def test_totp_codes_are_single_use_per_step(ctl, admin):
@@ -206,3 +182,61 @@ def test_passwords_are_checked_for_length_and_hashed_slowly(ctl):
         users.create_user("dup", PASSWORD, "auditor")
     assert users.authenticate("dup", PASSWORD) is not None
     assert users.authenticate("dup", PASSWORD + "x") is None
+
+
+# ---- what ends sessions, enrolment seeds, failed names --------------------------------------
+
+def test_a_password_change_ends_the_users_other_sessions(app, admin):
+    here, elsewhere = Console(app, admin), Console(app, admin)
+    stolen = elsewhere.client.get_cookie("keyturn_session").value
+    answer = here.post("/me/password", {"current": PASSWORD, "new": "a brand new password"})
+    assert answer.location == "/me"
+    assert here.get("/overview").status_code == 200              # the session that asked
+    assert elsewhere.get("/overview").status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("keyturn_session", stolen)
+    assert thief.get("/api/v1/overview").status_code == 401
+
+
+def test_an_authenticator_reset_ends_the_users_sessions(app, admin, auditor):
+    victim = Console(app, auditor)
+    boss = Console(app, admin)
+    auditor_id = User.get(User.username == auditor.username).id
+    assert boss.step_up(f"/users/{auditor_id}/reset-mfa").status_code == 302
+    assert victim.get("/overview").status_code == 302
+    assert boss.get("/overview").status_code == 200
+
+
+def enrolment_seed(client) -> str:
+    page = client.get("/login/enrol").text
+    return re.search(r"secret=([A-Z2-7]+)", html.unescape(page)).group(1)
+
+
+def test_each_enrolment_attempt_shows_a_new_seed(app):
+    users.create_user("newbie", PASSWORD, "auditor")
+    abandoned, client = Console(app), Console(app)
+    abandoned.post("/login", {"username": "newbie", "password": PASSWORD})
+    first = enrolment_seed(abandoned)
+    assert client.post("/login", {"username": "newbie", "password": PASSWORD}).location \
+        == "/login/enrol"
+    second = enrolment_seed(client)
+    assert second != first
+    assert enrolment_seed(client) == second            # the same attempt keeps its seed
+    assert client.post("/login/enrol", {"code": pyotp.TOTP(first).now()}).status_code == 401
+    answer = client.post("/login/enrol", {"code": pyotp.TOTP(second).now()})
+    assert answer.location == "/overview"
+
+
+def test_a_failed_sign_in_keeps_a_typed_name_only_if_it_is_a_user(as_admin, app, admin):
+    client = Console(app)
+    typed = "my-Secret.Passw0rd"                      # a password typed as the name
+    answer = client.post("/login", {"username": typed, "password": PASSWORD})
+    assert answer.status_code == 401 and typed not in answer.text
+    client.post("/login", {"username": admin.username, "password": "wrong-password"})
+    events = [(e.actor, e.target) for e in
+              AuditEvent.select().where(AuditEvent.action == "auth.failed").order_by(AuditEvent.id)]
+    assert events == [("?", "user/?"), ("ada", "user/ada")]
+    assert not AuditEvent.select().where(AuditEvent.actor.contains("Passw0rd")
+                                         | AuditEvent.target.contains("Passw0rd")
+                                         | AuditEvent.detail.contains("Passw0rd")).exists()
+    assert typed not in as_admin.get("/audit").text

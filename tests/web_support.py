@@ -31,7 +31,7 @@ class Person:
 def make_person(ctl, username: str, role: str) -> Person:
     """A user who has enrolled an authenticator already."""
     row = users.create_user(username, PASSWORD, role)
-    seed = users.totp_seed(ctl, row)
+    seed = users.new_totp_seed(ctl, row)
     users.finish_enrolment(row)
     return Person(username, PASSWORD, seed, role)
 

@@ -56,6 +56,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
     )
     app.extensions["keyturn.ctl"] = ctl
     app.extensions["keyturn.throttle"] = security.Throttle()
+    security.trust_proxies(app, ctl.settings.web_trusted_proxies)
     auth.login_manager.init_app(app)
     templating.install(app)
     for module in (auth, overview, plans, executions, records, inventory, team, audit):

@@ -8,6 +8,7 @@ import click
 from controller.models import User
 from controller.runtime import start_controller
 from controller.web import users
+from controller.web.auth import audit
 from shared.settings import load_settings
 
 
@@ -39,18 +40,24 @@ def user_add(name, role, email, password_stdin):
 
 @user.command("token")
 @click.argument("name")
-def user_token(name):
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(users.TOKEN_SCOPES),
+              help="Let the token do this without a TOTP code (reveal: secrets, admins only).")
+def user_token(name, scopes):
     """Print a new API token for a user (replacing their previous one)."""
     start_controller(load_settings())
-    click.echo(users.new_api_token(users.user_by_name(name)))
+    token = users.new_api_token(users.user_by_name(name), scopes)
+    audit("cli", "user.token", f"user/{name}", f"scope {' '.join(scopes)}" if scopes else "")
+    click.echo(token)
 
 
 @user.command("reset-mfa")
 @click.argument("name")
 def user_reset_mfa(name):
-    """Make a user enrol a new authenticator at next sign-in (a lost phone)."""
+    """Make a user enrol a new authenticator at next sign-in (a lost phone); their sessions
+    end."""
     start_controller(load_settings())
     users.reset_totp(users.user_by_name(name))
+    audit("cli", "user.reset_mfa", f"user/{name}")
     click.echo(f"user {name} enrols a new authenticator at next sign-in")
 
 

@@ -2,7 +2,7 @@
 appear only on the reveal page, after step-up MFA, and every reveal is audited."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, jsonify, render_template, request, url_for
 from flask_login import current_user
 from peewee import SelectQuery
 
@@ -11,7 +11,7 @@ from controller.models import Account, Asset, Execution, Record
 from controller.web import serialize
 from controller.web.auth import audit
 from controller.web.paging import keyset
-from controller.web.security import admin_required, step_up
+from controller.web.security import admin_required, step_up_gate
 from controller.web.views import Done, action, form_data, is_api, page
 from controller.web.views import started as started_execution
 
@@ -82,25 +82,21 @@ def show(record_id: int):
 
 # ---- secrets: step-up, reveal, restore ----------------------------------------------------
 
-def secrets_gate(record_id: int, purpose: str):
-    """None when the user may go on; else the answer asking for a TOTP code."""
-    code = form_data().get("code")
-    if step_up(code):
-        return None
-    error = "wrong or already used code" if code else None
-    if is_api():
-        return jsonify(error=error or "send a fresh TOTP code as 'code'"), 401
-    return render_template("records/step_up.html", purpose=purpose, error=error,
-                           target=url_for(request.endpoint, record_id=record_id),
-                           record=serialize.record_row(found_record(record_id))), \
-        (401 if code else 200)
+def secrets_gate(record_id: int, purpose: str, scope: str | None = None):
+    """None when the user may go on (after step-up, or with an API token granted `scope`);
+    else the answer asking for a TOTP code."""
+    record = found_record(record_id)
+    return step_up_gate(f"{purpose} for {record.account.username}@{record.account.asset.name} "
+                        f"(record {record_id})",
+                        url_for("records.show", record_id=record_id), scope)
 
 
 @action(bp, "/records/<int:record_id>/reveal")
 @admin_required
 def reveal(record_id: int):
-    """The record's old and new secret, after step-up; audited with user, record and time."""
-    if (asked := secrets_gate(record_id, "view its old and new secret")):
+    """The record's old and new secret, after step-up; audited with user, record, time and
+    how the step-up was shown (window, code or token scope)."""
+    if (asked := secrets_gate(record_id, "view its old and new secret", scope="reveal")):
         return asked
     secret = Record.select(Record.old_secret, Record.new_secret).where(
         Record.id == record_id).first()
@@ -109,7 +105,7 @@ def reveal(record_id: int):
     vault = current_app.extensions["keyturn.ctl"].vault
     shown = {"old_secret": vault.decrypt(secret.old_secret),
              "new_secret": vault.decrypt(secret.new_secret)}
-    audit(current_user.username, "secret.reveal", f"record/{record_id}")
+    audit(current_user.username, "secret.reveal", f"record/{record_id}", f"by {g.step_up}")
     if is_api():
         return jsonify(record=record_id, **shown)
     return render_template("records/reveal.html",

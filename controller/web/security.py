@@ -6,16 +6,21 @@ import hmac
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 
-from flask import abort, current_app, g, request, session
+from flask import abort, current_app, g, jsonify, render_template, request, session, url_for
 from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from controller.web import users
+from controller.web.views import form_data, is_api
 from shared.errors import KeyturnError
+from shared.messages import USERNAME
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+SECRET_FIELDS = {"password", "file_password", "current", "new"}   # never echoed into a page
 
 
 # ---- CSRF ---------------------------------------------------------------------------------
@@ -40,30 +45,45 @@ def check_csrf() -> None:
 
 # ---- throttling ---------------------------------------------------------------------------
 
-class Throttle:
-    """Failed attempts per key (a username, an address): after `free` failures each further
-    one doubles a lock-out, up to `longest` seconds. Kept in memory, so it counts per process
-    (several gunicorn workers each keep their own count)."""
+# Failures a key may have before it is throttled, by kind. The (address, user) pair is the
+# strictest and locks that pair out. A user or an address alone allows more, and throttling
+# one does not lock anyone out: sign-in then asks for the code together with the password
+# (`auth.login`), so guesses from many addresses learn nothing and the real user, who knows
+# both, still gets in; many people may share one address behind a proxy or NAT.
+FREE_FAILURES = {"pair": 5, "user": 20, "addr": 50}
+MAX_KEYS = 10_000                 # keys kept before the forgotten ones are dropped
 
-    def __init__(self, free: int = 5, longest: float = 900.0):
-        self.free = free
+
+class Throttle:
+    """Failed attempts per key (`kind:value`): after the kind's free failures each further
+    one doubles a lock-out, up to `longest` seconds; a key quiet for `longest` after its last
+    lock-out ends starts afresh. Kept in memory, so it counts per process (several gunicorn
+    workers each keep their own count)."""
+
+    def __init__(self, free: dict[str, int] | None = None, longest: float = 900.0):
+        self.free = free or FREE_FAILURES
         self.longest = longest
+        self.clock = time.monotonic
         self._lock = threading.Lock()
         self._failures: dict[str, tuple[int, float]] = {}
 
     def wait_seconds(self, *keys: str, now: float | None = None) -> float:
         """How long the most restricted key must still wait (0: may try now)."""
-        now = now or time.monotonic()
+        now = now or self.clock()
         with self._lock:
             return max([0.0] + [until - now for _, until in
                                 (self._failures.get(key, (0, 0.0)) for key in keys)])
 
     def failed(self, *keys: str, now: float | None = None) -> None:
-        now = now or time.monotonic()
+        now = now or self.clock()
         with self._lock:
+            if len(self._failures) > MAX_KEYS:
+                self._forget(now)
             for key in keys:
-                count = self._failures.get(key, (0, 0.0))[0] + 1
-                delay = 0.0 if count < self.free else min(2.0 ** (count - self.free), self.longest)
+                count, until = self._failures.get(key, (0, now))
+                count = 1 if now > until + self.longest else count + 1
+                free = self.free[key.partition(":")[0]]
+                delay = 0.0 if count < free else min(2.0 ** (count - free), self.longest)
                 self._failures[key] = (count, now + delay)
 
     def succeeded(self, *keys: str) -> None:
@@ -71,29 +91,58 @@ class Throttle:
             for key in keys:
                 self._failures.pop(key, None)
 
+    def _forget(self, now: float) -> None:
+        self._failures = {key: value for key, value in self._failures.items()
+                          if now <= value[1] + self.longest}
+
 
 class Throttled(KeyturnError):
     def __init__(self, seconds: float):
         super().__init__(f"too many failed attempts: try again in {int(seconds) + 1} s")
 
 
-def throttle_keys(username: str) -> tuple[str, str]:
-    return f"user:{username.lower()}", f"addr:{request.remote_addr}"
+@dataclass(frozen=True)
+class AttemptKeys:
+    """The throttle keys of one sign-in attempt. A name that cannot be a user's counts as
+    `?`, so made-up names share one key and fill no memory."""
+
+    pair: str
+    user: str
+    addr: str
+
+    @classmethod
+    def of(cls, username: str) -> "AttemptKeys":
+        name = username.lower() if USERNAME.match(username) else "?"
+        addr = request.remote_addr
+        return cls(f"pair:{addr}|{name}", f"user:{name}", f"addr:{addr}")
+
+    def __iter__(self):
+        return iter((self.pair, self.user, self.addr))
 
 
-def guard_attempt(*keys: str) -> None:
-    """Raise `Throttled` while any of the keys is locked out."""
-    wait = current_app.extensions["keyturn.throttle"].wait_seconds(*keys)
+def throttle() -> Throttle:
+    return current_app.extensions["keyturn.throttle"]
+
+
+def guard_attempt(key: str) -> None:
+    """Raise `Throttled` while `key` is locked out."""
+    wait = throttle().wait_seconds(key)
     if wait > 0:
         raise Throttled(wait)
 
 
 def record_attempt(ok: bool, *keys: str) -> None:
-    throttle = current_app.extensions["keyturn.throttle"]
     if ok:
-        throttle.succeeded(*keys)
+        throttle().succeeded(*keys)
     else:
-        throttle.failed(*keys)
+        throttle().failed(*keys)
+
+
+def trust_proxies(app, hops: int) -> None:
+    """Take the client's address (and scheme) from the `hops` reverse proxies in front of
+    the console, so throttling sees people, not the proxy. 0: trust no header."""
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 # ---- roles and step-up --------------------------------------------------------------------
@@ -115,25 +164,58 @@ def mark_mfa() -> None:
     session["mfa_at"] = time.time()
 
 
-def mfa_fresh() -> bool:
-    """Whether a TOTP code was given within the step-up window (API calls have no window)."""
+def step_up_proof(scope: str | None = None) -> str | None:
+    """How this request shows a fresh TOTP check, or None: the session's step-up window, a
+    valid code sent as `code` (it opens the window for a session), or an API token's `scope`
+    that an admin granted after a step-up. API tokens have no window. Wrong codes are
+    throttled per user and address."""
     if g.get("token_auth"):
-        return False
-    window = current_app.extensions["keyturn.ctl"].settings.step_up_window
-    return time.time() - session.get("mfa_at", 0) < window
-
-
-def step_up(code: str | None) -> bool:
-    """Whether the user may see or restore a secret now: within the step-up window, or on a
-    valid fresh TOTP code (which opens the window). Wrong codes are throttled per user."""
-    if mfa_fresh():
-        return True
-    if not code:
-        return False
-    key = f"user:{current_user.username.lower()}"
+        if scope and scope in g.token_scopes:
+            return f"token scope {scope}"
+    elif time.time() - session.get("mfa_at", 0) < (
+            current_app.extensions["keyturn.ctl"].settings.step_up_window):
+        return "step-up window"
+    code = form_data().get("code")
+    if not code or not isinstance(code, str):
+        return None
+    key = AttemptKeys.of(current_user.username).pair
     guard_attempt(key)
     ok = users.check_totp(current_app.extensions["keyturn.ctl"], current_user.row(), code)
     record_attempt(ok, key)
-    if ok and not g.get("token_auth"):
+    if not ok:
+        return None
+    if not g.get("token_auth"):
         mark_mfa()
-    return ok
+    return "TOTP code"
+
+
+def step_up_gate(purpose: str, back: str, scope: str | None = None):
+    """None when the request shows a fresh TOTP check (how: `g.step_up`, for the audit); else
+    the answer asking for a code: 401 for a script, or a page posting the same form again
+    with the code. A form holding a password is never copied into that page: it fails with
+    a message instead, to be sent again with a code."""
+    if (proof := step_up_proof(scope)):
+        g.step_up = proof
+        return None
+    error = "wrong or already used code" if form_data().get("code") else None
+    if is_api():
+        return jsonify(error=error or "send a fresh TOTP code as 'code'"), 401
+    fields = {name: value for name, value in request.form.items()
+              if name not in (CSRF_FIELD, "code")}
+    if SECRET_FIELDS & fields.keys():
+        raise KeyturnError(f"{error or 'enter a code from your authenticator'} to {purpose}")
+    return render_template("auth/step_up.html", purpose=purpose, error=error, back=back,
+                           target=request.path, fields=fields), 401 if error else 200
+
+
+def step_up_required(purpose: str, back_endpoint: str):
+    """A view that needs the same fresh TOTP check as a secret reveal."""
+
+    def wrap(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            return step_up_gate(purpose, url_for(back_endpoint)) or view(*args, **kwargs)
+
+        return guarded
+
+    return wrap

@@ -1,5 +1,7 @@
-"""People: the users page (admins add, deactivate, reset authenticators) and each user's own
-page (mail address, result-file password, API token)."""
+"""People: the users page (admins add, deactivate, change roles, reset authenticators) and each
+user's own page (mail address, result-file password, password, API token). What could hand
+someone a way to secrets (a new user, a role, an authenticator reset, an API token) needs the
+same fresh TOTP check as a reveal."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, render_template, url_for
@@ -7,7 +9,7 @@ from flask_login import current_user
 
 from controller.models import User
 from controller.web import auth, serialize, users
-from controller.web.security import admin_required
+from controller.web.security import admin_required, step_up_required
 from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
 
@@ -27,6 +29,7 @@ def index():
 
 @action(bp, "/users/new")
 @admin_required
+@step_up_required("add a user", "team.index")
 def add():
     data = form_data()
     created = users.create_user(str(data.get("username", "")).strip(),
@@ -58,12 +61,28 @@ def toggle_active(user_id: int):
                 url_for("team.index"), {"user": serialize.user_row(found)})
 
 
+@action(bp, "/users/<int:user_id>/role")
+@admin_required
+@step_up_required("change a user's role", "team.index")
+def change_role(user_id: int):
+    found = found_user(user_id)
+    role = str(form_data().get("role", ""))
+    if found.id == current_user.id and role != found.role:
+        raise KeyturnError("you cannot change your own role")
+    users.set_role(found, role)
+    auth.audit(current_user.username, "user.role", f"user/{found.username}", role)
+    return Done(f"user {found.username} is now {role}", url_for("team.index"),
+                {"user": serialize.user_row(found_user(user_id))})
+
+
 @action(bp, "/users/<int:user_id>/reset-mfa")
 @admin_required
+@step_up_required("reset a user's authenticator", "team.index")
 def reset_mfa(user_id: int):
+    """Forget the user's authenticator and end their sessions: they enrol again at sign-in."""
     found = found_user(user_id)
     users.reset_totp(found)
-    audit("user.reset_mfa", f"user/{found.username}")
+    auth.end_sessions(current_user.username, "user.reset_mfa", found)
     return Done(f"user {found.username} enrols a new authenticator at next sign-in",
                 url_for("team.index"))
 
@@ -81,7 +100,7 @@ def profile():
     """Mail address and the password that opens mailed result archives."""
     data = form_data()
     row = current_user.row()
-    row.email = str(data.get("email") or "").strip() or None
+    row.email = users.mail_address(str(data.get("email") or "").strip())
     if data.get("file_password"):
         row.file_password = current_app.extensions["keyturn.ctl"].vault.encrypt(
             str(data["file_password"]))
@@ -96,15 +115,19 @@ def change_password():
     if users.authenticate(row.username, str(data.get("current", ""))) is None:
         raise KeyturnError("the current password is wrong")
     users.set_password(row, str(data.get("new", "")))
-    audit("user.password", f"user/{row.username}")
-    return Done("password changed", url_for("team.me"))
+    auth.end_sessions(row.username, "user.password", row)
+    return Done("password changed; your other sessions are signed out", url_for("team.me"))
 
 
 @action(bp, "/me/token")
+@step_up_required("create an API token", "team.me")
 def new_token():
-    """A new API token, shown once; it replaces the previous one."""
-    token = users.new_api_token(current_user.row())
-    audit("user.token", f"user/{current_user.username}")
+    """A new API token, shown once; it replaces the previous one. An admin may let it reveal
+    secrets without a TOTP code (`scope=reveal`), for scripts that must."""
+    scope = str(form_data().get("scope") or "").strip()
+    token = users.new_api_token(current_user.row(), (scope,) if scope else ())
+    auth.audit(current_user.username, "user.token", f"user/{current_user.username}",
+               f"scope {scope}" if scope else "")
     if is_api():
         return {"token": token}, 201
     return render_template("team/token.html", token=token)

@@ -9,6 +9,7 @@ import time
 
 import pyotp
 import segno
+from email_validator import EmailNotValidError, validate_email
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from controller.models import User
@@ -21,6 +22,7 @@ MIN_PASSWORD = 10
 TOTP_ISSUER = "keyturn"
 TOTP_PERIOD = 30
 TOKEN_PREFIX = "kt_"
+TOKEN_SCOPES = ("reveal",)      # `reveal`: the token reveals secrets without a TOTP code
 # Checked against when a username is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("keyturn-dummy-password", method="scrypt")
 
@@ -34,20 +36,50 @@ def hash_password(password: str) -> str:
 
 def authenticate(username: str, password: str) -> User | None:
     """The active user with this name and password, else None (in about constant time)."""
-    user = User.get_or_none(User.username == username)
+    user = User.get_or_none(User.username == username) if USERNAME.match(username) else None
     ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password)
     return user if ok and user is not None and user.active else None
+
+
+def existing_name(username: str) -> str | None:
+    """`username` if it names a user, else None: what a failed sign-in may record (a password
+    typed into the name field is never kept)."""
+    if USERNAME.match(username) and User.select().where(User.username == username).exists():
+        return username
+    return None
 
 
 def create_user(username: str, password: str, role: str, email: str | None = None) -> User:
     if not USERNAME.match(username):
         raise KeyturnError(f"user name {username!r}: use letters, digits, _ . -")
-    if role not in ROLES:
-        raise KeyturnError(f"role {role!r}: one of {', '.join(ROLES)}")
+    check_role(role)
+    email = mail_address(email)
     if User.select().where(User.username == username).exists():
         raise KeyturnError(f"user {username} exists already")
     return User.create(username=username, password_hash=hash_password(password), role=role,
-                       email=email or None)
+                       email=email)
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise KeyturnError(f"role {role!r}: one of {', '.join(ROLES)}")
+
+
+def set_role(user: User, role: str) -> None:
+    """A new role; the API token loses its scopes, which were granted for the old one."""
+    check_role(role)
+    User.update(role=role, api_token_scopes=None).where(User.id == user.id).execute()
+
+
+def mail_address(address: str | None) -> str | None:
+    """An address for result mail, normalised, or None for none; refuses what is not one
+    address (a CR/LF, a second address, a display name). Syntax only: no DNS lookup."""
+    if not address:
+        return None
+    try:
+        return validate_email(address, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise KeyturnError(f"email: {exc}") from None
 
 
 def set_password(user: User, password: str) -> None:
@@ -57,17 +89,19 @@ def set_password(user: User, password: str) -> None:
 
 # ---- TOTP ---------------------------------------------------------------------------------
 
-def totp_seed(ctl: Controller, user: User) -> str:
-    """The user's TOTP seed, made (and stored encrypted) on first use until enrolment ends."""
-    if user.totp_secret is None:
-        user.totp_secret = ctl.vault.encrypt(pyotp.random_base32())
-        user.save(only=[User.totp_secret])
-    return ctl.vault.decrypt(user.totp_secret)
+def new_totp_seed(ctl: Controller, user: User) -> str:
+    """A fresh TOTP seed for an enrolment attempt, stored encrypted: a seed shown during an
+    attempt that was not finished is never used again."""
+    seed = pyotp.random_base32()
+    user.totp_secret, user.totp_last_step = ctl.vault.encrypt(seed), 0
+    user.save(only=[User.totp_secret, User.totp_last_step])
+    return seed
 
 
 def provisioning_uri(ctl: Controller, user: User) -> str:
-    return pyotp.TOTP(totp_seed(ctl, user)).provisioning_uri(name=user.username,
-                                                             issuer_name=TOTP_ISSUER)
+    """The otpauth text of the user's current enrolment attempt."""
+    return pyotp.TOTP(ctl.vault.decrypt(user.totp_secret)).provisioning_uri(
+        name=user.username, issuer_name=TOTP_ISSUER)
 
 
 def qr_svg(text: str) -> str:
@@ -110,15 +144,27 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_api_token(user: User) -> str:
-    """A fresh token replacing the user's previous one; only its hash is stored."""
+def new_api_token(user: User, scopes: tuple[str, ...] = ()) -> str:
+    """A fresh token replacing the user's previous one; only its hash is stored. `scopes`
+    (`TOKEN_SCOPES`) let it do what otherwise needs a TOTP code; `reveal` is for admins."""
+    for scope in scopes:
+        if scope not in TOKEN_SCOPES:
+            raise KeyturnError(f"scope {scope!r}: one of {', '.join(TOKEN_SCOPES)}")
+    if "reveal" in scopes and user.role != "admin":
+        raise KeyturnError(f"scope reveal: {user.username} is not an admin")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    User.update(api_token_hash=_token_hash(token)).where(User.id == user.id).execute()
+    User.update(api_token_hash=_token_hash(token),
+                api_token_scopes=" ".join(sorted(set(scopes))) or None).where(
+        User.id == user.id).execute()
     return token
 
 
+def token_scopes(user: User) -> frozenset[str]:
+    return frozenset((user.api_token_scopes or "").split())
+
+
 def revoke_api_token(user: User) -> None:
-    User.update(api_token_hash=None).where(User.id == user.id).execute()
+    User.update(api_token_hash=None, api_token_scopes=None).where(User.id == user.id).execute()
 
 
 def user_for_token(token: str) -> User | None:
