@@ -4,7 +4,7 @@ from __future__ import annotations
 from controller.db import database
 from controller.executions import log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record
-from controller.planning import Target, create_records
+from controller.planning import BUSY, Target, create_records
 from controller.results import settle_accounts
 from controller.runtime import Controller
 from shared.errors import KeyturnError
@@ -29,7 +29,7 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
                                 take_over=True, retry_of={r.account_id: r.id for r in originals})
         held = {target.account.id for target in chosen}
         notes = [f"retry of {len(originals)} records from execution {first.id}"]
-        notes += [f"skipped {r.account.username}@{r.account.asset.name}: already in another rotation"
+        notes += [f"skipped {r.account.username}@{r.account.asset.name}: {BUSY}"
                   for r in originals if r.account_id not in held]
         execution.total = len(chosen)
         execution.skipped = len(originals) - len(chosen)

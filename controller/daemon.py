@@ -15,7 +15,7 @@ from controller.dispatch import dispatch_pending
 from controller.events import relay_events
 from controller.models import WorkerSeen
 from controller.reaper import reap
-from controller.results import apply_results
+from controller.results import apply_result_batch
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE
 from shared.errors import KeyturnError
@@ -58,7 +58,7 @@ class Daemon:
                                         daemon=True)
         self._consumers = [
             BatchConsumer(ctl.broker, RESULTS_QUEUE, lambda raw: open_body(ctl, raw, RotateResult),
-                          apply_results),
+                          lambda results: apply_result_batch(results).refused),
             BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_body(ctl, raw, Heartbeat),
                           record_heartbeats),
         ]

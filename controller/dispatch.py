@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import NamedTuple
 
 from peewee import JOIN, chunked
@@ -11,7 +12,7 @@ from pydantic import ValidationError
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
-from controller.planning import dispatch_deadline, login_accounts
+from controller.planning import command_expiry, dispatch_deadline, login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
@@ -27,6 +28,7 @@ class DispatchRow(NamedTuple):
     id: int
     attempt: int
     action: str
+    deadline: datetime
     old_secret: bytes | None
     new_secret: bytes | None
     username: str
@@ -47,8 +49,8 @@ class DispatchRow(NamedTuple):
 
 def dispatch_rows(condition) -> list[DispatchRow]:
     return [DispatchRow._make(row) for row in Record.select(
-        Record.id, Record.attempt, Record.action, Record.old_secret, Record.new_secret,
-        Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
+        Record.id, Record.attempt, Record.action, Record.deadline, Record.old_secret,
+        Record.new_secret, Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
         Asset.platform, Asset.host_key, Zone.name, Zone.public_key, Zone.trust_first_use,
         Plan.id, Plan.params, Plan.ssh_timeout)
         .join(Account).join(Asset).join(Zone)
@@ -75,17 +77,18 @@ def dispatch_where(ctl: Controller, condition) -> int:
 
 def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: list) -> int:
     """Publish a plan run's records, created `dispatched` for this caller (see `run_plan`), from
-    the account rows planning resolved: only the new record ids and secrets are read back."""
+    the account rows planning resolved: only the new records' ids, deadlines and secrets are
+    read back."""
     by_id = {account.id: account for account in accounts}
     rows = []
-    for record_id, account_id, new_secret in (Record.select(Record.id, Record.account, Record.new_secret)
-                                              .where(Record.execution == execution_id)
-                                              .order_by(Record.id).tuples()):
+    for record_id, account_id, deadline, new_secret in (
+            Record.select(Record.id, Record.account, Record.deadline, Record.new_secret)
+            .where(Record.execution == execution_id).order_by(Record.id).tuples()):
         a = by_id[account_id]
-        rows.append(DispatchRow(record_id, 1, "rotate", a.secret_current, new_secret, a.username,
-                                a.secret_type, a.asset_id, a.asset_name, a.address, a.port,
-                                a.platform, a.host_key, a.zone, a.public_key, a.trust_first_use,
-                                plan.id, plan.params, plan.ssh_timeout))
+        rows.append(DispatchRow(record_id, 1, "rotate", deadline, a.secret_current, new_secret,
+                                a.username, a.secret_type, a.asset_id, a.asset_name, a.address,
+                                a.port, a.platform, a.host_key, a.zone, a.public_key,
+                                a.trust_first_use, plan.id, plan.params, plan.ssh_timeout))
     return publish_rows(ctl, chunked(rows, BATCH))
 
 
@@ -188,7 +191,8 @@ class Commands:
             asset=self._target(row), login_username=login.username, login_secrets=login_secrets,
             login_secret_type=login.secret_type, username=row.username,
             secret_type=row.secret_type, **secrets, params=self._params_of(row),
-            timeout=row.ssh_timeout or self.ctl.settings.ssh_timeout)
+            timeout=row.ssh_timeout or self.ctl.settings.ssh_timeout,
+            not_after=command_expiry(self.ctl, row.deadline))
         return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
 
     def _target(self, row: DispatchRow) -> AssetTarget:

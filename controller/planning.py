@@ -3,7 +3,7 @@ holding its new secret, all before anything is published (step 1 of the protocol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from peewee import JOIN, chunked, fn
 
@@ -14,8 +14,11 @@ from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan,
 from controller.plans import PROTECTED_USERNAMES
 from controller.runtime import Controller
 from controller.secretgen import PasswordRules, generate_ssh_key
+from shared.settings import COMMAND_MARGIN
 
 CHUNK = 500
+BUSY = ("in another rotation, or rotated too recently: a command for it may still be valid "
+        "(for KEYTURN_ROTATION_DEADLINE seconds after it was sent)")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
             Target(account, secret) for account, secret in
             zip(eligible, new_secrets(ctl, plan, len(eligible)), strict=True)], status=status)
         held = {target.account.id for target in targets}
-        notes += [f"skipped {account.username}@{account.asset_name}: already in another rotation"
+        notes += [f"skipped {account.username}@{account.asset_name}: {BUSY}"
                   for account in eligible if account.id not in held]
         execution.total = len(targets)
         execution.skipped = len(accounts) - len(targets)
@@ -119,8 +122,19 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
 
 
 def dispatch_deadline(ctl: Controller, dispatched_at: datetime) -> datetime:
-    """When a record dispatched at `dispatched_at` is overdue for the reaper."""
+    """When a record dispatched at `dispatched_at` is overdue for the reaper. Until then its
+    command may still act, so no other rotation of its account starts (`create_records`)."""
     return dispatched_at + timedelta(seconds=ctl.settings.rotation_deadline)
+
+
+def command_expiry(ctl: Controller, deadline: datetime) -> float:
+    """The `not_after` (epoch seconds) of the command of a record with this deadline: early
+    enough that a worker whose clock is `clock_skew` behind ours, and a change cut off at that
+    moment, are done by the deadline. Replayed or delayed copies are refused after it, and
+    before it the account's next rotation has not begun: so no copy ever sets a secret that is
+    not the controller's intent."""
+    return (deadline.replace(tzinfo=timezone.utc).timestamp() - ctl.settings.clock_skew
+            - COMMAND_MARGIN)
 
 
 def create_records(ctl: Controller, execution: Execution, targets: list[Target], *,
@@ -148,6 +162,8 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
         free |= ~fn.EXISTS(holder.select(holder.id).where(
             (holder.account == Account.id) & (holder.execution == Account.busy_execution)
             & holder.status.in_(IN_FLIGHT)))
+    if action == "rotate":
+        free &= ~live_command(execution, now)
     claimed = (Account.update(busy_execution=execution.id, secret_pending=Record.new_secret,
                               pending_since=now)
                .from_(Record).where((Record.account == Account.id)
@@ -158,6 +174,16 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
     Record.delete().where((Record.execution == execution.id) & Record.account.not_in(ours)).execute()
     held = {account_id for (account_id,) in ours.tuples()}
     return [target for target in targets if target.account.id in held]
+
+
+def live_command(execution: Execution, now: datetime):
+    """Whether another record's command for the account may still act (dispatched, deadline
+    not passed), with a different new secret: a retry of that very record sets the same one."""
+    live = Record.alias("live")
+    return fn.EXISTS(live.select(live.id).where(
+        (live.account == Account.id) & (live.execution != execution.id) & (live.action == "rotate")
+        & live.dispatched_at.is_null(False) & (live.deadline > now)
+        & (live.id != fn.COALESCE(Record.retry_of, 0))))
 
 
 def publish_now(ctl: Controller, execution: Execution) -> Execution:

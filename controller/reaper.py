@@ -17,8 +17,8 @@ def reap(ctl: Controller) -> tuple[int, int]:
 
     A record is overdue when it has had no result for `rotation_deadline` seconds and its zone's
     queue holds no waiting message (else it may just be waiting its turn). A second dispatch is
-    safe even if the first is still alive: a repeated message proves the host still has the old
-    secret before it changes anything."""
+    safe: the first command has expired by the deadline, so it can no longer change anything,
+    and a repeated message proves the host still has the old secret before it changes it."""
     late = list(Record.select(Record, Account, Asset, Zone).join(Account).join(Asset).join(Zone)
                 .where((Record.status == "dispatched") & (Record.deadline < utcnow())))
     zones = {record.account.asset.zone.name for record in late}

@@ -1,10 +1,15 @@
 """Applying results (step 3 of the protocol), idempotently and in batches.
 
-`success` promotes pending → current (current → previous); `failed` drops the pending secret,
-which never reached the host; `unverified` keeps both candidates and the account stays busy until
-a verify or restore settles it. A result for a record that has already ended changes nothing,
-with one exception that protects secrets: a late `success` means the host now has the new secret,
-so it is promoted even if the record had been given up.
+`success` promotes pending → current (current → previous); `failed` frees the account but keeps
+the pending secret as a candidate (a copy of the command may still set it while it is valid);
+`unverified` keeps both candidates and the account stays busy until a verify or restore settles
+it. A result for a record that has already ended changes nothing, with one exception that
+protects secrets: a late `success` means the host now has the new secret, so it is promoted even
+if the record had been given up. A worker that found a command expired changed nothing: its
+record goes back to `pending` for a fresh command.
+
+A result is only as trusted as the zone key that opened it: one for a record of another zone's
+asset is refused (dead-lettered by the consumer) and audited, never applied.
 
 A batch costs a handful of statements whatever its size: records, accounts and counters are
 each updated by one statement over the whole batch.
@@ -21,7 +26,7 @@ from peewee import Cast, ValuesList
 from controller.db import database, id_in, is_postgres
 from controller.events import record_events
 from controller.executions import finish_if_done, log
-from controller.models import Account, Asset, Execution, Record, utcnow
+from controller.models import Account, Asset, AuditEvent, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
 
 logger = logging.getLogger(__name__)
@@ -40,29 +45,48 @@ class Outcome(NamedTuple):
     finished_at: datetime | None = None
 
 
+class Applied(NamedTuple):
+    changed: int                 # results that changed a record
+    refused: dict[int, str]      # index in the batch -> why it was not applied (dead-letter it)
+
+
 def apply_results(results: list[RotateResult]) -> int:
-    """Apply a batch of results in one transaction; returns how many changed a record."""
+    """Apply a batch of results; returns how many changed a record."""
+    return apply_result_batch(results).changed
+
+
+def apply_result_batch(results: list[RotateResult]) -> Applied:
+    """Apply a batch of results in one transaction."""
     with database.atomic():
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
-            Record.old_secret, Record.new_secret,
-            Asset.id.alias("asset_id"), Asset.host_key, Account.username, Asset.name.alias("asset"))
-            .join(Account).join(Asset)
+            Record.dispatched_at, Record.old_secret, Record.new_secret, Asset.id.alias("asset_id"),
+            Asset.host_key, Account.username, Asset.name.alias("asset"), Zone.name.alias("zone"))
+            .join(Account).join(Asset).join(Zone)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
-        outcomes, counts, pins, applied = [], {}, {}, 0
-        for result in results:
+        outcomes, counts, pins, again, refused, applied = [], {}, {}, [], {}, 0
+        for index, result in enumerate(results):
             record = records.get(result.record_id)
             if record is None:
                 logger.warning("dropped a result for unknown record %s", result.record_id)
                 continue
+            if record.zone != result.zone:
+                refused[index] = refuse_foreign(record, result)
+                continue
             if result.host_key and record.host_key is None:
                 pins.setdefault(record.asset_id, result.host_key)
+            if result.error_code == "expired":     # nothing was changed: never an outcome
+                if expired_now(record, result):
+                    again.append(record.id)
+                    record.status = "pending"
+                continue
             changed = (apply_verify(record, result) if record.action == "verify"
                        else rotation_outcome(record, result, outcomes))
             if changed:
                 applied += 1
                 counts.setdefault(record.execution_id, Counter()).update(changed)
                 record.status = result.status      # a duplicate later in the batch is stale
+        redispatch(again)
         settle_records(outcomes)
         for status in ("success", "failed"):
             settle_accounts([o.record_id for o in outcomes if o.status == status], status)
@@ -71,7 +95,34 @@ def apply_results(results: list[RotateResult]) -> int:
         for execution_id, counter in counts.items():
             bump_counts(execution_id, counter)
             finish_if_done(execution_id)
-    return applied
+    return Applied(applied, refused)
+
+
+def refuse_foreign(record, result: RotateResult) -> str:
+    """A zone's key spoke for a record of another zone: audit it, apply nothing."""
+    reason = (f"a result sealed by zone {result.zone} for record {record.id}, whose asset "
+              f"{record.asset} is in zone {record.zone}: refused")
+    logger.error("%s (worker %s)", reason, result.worker_id)
+    AuditEvent.create(actor=f"zone:{result.zone}", action="result.refused",
+                      target=f"record/{record.id}", detail=reason)
+    return reason
+
+
+def expired_now(record, result: RotateResult) -> bool:
+    """Did a worker find the command *now* in flight for this record expired? (It changed
+    nothing.) A copy of an earlier dispatch, valid until before the current one was sent,
+    says nothing about the current one."""
+    return (result.status == "failed" and result.expired_not_after is not None
+            and record.status == "dispatched"
+            and record.action == "rotate" and result.attempt == record.attempt
+            and result.expired_not_after >= _epoch(record.dispatched_at))
+
+
+def redispatch(record_ids: list[int]) -> None:
+    """Expired commands: the dispatcher sends their records again with a fresh validity."""
+    if record_ids:
+        Record.update(status="pending").where(
+            id_in(Record.id, record_ids) & (Record.status == "dispatched")).execute()
 
 
 def rotation_outcome(record, result: RotateResult, outcomes: list[Outcome]) -> dict | None:
@@ -140,13 +191,13 @@ def settle_accounts(record_ids: list[int], status: str) -> None:
     if status == "success":
         changes = {Account.secret_previous: Account.secret_current,
                    Account.previous_since: Account.current_since,
-                   Account.secret_current: Record.new_secret, Account.current_since: utcnow()}
+                   Account.secret_current: Record.new_secret, Account.current_since: utcnow(),
+                   Account.secret_pending: None, Account.pending_since: None}
     elif status == "failed":
-        changes = {}
+        changes = {}   # the pending secret stays a candidate: a valid copy may still set it
     else:
         return   # unverified: keep current and pending, and keep the account busy until settled
-    changes.update({Account.secret_pending: None, Account.pending_since: None,
-                    Account.busy_execution: None})
+    changes[Account.busy_execution] = None
     Account.update(changes).from_(Record).where(ours).execute()
 
 
@@ -166,6 +217,10 @@ def bump_counts(execution_id: int, counter: Counter) -> None:
                for field, delta in counter.items() if delta}
     if changes:
         Execution.update(changes).where(Execution.id == execution_id).execute()
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def _time(epoch: float | None) -> datetime | None:

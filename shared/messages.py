@@ -9,18 +9,49 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, SecretStr, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, SecretStr,
+                      StringConstraints, ValidationError)
 
 from shared.errors import KeyturnError
 from shared.zonecrypto import Channel, SealError
 
 SCHEMA_VERSION = 1
 PLATFORMS = ("linux", "unix", "aix")
-ZONE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Whole-string patterns: `\A...\Z`, so `.match` never lets a trailing newline through (`$` would).
+ZONE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 # POSIX-portable user names (plus the `$` of machine accounts); no `:` or newline can reach chpasswd.
-USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+USERNAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
+ERROR_CODE = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
 
-Secret = Annotated[SecretStr, PlainSerializer(lambda value: value.get_secret_value(), when_used="json")]
+# Every number and string that crosses the bus is bounded: a message that does not fit is
+# refused when it is parsed, before it can reach the database or a host.
+MAX_ID = 2**63 - 1                       # ids fit a signed 64-bit column
+MAX_SECRET = 16 * 1024                   # an RSA-4096 private key in PEM is ~3.3 KiB
+EPOCH_MIN, EPOCH_MAX = 946_684_800.0, 7_258_118_400.0   # 2000-01-01 .. 2200-01-01 (UTC)
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL")
+    return text
+
+
+def Text(max_length: int, *, line: bool = False):
+    """A bounded string without NUL; `line`: without any control character either."""
+    pattern = r"\A[^\x00-\x1f\x7f]*\Z" if line else None
+    return Annotated[str, StringConstraints(max_length=max_length, pattern=pattern),
+                     AfterValidator(_no_nul)]
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Attempt = Annotated[int, Field(ge=1, le=1000)]
+Epoch = Annotated[float, Field(ge=EPOCH_MIN, le=EPOCH_MAX, allow_inf_nan=False)]
+ZoneName = Annotated[str, Field(pattern=ZONE_NAME.pattern)]
+Username = Annotated[str, Field(pattern=USERNAME.pattern)]
+ErrorCode = Annotated[str, Field(pattern=ERROR_CODE.pattern)]
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=MAX_SECRET), AfterValidator(
+    lambda value: SecretStr(_no_nul(value.get_secret_value()))),
+    PlainSerializer(lambda value: value.get_secret_value(), when_used="json")]
 Status = Literal["success", "failed", "unverified"]
 
 
@@ -29,15 +60,16 @@ class BadMessage(KeyturnError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # python-re: the patterns above use `\A`/`\Z`, which the default (Rust) engine lacks.
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
 
 class AssetTarget(_Strict):
-    name: str
-    address: str
+    name: Text(128, line=True)
+    address: Text(255, line=True)
     port: int = Field(ge=1, le=65535)
     platform: Literal["linux", "unix", "aix"]
-    host_key: str | None = None          # pinned OpenSSH public key line; None: not pinned yet
+    host_key: Text(16 * 1024, line=True) | None = None   # pinned OpenSSH public key line; None: not pinned yet
     trust_first_use: bool = False        # may a worker accept and report an unpinned key?
 
 
@@ -48,13 +80,13 @@ class Params(_Strict):
     become: Literal["auto", "sudo", "su", "none"] = "auto"   # auto: root logs in as root, else sudo
     become_secret: Secret | None = None      # su: root's password (from the asset's root account)
     create_user: bool = False                # create the account when it does not exist
-    shell: str | None = None                 # default /bin/bash (/usr/bin/ksh on AIX)
-    home: str | None = None                  # default /home/<user>
-    group: str | None = None
-    groups: list[str] = []
-    uid: int | None = Field(default=None, ge=0)
+    shell: Text(255, line=True) | None = None   # default /bin/bash (/usr/bin/ksh on AIX)
+    home: Text(1024, line=True) | None = None   # default /home/<user>
+    group: Text(64, line=True) | None = None
+    groups: list[Text(64, line=True)] = Field(default=[], max_length=64)
+    uid: int | None = Field(default=None, ge=0, le=2**31 - 1)
     modify_sudo: bool = False                # install a sudoers line for the account
-    sudo_commands: list[str] = ["/bin/whoami"]
+    sudo_commands: list[Text(1024, line=True)] = Field(default=["/bin/whoami"], max_length=64)
     key_strategy: Literal["add", "set", "set_managed"] = "set_managed"   # ssh_key secrets
 
 
@@ -63,48 +95,54 @@ class RotateCommand(_Strict):
 
     v: Literal[1] = SCHEMA_VERSION
     action: Literal["rotate", "verify"] = "rotate"
-    record_id: int
-    attempt: int = Field(ge=1)
-    zone: str
+    record_id: Id
+    attempt: Attempt
+    zone: ZoneName
     asset: AssetTarget
-    login_username: str = Field(pattern=USERNAME.pattern)
-    login_secrets: list[Secret] = Field(min_length=1)   # candidates: current first, then pending
+    login_username: Username
+    login_secrets: list[Secret] = Field(min_length=1, max_length=4)   # current first, then pending
     login_secret_type: Literal["password", "ssh_key"] = "password"
-    username: str = Field(pattern=USERNAME.pattern)
+    username: Username
     secret_type: Literal["password", "ssh_key"] = "password"
     new_secret: Secret | None = None     # rotate: the value to set
     old_secret: Secret | None = None     # rotate: the secret we hold as current (None: unknown)
-    candidates: list[Secret] = []        # verify: the values to try
+    candidates: list[Secret] = Field(default=[], max_length=4)   # verify: the values to try
     params: Params = Params()
-    timeout: float = Field(default=15.0, gt=0)
+    timeout: float = Field(default=15.0, gt=0, le=600)
+    # The command's validity (controller clock, epoch seconds): no worker sends anything that
+    # may change a secret after it, and the account is not rotated again until it has passed
+    # (see `controller.planning.command_expiry`), so a replayed copy can never set a secret
+    # that is not the controller's intent.
+    not_after: Epoch
 
 
 class RotateResult(_Strict):
     """What a worker learned. Never carries a secret."""
 
     v: Literal[1] = SCHEMA_VERSION
-    record_id: int
-    attempt: int
-    zone: str
-    worker_id: str
+    record_id: Id
+    attempt: Attempt
+    zone: ZoneName
+    worker_id: Text(255, line=True)
     status: Status
-    error_code: str | None = None
-    error: str | None = None
-    host_key: str | None = None          # the key the asset presented (for pinning on first use)
-    login_index: int | None = None       # which login candidate worked
-    working_index: int | None = None     # verify: which candidate logs in (None: none did)
-    started_at: float
-    finished_at: float
+    error_code: ErrorCode | None = None
+    error: Text(4000) | None = None
+    host_key: Text(16 * 1024, line=True) | None = None   # the key the asset presented (first use)
+    login_index: int | None = Field(default=None, ge=0, le=3)     # which login candidate worked
+    working_index: int | None = Field(default=None, ge=0, le=3)   # verify: which candidate logs in
+    expired_not_after: Epoch | None = None   # error_code `expired`: the validity that had passed
+    started_at: Epoch
+    finished_at: Epoch
 
 
 class Heartbeat(_Strict):
     v: Literal[1] = SCHEMA_VERSION
-    worker_id: str
-    zone: str
-    host: str
-    version: str
-    in_flight: int
-    sent_at: float
+    worker_id: Text(255, line=True)
+    zone: ZoneName
+    host: Text(255, line=True)
+    version: Text(64, line=True)
+    in_flight: int = Field(ge=0, le=1_000_000)
+    sent_at: Epoch
 
 
 class Envelope(_Strict):
@@ -112,10 +150,10 @@ class Envelope(_Strict):
 
     v: Literal[1] = SCHEMA_VERSION
     kind: Literal["rotate", "result", "heartbeat"]
-    zone: str
-    record_id: int | None = None
-    attempt: int | None = None
-    box: str
+    zone: ZoneName
+    record_id: Id | None = None
+    attempt: Attempt | None = None
+    box: Annotated[str, Field(max_length=1024 * 1024)]
 
 
 _KINDS = {"rotate": RotateCommand, "result": RotateResult, "heartbeat": Heartbeat}

@@ -17,6 +17,10 @@ from shared.errors import KeyturnError
 ENV_PREFIX = "KEYTURN_"
 
 
+MIN_COMMAND_WINDOW = 5    # seconds a rotate command is valid at least
+COMMAND_MARGIN = 2        # for a host to finish a change whose channel closed at the limit
+
+
 class SettingsError(KeyturnError):
     """A setting is missing or malformed; the message names it."""
 
@@ -34,6 +38,7 @@ class Settings(BaseSettings):
     worker_threads: int = Field(default=8, ge=1, le=256)
     ssh_timeout: float = Field(default=15.0, gt=0, le=600)
     rotation_deadline: int = Field(default=600, ge=10)
+    clock_skew: int = Field(default=30, ge=0, le=600)   # how far worker clocks may be off ours
     max_dispatch_attempts: int = Field(default=3, ge=1, le=20)
     trust_first_use: bool = True
     step_up_window: int = Field(default=300, ge=0)
@@ -66,6 +71,17 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @field_validator("clock_skew")
+    @classmethod
+    def _skew_leaves_a_window(cls, skew: int, info) -> int:
+        """A command is valid until its deadline less the skew (`planning.command_expiry`)."""
+        deadline = info.data.get("rotation_deadline")
+        if deadline is not None and skew > deadline - MIN_COMMAND_WINDOW - COMMAND_MARGIN:
+            raise ValueError(f"must leave commands at least {MIN_COMMAND_WINDOW} s of validity: "
+                             f"at most KEYTURN_ROTATION_DEADLINE - "
+                             f"{MIN_COMMAND_WINDOW + COMMAND_MARGIN}")
+        return skew
 
     @field_validator("broker_url")
     @classmethod

@@ -78,13 +78,15 @@ def test_success_promotes_and_is_idempotent(ctl, execution):
     assert Execution.get_by_id(execution.id).succeeded == 1
 
 
-def test_failed_keeps_current_and_drops_pending(ctl, execution):
+def test_failed_keeps_current_and_frees_the_account(ctl, execution):
+    """The pending secret stays a candidate (a valid copy of the command may still set it)
+    until the next rotation claims the account."""
     record = execution.records.get()
     before = Account.get_by_id(record.account_id)
     apply_results([result(record, "failed", error_code="user_missing", error="no such user")])
     after = Account.get_by_id(record.account_id)
     assert bytes(after.secret_current) == bytes(before.secret_current)
-    assert after.secret_pending is None and after.busy_execution is None
+    assert bytes(after.secret_pending) == bytes(record.new_secret) and after.busy_execution is None
     assert Record.get_by_id(record.id).error == "no such user"
 
 
@@ -171,7 +173,8 @@ def test_a_failure_from_an_earlier_attempt_does_not_end_the_current_one(ctl, exe
     record = execution.records.get()
     Record.update(attempt=2, status="dispatched").where(Record.id == record.id).execute()
     stale = RotateResult(record_id=record.id, attempt=1, zone="dmz", worker_id="w", status="failed",
-                         error_code="expired", error="late", started_at=0, finished_at=0)
+                         error_code="unreachable", error="late", started_at=time.time(),
+                         finished_at=time.time())
     assert apply_results([stale]) == 0
     assert Record.get_by_id(record.id).status == "dispatched"
     late_success = stale.model_copy(update={"status": "success", "error": None, "error_code": None})

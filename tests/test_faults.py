@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
               pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 
 HOSTS, USERS = 10, 20
-FAST = {"KEYTURN_SSH_TIMEOUT": "3", "KEYTURN_ROTATION_DEADLINE": "10",
+FAST = {"KEYTURN_SSH_TIMEOUT": "3", "KEYTURN_ROTATION_DEADLINE": "10", "KEYTURN_CLOCK_SKEW": "1",
         "KEYTURN_MAX_DISPATCH_ATTEMPTS": "3", "KEYTURN_HEARTBEAT_INTERVAL": "2"}
 
 

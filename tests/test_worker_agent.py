@@ -58,7 +58,7 @@ def zones(tmp_path):
 def sealed_command(host, channels, zone: str, record_id: int, username: str, new: str) -> dict:
     command = RotateCommand(
         record_id=record_id, attempt=1, zone=zone, login_username=OPS[0], login_secrets=[OPS[1]],
-        username=username, new_secret=new, timeout=5,
+        username=username, new_secret=new, timeout=5, not_after=time.time() + 600,
         asset=AssetTarget(name=f"{zone}-1", address=host.address, port=host.port, platform="linux",
                           host_key=host.host_public_key))
     return seal("rotate", command, channels[zone])

@@ -3,6 +3,7 @@ stand-in for its collaborator, the privileged SSH session (which answers as AIX 
 from __future__ import annotations
 
 import shlex
+import time
 from typing import NamedTuple
 
 import pytest
@@ -55,7 +56,8 @@ def aix_command(username: str = "alice", new: str = NEW_PW, *, login=("root", RO
     asset = AssetTarget(name="aix-1", address="192.0.2.7", port=22, platform="aix",
                         host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
     return RotateCommand(record_id=1, attempt=1, zone="dmz", asset=asset, login_username=login[0],
-                         login_secrets=[login[1]], username=username, new_secret=new, **fields)
+                         login_secrets=[login[1]], username=username, new_secret=new,
+                         **{"not_after": time.time() + 600} | fields)
 
 
 def change(command: RotateCommand, session: RecordingSession) -> list[Call]:

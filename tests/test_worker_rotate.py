@@ -51,7 +51,8 @@ def command(host, username: str, new_secret: str | None = None, *, login=("root"
               "host_key": host.host_public_key} | (asset or {})
     return RotateCommand(record_id=7, zone="dmz", asset=AssetTarget(**target),
                          login_username=login[0], login_secrets=list(login[1:]), username=username,
-                         new_secret=new_secret, **{"timeout": 5, "attempt": 1} | fields)
+                         new_secret=new_secret,
+                         **{"timeout": 5, "attempt": 1, "not_after": time.time() + 600} | fields)
 
 
 def fresh(name: str = "pw") -> str:
@@ -151,6 +152,37 @@ def test_stopped_host_is_unreachable(ssh_farm, pool):
         assert "web-1" in result.error
     finally:
         host.close()
+
+
+@pytest.mark.parametrize("redelivered", [False, True])
+def test_an_expired_command_changes_nothing_and_sends_nothing(host, pool, redelivered):
+    """A replayed or long-delayed copy is refused before any connection to the host."""
+    before, log_before = shadows(host), sshd_log(host)
+    expired = command(host, "carol", fresh(), not_after=time.time() - 1)
+    result = rotate(expired, pool, "w1", redelivered)
+    assert (result.status, result.error_code) == ("failed", "expired")
+    assert result.expired_not_after == expired.not_after
+    assert shadows(host) == before
+    assert sshd_log(host)[len(log_before):] == ""                 # not even a connection
+
+
+def test_a_command_that_expires_before_its_change_is_sent_changes_nothing(host, pool, monkeypatch):
+    """The validity is checked again right before the command that sets the secret."""
+    from worker.platforms import become
+
+    before = shadows(host)
+    valid = command(host, "carol", fresh(), not_after=time.time() + 30)
+    original = become.Root._run
+
+    def late(self, argv, stdin, *, keep_unknown=False, **options):
+        if keep_unknown:   # the validity passes while the look-ups ran
+            self.command = self.command.model_copy(update={"not_after": time.time() - 0.1})
+        return original(self, argv, stdin, keep_unknown=keep_unknown, **options)
+
+    monkeypatch.setattr(become.Root, "_run", late)
+    result = rotate(valid, pool, "w1", False)
+    assert (result.status, result.error_code) == ("failed", "expired")
+    assert shadows(host) == before
 
 
 def test_redelivered_message_whose_secret_already_works_changes_nothing(host, pool):

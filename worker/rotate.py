@@ -20,6 +20,12 @@ from worker.sessions import SessionPool
 from worker.ssh import SshError, scrub
 
 logger = logging.getLogger(__name__)
+MAX_ERROR = 4000          # RotateResult.error's bound
+
+
+def expired(command: RotateCommand) -> bool:
+    """Past its validity, a command may no longer change anything (see `not_after`)."""
+    return time.time() > command.not_after
 
 
 def rotate(command: RotateCommand, pool: SessionPool, worker_id: str,
@@ -54,6 +60,10 @@ class _Run:
     def rotate(self, redelivered: bool) -> RotateResult:
         c = self.command
         driver = DRIVERS[c.asset.platform]
+        if expired(c):
+            return self.result("failed", "expired", f"{c.asset.name}: the command for {c.username} "
+                                                    f"expired before it could run; nothing was "
+                                                    f"changed")
         try:
             driver.check(c)
             if redelivered or c.attempt > 1:
@@ -162,6 +172,8 @@ class _Run:
     def result(self, status: str, error_code: str | None = None, error: str | None = None,
                working_index: int | None = None) -> RotateResult:
         c = self.command
+        if error is not None and len(error) > MAX_ERROR:
+            error = error[:MAX_ERROR - 1] + "…"
         outcome = f"{status} ({error_code}: {error})" if error_code else status
         logger.info("record %s %s %s@%s: %s", c.record_id, c.action, c.username, c.asset.name,
                     outcome)
@@ -169,4 +181,5 @@ class _Run:
                             worker_id=self.worker_id, status=status, error_code=error_code,
                             error=error, host_key=self.host_key, login_index=self.login_index,
                             working_index=working_index, started_at=self.started_at,
-                            finished_at=time.time())
+                            finished_at=time.time(),
+                            expired_not_after=c.not_after if error_code == "expired" else None)
