@@ -32,9 +32,13 @@ class BadName(KeyturnError, ValueError):
 
 
 def shown(value: object) -> str:
-    """A bad value as an error may quote it: its start only, control characters escaped."""
-    text = repr(value[:SHOWN]) if isinstance(value, str) else type(value).__name__
-    return text + ("…" if isinstance(value, str) and len(value) > SHOWN else "")
+    """A bad value as an error may quote it: as typed when short and printable, else its
+    start with control characters escaped (a type name for what is not text)."""
+    if not isinstance(value, str):
+        return type(value).__name__
+    if value and len(value) <= SHOWN and value.isprintable():
+        return value
+    return repr(value[:SHOWN]) + ("…" if len(value) > SHOWN else "")
 
 
 def text(field: str, value: object) -> str:

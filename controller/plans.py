@@ -25,7 +25,7 @@ class PlanError(KeyturnError):
 
 
 class PlanSpec(BaseModel):
-    name: str
+    name: str = Field(min_length=1, max_length=128)
     usernames: list[str] = Field(min_length=1)
     assets: list[str] = []
     nodes: list[str] = []
