@@ -130,7 +130,7 @@ def test_only_admins_get_the_reveal_scope_and_a_role_change_drops_it(ctl, as_adm
     assert page.status_code == 200 and 'id="token"' in page.text
     row = User.get(User.username == admin.username)
     assert users.token_scopes(row) == {"reveal"}
-    users.set_role(row, "admin")
+    users.set_role(row, "auditor")
     assert users.token_scopes(User.get_by_id(row.id)) == set()
 
 
