@@ -8,13 +8,15 @@ from datetime import date, datetime, timedelta
 
 from flask import Flask, jsonify, render_template, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import HTTPException
+from peewee import DatabaseError, DataError, IntegrityError
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from controller.db import database
 from controller.runtime import Controller, start_controller
 from shared.settings import load_settings
 
 SESSION_HOURS = 12
+DATABASE_REFUSED = "the database refused a value of this request"
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -39,8 +41,8 @@ def session_key(ctl: Controller) -> bytes:
 
 
 def create_app(ctl: Controller | None = None) -> Flask:
-    from controller.web import (audit, auth, executions, inventory, overview, plans, records,
-                                security, team, templating, views)
+    from controller.web import (audit, auth, executions, forms, inventory, overview, plans,
+                                records, security, team, templating, views)
 
     ctl = ctl or start_controller(load_settings())
     app = Flask(__name__)
@@ -57,12 +59,14 @@ def create_app(ctl: Controller | None = None) -> Flask:
     app.extensions["keyturn.ctl"] = ctl
     app.extensions["keyturn.throttle"] = security.Throttle()
     security.trust_proxies(app, ctl.settings.web_trusted_proxies)
+    app.url_map.converters["int"] = forms.IdConverter     # before any rule is added
     auth.login_manager.init_app(app)
     templating.install(app)
     for module in (auth, overview, plans, executions, records, inventory, team, audit):
         app.register_blueprint(module.bp)
     app.register_blueprint(views.api)
     app.before_request(auth.guard_request)
+    app.before_request(forms.check_request)
 
     @app.teardown_appcontext
     def close_connection(_exc):
@@ -72,9 +76,18 @@ def create_app(ctl: Controller | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if request.blueprint == "api":
+        if views.is_api():
             return jsonify(error=exc.description), exc.code
         return render_template("error.html", problem=exc), exc.code
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(IntegrityError)
+    def refused(exc: DatabaseError):
+        """The last resort: a value the validation let through and the database refused. The
+        request's fault, not the server's; logged, since the validation should have said so."""
+        app.logger.warning("the database refused a request to %s: %s", request.path,
+                           type(exc).__name__)
+        return http_error(BadRequest(DATABASE_REFUSED))
 
     @app.after_request
     def headers(response):
@@ -83,7 +96,8 @@ def create_app(ctl: Controller | None = None) -> Flask:
             response.headers["Cache-Control"] = "no-store"
         response.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; "
-                                    "style-src 'self'; frame-ancestors 'none'")
+                                    "style-src 'self'; frame-ancestors 'none'; "
+                                    "form-action 'self'; base-uri 'none'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response

@@ -11,6 +11,7 @@ from flask_login import current_user
 from controller import actions
 from controller.models import Account, Asset, Execution, LogLine, Record
 from controller.web import serialize
+from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.records import record_page
 from controller.web.security import admin_required
@@ -64,7 +65,7 @@ def show(execution_id: int):
 def log(execution_id: int):
     """What the execution page polls while it runs: the state and the log lines after `after`."""
     return {"execution": serialize.execution_row(found_execution(execution_id)),
-            "log": log_after(execution_id, request.args.get("after", 0, type=int))}
+            "log": log_after(execution_id, int_arg("after", 0))}
 
 
 def report_csv(execution_id: int):

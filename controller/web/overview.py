@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, redirect, request, url_for
+from flask import Blueprint, redirect, url_for
 from peewee import JOIN, Case, fn
 
 from controller.models import (Asset, Execution, Node, Plan, PlanAsset, PlanNode, Record,
                                utcnow)
 from controller.web import serialize
+from controller.web.forms import int_arg
 from controller.web.records import listing
 from controller.web.views import page
 
@@ -29,7 +30,7 @@ def root():
 
 @page(bp, "/overview", "overview.html")
 def index():
-    days = request.args.get("days", type=int)
+    days = int_arg("days")
     days = days if days in WINDOWS else WINDOWS[0]
     since = utcnow() - timedelta(days=days)
     return {"days": days, "windows": WINDOWS, "counts": counts(since),

@@ -5,15 +5,14 @@ from __future__ import annotations
 from flask import request
 from peewee import Field, SelectQuery
 
+from controller.web.forms import int_arg
+
 DEFAULT_SIZE = 50
 MAX_SIZE = 500
 
 
 def page_size() -> int:
-    try:
-        return max(1, min(int(request.args.get("size", DEFAULT_SIZE)), MAX_SIZE))
-    except ValueError:
-        return DEFAULT_SIZE
+    return max(1, min(int_arg("size", DEFAULT_SIZE), MAX_SIZE))
 
 
 def keyset(query: SelectQuery, key: Field, *, descending: bool = True, serialize=lambda row: row,
@@ -47,10 +46,7 @@ def keyset(query: SelectQuery, key: Field, *, descending: bool = True, serialize
 
 
 def cursor(key: Field, name: str):
-    """The `?after=`/`?before=` value in the key's type; None when absent or malformed."""
-    value = request.args.get(name)
-    if not value:
-        return None
+    """The `?after=`/`?before=` value in the key's type; None when absent."""
     if isinstance(key.db_value(0), int):
-        return int(value) if value.isdigit() else None
-    return value
+        return int_arg(name)
+    return request.args.get(name) or None

@@ -13,6 +13,7 @@ from controller.planning import start_execution
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.secretgen import DEFAULT_SYMBOLS
 from controller.web import planform, serialize
+from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, api, form_data, is_api, page
@@ -116,7 +117,7 @@ def submit(plan: Plan | None, keep_secret_of: Plan | None):
 @bp.route("/plans/new", methods=["GET", "POST"])
 @admin_required
 def new():
-    clone_of = request.values.get("clone_of", type=int)
+    clone_of = int_arg("clone_of")
     source = found_plan(clone_of) if clone_of else None
     if request.method == "POST":
         return submit(None, source)

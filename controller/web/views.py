@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
+from controller.web import forms
 from shared.errors import KeyturnError
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+MAX_MESSAGE = 2000      # of an error's text: whatever it quotes, an answer never echoes megabytes
 
 
 def is_api() -> bool:
-    return request.blueprint == "api"
+    """Whether a script asks: any path under /api/v1, a route of ours or not."""
+    return request.path == api.url_prefix or request.path.startswith(api.url_prefix + "/")
 
 
 def page(bp: Blueprint, rule: str, template: str):
@@ -64,7 +67,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",)):
             try:
                 done = view(**kwargs)
             except KeyturnError as exc:
-                flash(str(exc), "error")
+                flash(said(exc), "error")
                 return redirect(back())
             if not isinstance(done, Done):
                 return done
@@ -76,7 +79,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",)):
             try:
                 done = view(**kwargs)
             except KeyturnError as exc:
-                return jsonify(error=str(exc)), 409
+                return jsonify(error=said(exc)), 409
             if not isinstance(done, Done):
                 return done
             return jsonify(message=done.message, **done.data), done.status
@@ -88,14 +91,22 @@ def action(bp: Blueprint, rule: str, methods=("POST",)):
     return register
 
 
-def form_data() -> dict:
-    """The submitted fields: a form's, or a script's JSON object."""
+def said(exc: Exception) -> str:
+    """An operator's error as an answer shows it: cut to `MAX_MESSAGE` characters."""
+    text = str(exc)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " …"
+
+
+def form_data(model: type[forms.Body] | None = None) -> dict:
+    """The submitted fields, a form's or a script's JSON object; validated as `model` when
+    given (a `BadInput` 400 names each bad field)."""
     if is_api():
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise KeyturnError("send a JSON object")
-        return body
-    return request.form.to_dict()
+            raise forms.BadInput({"body": "send a JSON object"})
+    else:
+        body = request.form.to_dict()
+    return body if model is None else forms.parse(model, body)
 
 
 def back() -> str:
