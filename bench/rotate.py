@@ -12,8 +12,10 @@ the new one, three ways over the same hosts in the same run:
   its `ssh` and its `paramiko` connection (the faster one is compared).
 
 Fresh passwords each run, so no run depends on another; after each run every account's new
-password is checked with a login (not timed). Each keyturn run gets a new worker process (no SSH
-session pooled from an earlier run). keyturn and the reference are short, so each round runs
+password is checked with a login (not timed). Before a keyturn run, the commands of the last one
+are left to expire (not timed: an account is not rotated again while a command for it may still
+act). Each keyturn run gets a new worker process (no SSH session pooled from an earlier run).
+keyturn and the reference are short, so each round runs
 them in `--pairs` alternating pairs and the keyturn/reference ratio is the median of the pairs'
 ratios; Ansible runs once per round. Prints the worker's peak RSS (VmHWM of the worker processes).
 
@@ -41,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import click
+from peewee import fn
 from rich.console import Console
 from rich.table import Table
 
@@ -48,7 +51,7 @@ from bench.rotate_reference import Target, rotate_all
 from bench.support import controller_for, temp_database, temp_vhost
 from controller import inventory
 from controller.db import database
-from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen
+from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen, utcnow
 from controller.planning import run_plan
 from controller.plans import parse_spec, save_plan
 from shared.settings import Settings
@@ -63,6 +66,9 @@ ANSIBLE_DIR = Path(__file__).with_name("ansible")
 PYSPY_MODE = os.environ.get("BENCH_PYSPY_MODE", "--idle").split()   # "--idle": wall-clock view
 PYSPY_RATE = os.environ.get("BENCH_PYSPY_RATE", "100")
 DEFAULT_THREADS = Settings.model_fields["worker_threads"].default
+# Runs rotate the same accounts back to back: a short command validity keeps the wait between
+# them (`wait_for_last_commands`) short. Loopback clocks are one clock.
+VALIDITY = {"rotation_deadline": 30, "clock_skew": 0}
 console = Console(stderr=True)
 
 
@@ -100,7 +106,7 @@ class Keyturn:
         self.users = users
         db_url = stack.enter_context(temp_database("postgres"))
         self.amqp = stack.enter_context(temp_vhost())
-        self.ctl = controller_for(folder / "data", db_url, self.amqp)
+        self.ctl = controller_for(folder / "data", db_url, self.amqp, **VALIDITY)
         stack.callback(database.close)
         inventory.add_zone(self.ctl, ZONE, None, trust_first_use=False)
         for name, host in self.hosts.items():
@@ -111,11 +117,21 @@ class Keyturn:
                 inventory.set_account(self.ctl, name, user, "unknown-to-keyturn", False)
         self.plan = save_plan(parse_spec({"name": PLAN, "nodes": ["/bench"], "usernames": users}),
                               self.ctl.vault)
-        self.group = ProcessGroup(keyturn_env(self.ctl.settings, self.amqp), folder)
+        self.group = ProcessGroup(keyturn_env(self.ctl.settings, self.amqp)
+                                  | {f"KEYTURN_{name.upper()}": str(value)
+                                     for name, value in VALIDITY.items()}, folder)
         stack.callback(self.group.close)
         self.daemon = self.group.start("daemon", "daemon")
         self.worker = None
         self.peak_rss_mb = 0.0
+
+    @staticmethod
+    def wait_for_last_commands() -> None:
+        """An account is not rotated again while a command for it may still act (until its
+        record's deadline): wait that out before a run (not timed)."""
+        last = Record.select(fn.MAX(Record.deadline)).scalar()
+        if last is not None:
+            time.sleep(max(0.0, (last - utcnow()).total_seconds() + 0.1))
 
     def start_worker(self) -> None:
         """A new worker process for each run, so every run starts with no SSH session pooled
@@ -135,6 +151,7 @@ class Keyturn:
 
     def run(self, cli: bool, profile_dir: Path | None, label: str) -> dict:
         accounts = len(self.hosts) * len(self.users)
+        self.wait_for_last_commands()
         self.start_worker()
         profilers = self._start_profilers(profile_dir, label) if profile_dir else []
         try:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from controller.db import database
-from controller.executions import log, log_many
+from controller.executions import finish_if_done, log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record
 from controller.planning import BUSY, Target, create_records
 from controller.results import settle_accounts
@@ -35,6 +35,7 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
         execution.skipped = len(originals) - len(chosen)
         execution.save()
         log_many(execution.id, notes)
+        finish_if_done(execution.id)   # every account skipped: it ends at once
     return execution
 
 
@@ -58,6 +59,7 @@ def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -
         execution.save()
         log_many(execution.id, [f"verify {len(chosen)} accounts"] + [
             f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in held])
+        finish_if_done(execution.id)
     return execution
 
 

@@ -125,3 +125,14 @@ def test_an_expired_copy_of_an_earlier_dispatch_changes_nothing(ctl, plan):
     no_validity = answer(record, "failed", error_code="expired", error="expired")
     assert apply_results([no_validity]) == 0
     assert Record.get_by_id(record.id).status == "dispatched"
+
+
+def test_a_retry_whose_accounts_are_all_busy_ends_at_once(ctl, plan):
+    first = dispatched(ctl, plan)
+    record = first.records.get()
+    apply_results([answer(record, "failed", error_code="unreachable", error="down")])
+    Record.update(deadline=utcnow() - timedelta(seconds=1)).execute()
+    dispatched(ctl, plan)                      # a newer rotation now holds the account
+    retry = retry_records(ctl, [record.id], "test")
+    assert (retry.total, retry.skipped) == (0, 1)
+    assert Execution.get_by_id(retry.id).status == "empty"
