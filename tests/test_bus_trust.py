@@ -1,6 +1,7 @@
 """The bus trust rules of DESIGN.md on the daemon's consumers: a zone's key speaks only for its
 own zone's records, one poison message is dead-lettered alone while the rest of its batch is
 applied, and every number and string in a message is bounded."""
+import contextlib
 import time
 
 import pytest
@@ -17,6 +18,17 @@ from shared.broker import (HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, RESULT_ACTOR, RESU
 from shared.messages import BadMessage, Heartbeat, RotateCommand, RotateResult, parse_envelope, seal
 from tests.inventory_helpers import build_fleet
 from tests.processes import wait_until
+
+
+@contextlib.contextmanager
+def daemon_running(ctl):
+    """The daemon's consumers on the in-process broker, for the length of a `with` block."""
+    daemon = Daemon(ctl)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def zone_channel(ctl, zone):
@@ -59,16 +71,12 @@ def test_a_zone_cannot_speak_for_another_zones_records(ctl, two_zones):
 
 def test_the_daemon_dead_letters_a_forged_result_and_applies_the_rest(ctl, two_zones):
     victim, own = two_zones["a-1"], two_zones["b-1"]
-    daemon = Daemon(ctl)
-    daemon.start()
-    try:
+    with daemon_running(ctl):
         channel_b = zone_channel(ctl, "b")
         publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", result(victim, "b"), channel_b))
         publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", result(own, "b"), channel_b))
         wait_until(lambda: Record.get_by_id(own.id).status == "success", 30, what="the good result")
         wait_until(lambda: len(ctl.broker.dead_letters) == 1, 30, what="the forged one dead-lettered")
-    finally:
-        daemon.stop()
     assert Record.get_by_id(victim.id).status == "pending"
 
 
@@ -96,13 +104,9 @@ def test_poison_results_are_dead_lettered_alone_and_the_batch_applies(ctl, two_z
         publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR, body)
     publish(ctl.broker, RESULTS_QUEUE, RESULT_ACTOR,
             seal("result", result(other, "b"), zone_channel(ctl, "b")))
-    daemon = Daemon(ctl)
-    daemon.start()
-    try:
+    with daemon_running(ctl):
         wait_until(lambda: Record.get_by_id(other.id).status == "success", 30, what="the good result")
         wait_until(lambda: len(ctl.broker.dead_letters) == 5, 30, what="five dead letters")
-    finally:
-        daemon.stop()
     assert Record.get_by_id(record.id).status == "pending"
 
 
@@ -115,13 +119,9 @@ def test_a_poison_heartbeat_does_not_stop_the_others(ctl, two_zones):
             seal("heartbeat", Heartbeat.model_construct(**(beat | {"in_flight": -1}), sent_at=time.time()), channel))
     publish(ctl.broker, HEARTBEATS_QUEUE, HEARTBEAT_ACTOR,
             seal("heartbeat", Heartbeat(**(beat | {"worker_id": "host:2"}), sent_at=time.time()), channel))
-    daemon = Daemon(ctl)
-    daemon.start()
-    try:
+    with daemon_running(ctl):
         wait_until(lambda: WorkerSeen.select().count() == 1, 30, what="the good heartbeat")
         wait_until(lambda: len(ctl.broker.dead_letters) == 2, 30, what="two dead letters")
-    finally:
-        daemon.stop()
     assert WorkerSeen.get().worker_id == "host:2"
 
 
