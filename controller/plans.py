@@ -1,6 +1,8 @@
 """Saving plans: one validated spec for the CLI, the console and the API."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from controller import names
@@ -27,8 +29,8 @@ class PlanError(KeyturnError):
 class PlanSpec(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     usernames: list[str] = Field(min_length=1)
-    assets: list[str] = []
-    nodes: list[str] = []
+    assets: list[Annotated[str, Field(max_length=Asset.name.max_length)]] = []
+    nodes: list[Annotated[str, Field(max_length=Node.path.max_length)]] = []
     strategy: str = Field(default="random", pattern="^(random|specific)$")
     secret_type: str = Field(default="password", pattern="^(password|ssh_key)$")
     key_type: str = Field(default="ed25519", pattern="^(ed25519|rsa)$")
@@ -39,11 +41,11 @@ class PlanSpec(BaseModel):
     uppercase: bool = True
     digits: bool = True
     symbols: bool = True
-    exclude_symbols: str = ""
+    exclude_symbols: str = Field(default="", max_length=Plan.exclude_symbols.max_length)
     params: dict = {}
     ssh_timeout: float | None = Field(default=None, gt=0, le=600)
     interval_hours: int | None = Field(default=None, ge=1, le=24 * 366)
-    crontab: str | None = None
+    crontab: str | None = Field(default=None, max_length=Plan.crontab.max_length)
     recipients: list[str] = []
     active: bool = True
 

@@ -18,6 +18,8 @@ from peewee import Value, fn
 
 from controller.models import AuditEvent, User, utcnow
 from controller.web import users
+from controller.web.forms import Login
+from controller.web.views import form_data, is_api
 from controller.web.security import (AttemptKeys, Throttled, check_csrf, guard_attempt,
                                      mark_mfa, record_attempt, throttle)
 
@@ -76,7 +78,7 @@ def load_token_user(req) -> ConsoleUser | None:
 
 @login_manager.unauthorized_handler
 def unauthorized():
-    if request.blueprint == "api":
+    if is_api():
         return {"error": "sign in or send 'Authorization: Bearer <token>'"}, 401
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
@@ -130,7 +132,7 @@ def login():
     the real user still gets in; the (user, address) pair alone is locked out."""
     if request.method == "GET":
         return render_template("auth/login.html", next=request.args.get("next", ""))
-    username = request.form.get("username", "").strip()
+    username = form_data(Login)["username"]
     keys = AttemptKeys.of(username)
     try:
         guard_attempt(keys.pair)

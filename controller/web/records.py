@@ -10,6 +10,7 @@ from controller import actions
 from controller.models import Account, Asset, Execution, Record
 from controller.web import serialize
 from controller.web.auth import audit
+from controller.web.forms import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required, step_up_gate
 from controller.web.views import Done, action, form_data, is_api, page
@@ -37,8 +38,8 @@ def conditions(filters: dict) -> list:
     if filters.get("plan"):
         found.append(Record.execution.in_(Execution.select(Execution.id)
                                           .where(Execution.plan_name == filters["plan"])))
-    if str(filters.get("execution") or "").isdigit():
-        found.append(Record.execution == int(filters["execution"]))
+    if filters.get("execution"):
+        found.append(Record.execution == number("execution", filters["execution"]))
     if filters.get("asset") or filters.get("account"):
         accounts = Account.select(Account.id).join(Asset)
         if filters.get("asset"):

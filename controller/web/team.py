@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, render_template, url_for
 from flask_login import current_user
 
 from controller.models import User
-from controller.web import auth, serialize, users
+from controller.web import auth, forms, serialize, users
 from controller.web.security import admin_required, step_up_required
 from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
@@ -31,7 +31,7 @@ def index():
 @admin_required
 @step_up_required("add a user", "team.index")
 def add():
-    data = form_data()
+    data = form_data(forms.NewUser)
     created = users.create_user(str(data.get("username", "")).strip(),
                                 str(data.get("password", "")), str(data.get("role", "")),
                                 str(data.get("email") or "").strip() or None)
@@ -66,7 +66,7 @@ def toggle_active(user_id: int):
 @step_up_required("change a user's role", "team.index")
 def change_role(user_id: int):
     found = found_user(user_id)
-    role = str(form_data().get("role", ""))
+    role = str(form_data(forms.Role).get("role", ""))
     if found.id == current_user.id and role != found.role:
         raise KeyturnError("you cannot change your own role")
     users.set_role(found, role)
@@ -98,7 +98,7 @@ def me():
 @action(bp, "/me/profile")
 def profile():
     """Mail address and the password that opens mailed result archives."""
-    data = form_data()
+    data = form_data(forms.Profile)
     row = current_user.row()
     row.email = users.mail_address(str(data.get("email") or "").strip())
     if data.get("file_password"):
@@ -110,7 +110,7 @@ def profile():
 
 @action(bp, "/me/password")
 def change_password():
-    data = form_data()
+    data = form_data(forms.PasswordChange)
     row = current_user.row()
     if users.authenticate(row.username, str(data.get("current", ""))) is None:
         raise KeyturnError("the current password is wrong")
@@ -124,7 +124,7 @@ def change_password():
 def new_token():
     """A new API token, shown once; it replaces the previous one. An admin may let it reveal
     secrets without a TOTP code (`scope=reveal`), for scripts that must."""
-    scope = str(form_data().get("scope") or "").strip()
+    scope = str(form_data(forms.Token).get("scope") or "").strip()
     token = users.new_api_token(current_user.row(), (scope,) if scope else ())
     auth.audit(current_user.username, "user.token", f"user/{current_user.username}",
                f"scope {scope}" if scope else "")
