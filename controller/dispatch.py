@@ -17,7 +17,8 @@ from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
 from shared.errors import KeyturnError
-from shared.messages import AssetTarget, Params, RotateCommand, RotateResult, first_error, seal
+from shared.messages import AssetTarget, RotateCommand, RotateResult, first_error, seal
+from shared.platforms import PlatformParams, platform
 from shared.publisher import Publisher
 
 BATCH = 1000
@@ -158,7 +159,7 @@ class Commands:
         self._logins: dict[int, tuple[Account, list[str]] | None] = {}
         self._roots: dict[int, str | None] = {}
         self._targets: dict[int, AssetTarget] = {}
-        self._params: dict[tuple[int, int | None], Params] = {}
+        self._params: dict[tuple[int, int | None], PlatformParams] = {}
 
     def usable(self, rows: list[DispatchRow]) -> list[DispatchRow]:
         """The rows whose asset has a privileged login; the others fail at once."""
@@ -202,10 +203,13 @@ class Commands:
                 host_key=row.host_key, trust_first_use=row.trust_first_use)
         return self._targets[row.asset_id]
 
-    def _params_of(self, row: DispatchRow) -> Params:
+    def _params_of(self, row: DispatchRow) -> PlatformParams:
         key = (row.asset_id, row.plan_id)
         if key not in self._params:
-            self._params[key] = Params(**(row.params or {}), become_secret=self._roots.get(row.asset_id))
+            values = dict(row.params or {})
+            if self._roots.get(row.asset_id) is not None:
+                values["become_secret"] = self._roots[row.asset_id]
+            self._params[key] = platform(row.platform).parse_params(values)
         return self._params[key]
 
 

@@ -9,7 +9,8 @@ import ipaddress
 import re
 
 from shared.errors import KeyturnError
-from shared.messages import PLATFORMS, USERNAME, ZONE_NAME
+from shared.bounded import USERNAME, ZONE_NAME
+from shared.platforms import PLATFORMS
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NODE_SEGMENT = ASSET_NAME

@@ -13,7 +13,8 @@ from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, norm
                                   validate_given_secret)
 from controller.vault import Vault
 from shared.errors import KeyturnError
-from shared.messages import USERNAME, Params
+from shared.bounded import USERNAME
+from shared.platforms import PLATFORMS, param_names
 
 PROTECTED_USERNAMES = ("root", "administrator")
 
@@ -68,9 +69,17 @@ class PlanSpec(BaseModel):
     @field_validator("params")
     @classmethod
     def _params(cls, params: dict) -> dict:
+        """Each key must be some platform's param; each platform checks the ones it knows (one
+        plan may cover UNIX hosts and databases together)."""
         if "become_secret" in params:
             raise ValueError("become_secret is taken from the asset's root account, not the plan")
-        return Params.model_validate(params).model_dump(exclude={"become_secret"})
+        unknown = sorted(set(params) - param_names())
+        if unknown:
+            raise ValueError(f"unknown param {names.shown(unknown[0])}: use one of "
+                             f"{', '.join(sorted(param_names() - {'become_secret'}))}")
+        for kind in PLATFORMS.values():
+            kind.parse_params(params)
+        return params
 
     @field_validator("crontab")
     @classmethod

@@ -6,52 +6,17 @@ a log line or an exception never shows them; only sealing serialises their value
 """
 from __future__ import annotations
 
-import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, SecretStr,
-                      StringConstraints, ValidationError)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from shared.bounded import (STRICT, Attempt, Epoch, ErrorCode, Id, Secret, Text, Username,
+                            ZoneName)
 from shared.errors import KeyturnError
+from shared.platforms import PLATFORMS, SecretType, platform
 from shared.zonecrypto import Channel, SealError
 
 SCHEMA_VERSION = 1
-PLATFORMS = ("linux", "unix", "aix")
-# Whole-string patterns: `\A...\Z`, so `.match` never lets a trailing newline through (`$` would).
-ZONE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
-# POSIX-portable user names (plus the `$` of machine accounts); no `:` or newline can reach chpasswd.
-USERNAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?\Z")
-ERROR_CODE = re.compile(r"\A[a-z][a-z0-9_]{0,63}\Z")
-
-# Every number and string that crosses the bus is bounded: a message that does not fit is
-# refused when it is parsed, before it can reach the database or a host.
-MAX_ID = 2**63 - 1                       # ids fit a signed 64-bit column
-MAX_SECRET = 16 * 1024                   # an RSA-4096 private key in PEM is ~3.3 KiB
-EPOCH_MIN, EPOCH_MAX = 946_684_800.0, 7_258_118_400.0   # 2000-01-01 .. 2200-01-01 (UTC)
-
-
-def _no_nul(text: str) -> str:
-    if "\x00" in text:
-        raise ValueError("must not contain NUL")
-    return text
-
-
-def Text(max_length: int, *, line: bool = False):
-    """A bounded string without NUL; `line`: without any control character either."""
-    pattern = r"\A[^\x00-\x1f\x7f]*\Z" if line else None
-    return Annotated[str, StringConstraints(max_length=max_length, pattern=pattern),
-                     AfterValidator(_no_nul)]
-
-
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Attempt = Annotated[int, Field(ge=1, le=1000)]
-Epoch = Annotated[float, Field(ge=EPOCH_MIN, le=EPOCH_MAX, allow_inf_nan=False)]
-ZoneName = Annotated[str, Field(pattern=ZONE_NAME.pattern)]
-Username = Annotated[str, Field(pattern=USERNAME.pattern)]
-ErrorCode = Annotated[str, Field(pattern=ERROR_CODE.pattern)]
-Secret = Annotated[SecretStr, Field(min_length=1, max_length=MAX_SECRET), AfterValidator(
-    lambda value: SecretStr(_no_nul(value.get_secret_value()))),
-    PlainSerializer(lambda value: value.get_secret_value(), when_used="json")]
 Status = Literal["success", "failed", "unverified"]
 
 
@@ -60,34 +25,23 @@ class BadMessage(KeyturnError):
 
 
 class _Strict(BaseModel):
-    # python-re: the patterns above use `\A`/`\Z`, which the default (Rust) engine lacks.
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
+    model_config = STRICT
 
 
 class AssetTarget(_Strict):
     name: Text(128, line=True)
     address: Text(255, line=True)
     port: int = Field(ge=1, le=65535)
-    platform: Literal["linux", "unix", "aix"]
+    platform: Text(32, line=True)        # a name in shared.platforms.PLATFORMS
     host_key: Text(16 * 1024, line=True) | None = None   # pinned OpenSSH public key line; None: not pinned yet
     trust_first_use: bool = False        # may a worker accept and report an unpinned key?
 
-
-class Params(_Strict):
-    """Per-plan parameters for UNIX, AIX and Linux assets (the seed product's, plus how to
-    become root and the SSH timeout). Secrets never live here; `become_secret` travels sealed."""
-
-    become: Literal["auto", "sudo", "su", "none"] = "auto"   # auto: root logs in as root, else sudo
-    become_secret: Secret | None = None      # su: root's password (from the asset's root account)
-    create_user: bool = False                # create the account when it does not exist
-    shell: Text(255, line=True) | None = None   # default /bin/bash (/usr/bin/ksh on AIX)
-    home: Text(1024, line=True) | None = None   # default /home/<user>
-    group: Text(64, line=True) | None = None
-    groups: list[Text(64, line=True)] = Field(default=[], max_length=64)
-    uid: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    modify_sudo: bool = False                # install a sudoers line for the account
-    sudo_commands: list[Text(1024, line=True)] = Field(default=["/bin/whoami"], max_length=64)
-    key_strategy: Literal["add", "set", "set_managed"] = "set_managed"   # ssh_key secrets
+    @field_validator("platform")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in PLATFORMS:
+            raise ValueError(f"unknown platform (known: {', '.join(PLATFORMS)})")
+        return name
 
 
 class RotateCommand(_Strict):
@@ -99,21 +53,37 @@ class RotateCommand(_Strict):
     attempt: Attempt
     zone: ZoneName
     asset: AssetTarget
-    login_username: Username
+    login_username: Text(80, line=True)
     login_secrets: list[Secret] = Field(min_length=1, max_length=4)   # current first, then pending
-    login_secret_type: Literal["password", "ssh_key"] = "password"
-    username: Username
-    secret_type: Literal["password", "ssh_key"] = "password"
+    login_secret_type: SecretType = SecretType.PASSWORD
+    username: Text(80, line=True)
+    secret_type: SecretType = SecretType.PASSWORD
     new_secret: Secret | None = None     # rotate: the value to set
     old_secret: Secret | None = None     # rotate: the secret we hold as current (None: unknown)
     candidates: list[Secret] = Field(default=[], max_length=4)   # verify: the values to try
-    params: Params = Params()
+    params: Any = None                   # the asset's platform's params model (validated below)
     timeout: float = Field(default=15.0, gt=0, le=600)
     # The command's validity (controller clock, epoch seconds): no worker sends anything that
     # may change a secret after it, and the account is not rotated again until it has passed
     # (see `controller.planning.command_expiry`), so a replayed copy can never set a secret
     # that is not the controller's intent.
     not_after: Epoch
+
+    @model_validator(mode="after")
+    def _fits_its_platform(self) -> "RotateCommand":
+        """The schema's union on `asset.platform`: that platform's account names, secret types
+        and params model."""
+        kind = platform(self.asset.platform)
+        for field, name in (("username", self.username), ("login_username", self.login_username)):
+            if not kind.account_name.match(name):
+                raise ValueError(f"{field}: not {kind.account_rule}")
+        if self.secret_type not in kind.secret_types:
+            raise ValueError(f"secret_type: {kind.title} takes {', '.join(kind.secret_types)}")
+        params = self.params
+        if not isinstance(params, kind.params):
+            params = kind.params.model_validate(params or {})
+        object.__setattr__(self, "params", params)   # frozen: set once, while validating
+        return self
 
 
 class RotateResult(_Strict):

@@ -69,13 +69,13 @@ def bus_ctl(request, settings, rabbitmq_url):
 
 
 @pytest.fixture
-def pool():
-    """A worker's SSH session pool, closed after the test."""
-    from worker.sessions import SessionPool
+def targets():
+    """What a worker keeps between commands (pooled sessions, proofs), closed after the test."""
+    from worker.connectors import Targets
 
-    sessions = SessionPool()
-    yield sessions
-    sessions.close()
+    kept = Targets()
+    yield kept
+    kept.close()
 
 
 @pytest.fixture

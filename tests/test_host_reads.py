@@ -91,13 +91,13 @@ def test_output_up_to_the_limit_is_read_whole(root):
     (["mkfifo", KEYS], "unsafe_file"),
     (["truncate", "-s", "50M", KEYS], "file_too_large"),
 ], ids=["link to /dev/zero", "FIFO", "50 MB file"])
-def test_authorized_keys_that_cannot_be_read_safely_is_refused(host, pool, plant, code):
+def test_authorized_keys_that_cannot_be_read_safely_is_refused(host, targets, plant, code):
     reset(host, "alice")
     as_alice(host, "mkdir", "-m", "0700", "/home/alice/.ssh")
     as_alice(host, *plant)
     planted = host.run(["stat", "-c", "%F %s", KEYS]).stdout
     before, started = peak_memory(), time.monotonic()
-    result = rotate(key_command(host, "alice", new_key(), "add"), pool, "w1", False)
+    result = rotate(key_command(host, "alice", new_key(), "add"), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", code)
     assert f"{KEYS} on web-1 is" in result.error and "refused" in result.error
     assert time.monotonic() - started < 3                 # refused, not timed out
@@ -107,13 +107,13 @@ def test_authorized_keys_that_cannot_be_read_safely_is_refused(host, pool, plant
     assert running(host, "alice") == []
 
 
-def test_a_file_of_the_limit_is_still_read(host, pool):
+def test_a_file_of_the_limit_is_still_read(host, targets):
     reset(host, "alice")
     as_alice(host, "mkdir", "-m", "0700", "/home/alice/.ssh")
     comment = b"#" * (authorized_keys.SIZE_LIMIT - 1) + b"\n"
     host.run(["runuser", "-u", "alice", "--", "tee", KEYS], input=comment)
     key = new_key()
-    result = rotate(key_command(host, "alice", key, "add"), pool, "w1", False)
+    result = rotate(key_command(host, "alice", key, "add"), targets, "w1", False)
     assert result.status == "success", result.error
     assert authorized(host, "alice") == [comment.decode().strip(), f"{public(key)} keyturn-managed"]
 

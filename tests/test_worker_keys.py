@@ -94,11 +94,11 @@ def reset(host, user: str) -> None:
 
 
 @pytest.mark.parametrize("via", LOGINS)
-def test_missing_ssh_folder_is_made_and_the_key_proven(host, pool, via, tmp_path):
+def test_missing_ssh_folder_is_made_and_the_key_proven(host, targets, via, tmp_path):
     reset(host, "alice")
     shadow = host.shadow_line("alice")
     key = new_key()
-    result = rotate(key_command(host, "alice", key, via=via), pool, "w1", False)
+    result = rotate(key_command(host, "alice", key, via=via), targets, "w1", False)
     assert (result.status, result.error) == ("success", None)
     assert authorized(host, "alice") == [f"{public(key)} keyturn-managed"]
     assert modes(host, "/home/alice/.ssh") == "700 alice alice directory"
@@ -109,9 +109,9 @@ def test_missing_ssh_folder_is_made_and_the_key_proven(host, pool, via, tmp_path
 
 
 @pytest.mark.parametrize("kind", ["ed25519", "rsa", "ecdsa"])
-def test_each_key_type_is_installed_and_proven(host, pool, kind, tmp_path):
+def test_each_key_type_is_installed_and_proven(host, targets, kind, tmp_path):
     key = new_key(kind)
-    result = rotate(key_command(host, "bob", key, "set"), pool, "w1", False)
+    result = rotate(key_command(host, "bob", key, "set"), targets, "w1", False)
     assert result.status == "success", result.error
     assert authorized(host, "bob") == [f"{public(key)} keyturn-managed"]
     assert key_works(host, "bob", key, tmp_path)
@@ -125,14 +125,14 @@ def seed(host, user: str, lines: list[str]) -> None:
              input="".join(f"{line}\n" for line in lines).encode())
 
 
-def test_strategies_keep_what_they_should(host, pool, tmp_path):
+def test_strategies_keep_what_they_should(host, targets, tmp_path):
     old = new_key()
     mine = ["# carol's laptop", f'from="10.0.0.1",command="echo a b" {FOREIGN} carol@laptop']
     results = {}
     for strategy in ("add", "set_managed", "set"):
         seed(host, "carol", [*mine, f"{public(old)} keyturn-managed"])
         key = new_key()
-        results[strategy] = rotate(key_command(host, "carol", key, strategy), pool, "w1", False)
+        results[strategy] = rotate(key_command(host, "carol", key, strategy), targets, "w1", False)
         assert results[strategy].status == "success", results[strategy].error
         assert key_works(host, "carol", key, tmp_path)
         kept = authorized(host, "carol")
@@ -144,23 +144,23 @@ def test_strategies_keep_what_they_should(host, pool, tmp_path):
         assert modes(host, "/home/carol/.ssh/authorized_keys") == "600 carol carol regular file"
 
 
-def test_add_does_not_duplicate_a_key_already_there(host, pool):
+def test_add_does_not_duplicate_a_key_already_there(host, targets):
     key = new_key()
     seed(host, "carol", [f"{public(key)} put-there-by-hand"])
-    result = rotate(key_command(host, "carol", key, "add"), pool, "w1", False)
+    result = rotate(key_command(host, "carol", key, "add"), targets, "w1", False)
     assert result.status == "success"
     assert authorized(host, "carol") == [f"{public(key)} put-there-by-hand"]
 
 
-def test_the_default_strategy_replaces_only_managed_keys(host, pool):
+def test_the_default_strategy_replaces_only_managed_keys(host, targets):
     seed(host, "carol", [FOREIGN])
     first, second = new_key(), new_key()
     for key in (first, second):
-        assert rotate(key_command(host, "carol", key), pool, "w1", False).status == "success"
+        assert rotate(key_command(host, "carol", key), targets, "w1", False).status == "success"
     assert authorized(host, "carol") == [FOREIGN, f"{public(second)} keyturn-managed"]
 
 
-def test_a_planted_symlink_is_not_followed_as_root(host, pool, tmp_path):
+def test_a_planted_symlink_is_not_followed_as_root(host, targets, tmp_path):
     """The account links its authorized_keys to root's: the new file replaces the link, written
     with the account's rights, and root's file is untouched."""
     host.run(["sh", "-c", "mkdir -p -m 0700 /root/.ssh && echo root-only > /root/.ssh/authorized_keys"])
@@ -169,7 +169,7 @@ def test_a_planted_symlink_is_not_followed_as_root(host, pool, tmp_path):
     host.run(["runuser", "-u", "dave", "--", "ln", "-s", "/root/.ssh/authorized_keys",
               "/home/dave/.ssh/authorized_keys"])
     key = new_key()
-    result = rotate(key_command(host, "dave", key, "add"), pool, "w1", False)
+    result = rotate(key_command(host, "dave", key, "add"), targets, "w1", False)
     assert result.status == "success", result.error
     assert host.run(["cat", "/root/.ssh/authorized_keys"]).stdout == b"root-only\n"
     assert authorized(host, "dave") == [f"{public(key)} keyturn-managed"]   # root's line not copied
@@ -177,58 +177,58 @@ def test_a_planted_symlink_is_not_followed_as_root(host, pool, tmp_path):
     assert key_works(host, "dave", key, tmp_path)
 
 
-def test_repeats_follow_the_rule_with_keys(host, pool):
+def test_repeats_follow_the_rule_with_keys(host, targets):
     old, new, newer = new_key(), new_key(), new_key()
-    assert rotate(key_command(host, "bob", old, "set"), pool, "w1", False).status == "success"
-    repeat = rotate(key_command(host, "bob", new, "set", attempt=2, old_secret=old), pool, "w1", False)
+    assert rotate(key_command(host, "bob", old, "set"), targets, "w1", False).status == "success"
+    repeat = rotate(key_command(host, "bob", new, "set", attempt=2, old_secret=old), targets, "w1", False)
     assert repeat.status == "success"
     before = authorized(host, "bob")
-    again = rotate(key_command(host, "bob", new, "set", attempt=3, old_secret=old), pool, "w1", True)
+    again = rotate(key_command(host, "bob", new, "set", attempt=3, old_secret=old), targets, "w1", True)
     assert (again.status, again.login_index) == ("success", None)   # new key works: nothing sent
     assert authorized(host, "bob") == before
-    assert rotate(key_command(host, "bob", newer, "set"), pool, "w1", False).status == "success"
-    stale = rotate(key_command(host, "bob", new, "set", attempt=2, old_secret=old), pool, "w1", False)
+    assert rotate(key_command(host, "bob", newer, "set"), targets, "w1", False).status == "success"
+    stale = rotate(key_command(host, "bob", new, "set", attempt=2, old_secret=old), targets, "w1", False)
     assert (stale.status, stale.error_code) == ("failed", "stale")
     assert authorized(host, "bob") == [f"{public(newer)} keyturn-managed"]
 
 
-def test_verify_tries_key_candidates(host, pool):
+def test_verify_tries_key_candidates(host, targets):
     current = new_key()
-    assert rotate(key_command(host, "bob", current, "set"), pool, "w1", False).status == "success"
+    assert rotate(key_command(host, "bob", current, "set"), targets, "w1", False).status == "success"
     found = rotate(command(host, "bob", action="verify", secret_type="ssh_key",
-                           candidates=[new_key(), current]), pool, "w1", False)
+                           candidates=[new_key(), current]), targets, "w1", False)
     assert (found.status, found.working_index) == ("success", 1)
 
 
-def test_a_privileged_login_with_a_key(host, pool):
+def test_a_privileged_login_with_a_key(host, targets):
     """ops logs in with a key (installed by a first rotation), then rotates bob's password."""
     ops_key = new_key()
-    assert rotate(key_command(host, "ops", ops_key, "add"), pool, "w1", False).status == "success"
+    assert rotate(key_command(host, "ops", ops_key, "add"), targets, "w1", False).status == "success"
     new = fresh()
     result = rotate(command(host, "bob", new, login=("ops", new_key(), ops_key),
-                            login_secret_type="ssh_key"), pool, "w1", False)
+                            login_secret_type="ssh_key"), targets, "w1", False)
     assert (result.status, result.login_index) == ("success", 1)
     assert host.password_works("bob", new)
     assert "Accepted publickey for ops" in host.log_path.read_text()
 
 
-def test_a_key_login_cannot_feed_sudo_a_password(host, pool):
+def test_a_key_login_cannot_feed_sudo_a_password(host, targets):
     sudoer_key = new_key()
-    assert rotate(key_command(host, "sudoer", sudoer_key, "add"), pool, "w1", False).status == "success"
+    assert rotate(key_command(host, "sudoer", sudoer_key, "add"), targets, "w1", False).status == "success"
     result = rotate(command(host, "bob", fresh(), login=("sudoer", sudoer_key),
-                            login_secret_type="ssh_key"), pool, "w1", False)
+                            login_secret_type="ssh_key"), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "privilege_failed")
     assert "logs in with an SSH key" in result.error
 
 
-def test_no_key_in_results_or_logs(host, pool, caplog):
+def test_no_key_in_results_or_logs(host, targets, caplog):
     caplog.set_level(logging.DEBUG)
     keys = [new_key() for _ in range(4)]
-    results = [rotate(key_command(host, "alice", keys[0], via="password sudo"), pool, "w1", False),
-               rotate(key_command(host, "alice", keys[1], via="su"), pool, "w1", False),
-               rotate(key_command(host, "nobody9", keys[2]), pool, "w1", False),
+    results = [rotate(key_command(host, "alice", keys[0], via="password sudo"), targets, "w1", False),
+               rotate(key_command(host, "alice", keys[1], via="su"), targets, "w1", False),
+               rotate(key_command(host, "nobody9", keys[2]), targets, "w1", False),
                rotate(command(host, "alice", action="verify", secret_type="ssh_key",
-                              candidates=[keys[3]]), pool, "w1", False)]
+                              candidates=[keys[3]]), targets, "w1", False)]
     assert [r.status for r in results] == ["success", "success", "failed", "failed"]
     everything = caplog.text + "".join(r.model_dump_json() for r in results)
     for secret in [*keys, SUDOER[1], ROOT_PW]:

@@ -14,7 +14,7 @@ from shared.messages import AssetTarget, RotateCommand
 from worker.platforms import DRIVERS
 from worker.platforms.linux import LinuxDriver
 from worker.rotate import rotate
-from worker.sessions import SessionPool
+from worker.connectors import Targets
 
 ROOT_PW = "root-pw-rotate"
 OPS = ("ops", "ops-pw-rotate")                                  # NOPASSWD sudoer
@@ -68,12 +68,12 @@ def sshd_log(host) -> str:
 
 
 @pytest.mark.parametrize("login", LOGINS, ids=list(LOGINS))
-def test_change_is_made_and_proven_and_others_keep_theirs(host, pool, login):
+def test_change_is_made_and_proven_and_others_keep_theirs(host, targets, login):
     old, new = fresh("old"), fresh("new")
     host.set_password("alice", old)
     before = shadows(host)
 
-    result = rotate(command(host, "alice", new, login=LOGINS[login]), pool, "w1", False)
+    result = rotate(command(host, "alice", new, login=LOGINS[login]), targets, "w1", False)
 
     assert (result.status, result.error_code, result.error) == ("success", None, None)
     assert (result.login_index, result.host_key, result.worker_id) == (0, host.host_public_key, "w1")
@@ -84,70 +84,92 @@ def test_change_is_made_and_proven_and_others_keep_theirs(host, pool, login):
     assert {u: after[u] for u in ("bob", "carol")} == {u: before[u] for u in ("bob", "carol")}
 
 
+def test_a_host_that_lets_any_password_in_is_never_a_success(ssh_farm, targets):
+    """PAM `permit`: the new password "works", and so does any other: unverified, not success."""
+    permissive, = ssh_farm.start_hosts(1, users={"dana": "dana-old"})
+    try:
+        permissive.set_password("root", ROOT_PW)
+        permissive.run(["sed", "-i", "s/pam_unix\\.so.*/pam_permit.so/", "/etc/pam.d/common-auth"])
+        assert permissive.password_works("dana", "anything at all")
+        result = rotate(command(permissive, "dana", fresh()), targets, "w1", False)
+        assert (result.status, result.error_code) == ("unverified", "no_password_check")
+        assert "does not check passwords" in result.error
+    finally:
+        permissive.close()
+
+
+def test_the_wrong_password_check_is_made_once_per_host(host, targets):
+    log_before = sshd_log(host)
+    for user in ("alice", "bob"):
+        assert rotate(command(host, user, fresh()), targets, "w1", False).status == "success"
+    time.sleep(0.2)                                             # sshd logs a moment after it answers
+    assert sshd_log(host)[len(log_before):].count("Failed password") == 1
+
+
 @pytest.mark.parametrize("login", ["root", "password sudo"])
 @pytest.mark.parametrize("password", HOSTILE, ids=range(len(HOSTILE)))
-def test_hostile_passwords_are_set_exactly(host, pool, login, password):
+def test_hostile_passwords_are_set_exactly(host, targets, login, password):
     marker = f"/tmp/keyturn-pwned-{uuid.uuid4().hex}"
     new = password + f"$(touch {marker})"
-    result = rotate(command(host, "bob", new, login=LOGINS[login]), pool, "w1", False)
+    result = rotate(command(host, "bob", new, login=LOGINS[login]), targets, "w1", False)
     assert result.status == "success", result.error
     assert host.password_works("bob", new)
     assert not host.password_works("bob", password)
     assert not os.path.exists(marker)
 
 
-def test_the_first_login_secret_that_works_is_reported(host, pool):
-    result = rotate(command(host, "carol", fresh(), login=("ops", "stale-pw", OPS[1])), pool,
+def test_the_first_login_secret_that_works_is_reported(host, targets):
+    result = rotate(command(host, "carol", fresh(), login=("ops", "stale-pw", OPS[1])), targets,
                     "w1", False)
     assert (result.status, result.login_index) == ("success", 1)
 
 
-def test_wrong_privileged_password_fails_and_changes_nothing(host, pool):
+def test_wrong_privileged_password_fails_and_changes_nothing(host, targets):
     before = shadows(host)
-    result = rotate(command(host, "alice", fresh(), login=("root", "not-root-pw")), pool, "w1", False)
+    result = rotate(command(host, "alice", fresh(), login=("root", "not-root-pw")), targets, "w1", False)
     assert (result.status, result.error_code, result.login_index) == ("failed", "login_failed", None)
     assert "web-1" in result.error and "root" in result.error
     assert shadows(host) == before
 
 
-def test_missing_user_is_named(host, pool):
-    result = rotate(command(host, "nobody9", fresh(), login=OPS), pool, "w1", False)
+def test_missing_user_is_named(host, targets):
+    result = rotate(command(host, "nobody9", fresh(), login=OPS), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "user_missing")
     assert result.error == "user nobody9 does not exist on web-1"
 
 
-def test_login_without_sudo_rights_fails_before_the_change(host, pool):
+def test_login_without_sudo_rights_fails_before_the_change(host, targets):
     before = shadows(host)
-    result = rotate(command(host, "alice", fresh(), login=PLAIN), pool, "w1", False)
+    result = rotate(command(host, "alice", fresh(), login=PLAIN), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "privilege_failed")
     assert "plain may not use sudo on web-1" in result.error
     assert shadows(host) == before
 
 
-def test_changed_host_key_fails_before_any_password_is_sent(host, pool):
+def test_changed_host_key_fails_before_any_password_is_sent(host, targets):
     before, log_before = shadows(host), sshd_log(host)
-    result = rotate(command(host, "alice", fresh(), asset={"host_key": OTHER_KEY}), pool, "w1", False)
+    result = rotate(command(host, "alice", fresh(), asset={"host_key": OTHER_KEY}), targets, "w1", False)
     assert (result.status, result.error_code, result.host_key) == ("failed", "host_key_mismatch", None)
     assert "no password was sent" in result.error
     assert "password for" not in sshd_log(host)[len(log_before):]
     assert shadows(host) == before
 
 
-def test_unpinned_host_key_needs_first_use_trust(host, pool):
+def test_unpinned_host_key_needs_first_use_trust(host, targets):
     log_before = sshd_log(host)
-    refused = rotate(command(host, "alice", fresh(), asset={"host_key": None}), pool, "w1", False)
+    refused = rotate(command(host, "alice", fresh(), asset={"host_key": None}), targets, "w1", False)
     assert (refused.status, refused.error_code, refused.host_key) == ("failed", "host_key_unknown", None)
     assert "password for" not in sshd_log(host)[len(log_before):]
     learned = rotate(command(host, "alice", fresh(), asset={"host_key": None, "trust_first_use": True}),
-                     pool, "w1", False)
+                     targets, "w1", False)
     assert (learned.status, learned.host_key) == ("success", host.host_public_key)
 
 
-def test_stopped_host_is_unreachable(ssh_farm, pool):
+def test_stopped_host_is_unreachable(ssh_farm, targets):
     host, = ssh_farm.start_hosts(1)
     try:
         host.stop()
-        result = rotate(command(host, "alice", fresh()), pool, "w1", False)
+        result = rotate(command(host, "alice", fresh()), targets, "w1", False)
         assert (result.status, result.error_code, result.host_key) == ("failed", "unreachable", None)
         assert "web-1" in result.error
     finally:
@@ -155,18 +177,18 @@ def test_stopped_host_is_unreachable(ssh_farm, pool):
 
 
 @pytest.mark.parametrize("redelivered", [False, True])
-def test_an_expired_command_changes_nothing_and_sends_nothing(host, pool, redelivered):
+def test_an_expired_command_changes_nothing_and_sends_nothing(host, targets, redelivered):
     """A replayed or long-delayed copy is refused before any connection to the host."""
     before, log_before = shadows(host), sshd_log(host)
     expired = command(host, "carol", fresh(), not_after=time.time() - 1)
-    result = rotate(expired, pool, "w1", redelivered)
+    result = rotate(expired, targets, "w1", redelivered)
     assert (result.status, result.error_code) == ("failed", "expired")
     assert result.expired_not_after == expired.not_after
     assert shadows(host) == before
     assert sshd_log(host)[len(log_before):] == ""                 # not even a connection
 
 
-def test_a_command_that_expires_before_its_change_is_sent_changes_nothing(host, pool, monkeypatch):
+def test_a_command_that_expires_before_its_change_is_sent_changes_nothing(host, targets, monkeypatch):
     """The validity is checked again right before the command that sets the secret."""
     from worker.platforms import become
 
@@ -180,66 +202,66 @@ def test_a_command_that_expires_before_its_change_is_sent_changes_nothing(host, 
         return original(self, argv, stdin, keep_unknown=keep_unknown, **options)
 
     monkeypatch.setattr(become.Root, "_run", late)
-    result = rotate(valid, pool, "w1", False)
+    result = rotate(valid, targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "expired")
     assert shadows(host) == before
 
 
-def test_redelivered_message_whose_secret_already_works_changes_nothing(host, pool):
+def test_redelivered_message_whose_secret_already_works_changes_nothing(host, targets):
     new = fresh()
     host.set_password("carol", new)
     before, log_before = shadows(host), sshd_log(host)
-    result = rotate(command(host, "carol", new), pool, "w1", True)
+    result = rotate(command(host, "carol", new), targets, "w1", True)
     assert (result.status, result.login_index, result.host_key) == ("success", None, host.host_public_key)
     assert shadows(host) == before                                  # not even re-hashed
     assert "password for root" not in sshd_log(host)[len(log_before):]
 
 
-def test_redelivered_message_not_yet_applied_is_applied(host, pool):
+def test_redelivered_message_not_yet_applied_is_applied(host, targets):
     new = fresh()
-    result = rotate(command(host, "carol", new), pool, "w1", True)
+    result = rotate(command(host, "carol", new), targets, "w1", True)
     assert (result.status, result.login_index) == ("success", 0)
     assert host.password_works("carol", new)
 
 
-def test_verify_finds_the_working_candidate_and_changes_nothing(host, pool):
+def test_verify_finds_the_working_candidate_and_changes_nothing(host, targets):
     current = fresh()
     host.set_password("bob", current)
     before = shadows(host)
     found = rotate(command(host, "bob", action="verify", candidates=["pending-x", current]),
-                   pool, "w1", False)
+                   targets, "w1", False)
     assert (found.status, found.working_index, found.host_key) == ("success", 1, host.host_public_key)
-    missing = rotate(command(host, "bob", action="verify", candidates=["a-1", "b-2"]), pool, "w1", False)
+    missing = rotate(command(host, "bob", action="verify", candidates=["a-1", "b-2"]), targets, "w1", False)
     assert (missing.status, missing.error_code, missing.working_index) == ("failed", "no_candidate", None)
     assert shadows(host) == before
 
 
-def test_a_stale_repeat_changes_nothing_when_another_secret_was_set_since(host, pool):
+def test_a_stale_repeat_changes_nothing_when_another_secret_was_set_since(host, targets):
     """Attempt 2 of a record, arriving after a newer rotation set a third password: neither the
     message's new nor its old password logs in, so it must not overwrite the newer one."""
     newer = fresh("newer")
     host.set_password("alice", newer)
     before = shadows(host)
     stale = command(host, "alice", fresh("stale"), attempt=2, old_secret=fresh("old"))
-    result = rotate(stale, pool, "w1", False)
+    result = rotate(stale, targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "stale")
     assert shadows(host) == before and host.password_works("alice", newer)
 
 
-def test_a_repeat_proves_the_old_secret_then_changes(host, pool):
+def test_a_repeat_proves_the_old_secret_then_changes(host, targets):
     old, new = fresh("old"), fresh("new")
     host.set_password("alice", old)
-    result = rotate(command(host, "alice", new, attempt=3, old_secret=old), pool, "w1", False)
+    result = rotate(command(host, "alice", new, attempt=3, old_secret=old), targets, "w1", False)
     assert result.status == "success"
     assert host.password_works("alice", new) and not host.password_works("alice", old)
 
 
-def test_a_secret_that_cannot_be_set_is_refused_before_any_login(host, pool):
+def test_a_secret_that_cannot_be_set_is_refused_before_any_login(host, targets):
     log_before = sshd_log(host)
-    key = rotate(command(host, "alice", fresh(), secret_type="ssh_key"), pool, "w1", False)
+    key = rotate(command(host, "alice", fresh(), secret_type="ssh_key"), targets, "w1", False)
     assert (key.status, key.error_code) == ("failed", "unsupported_secret")
     assert "not an unencrypted OpenSSH private key" in key.error
-    broken = rotate(command(host, "alice", "two\nlines"), pool, "w1", True)
+    broken = rotate(command(host, "alice", "two\nlines"), targets, "w1", True)
     assert (broken.status, broken.error_code) == ("failed", "unsupported_secret")
     assert sshd_log(host) == log_before
 
@@ -260,44 +282,44 @@ def strict_host(ssh_farm):
     host.close()
 
 
-def test_password_policy_rejection_is_explained(strict_host, pool):
+def test_password_policy_rejection_is_explained(strict_host, targets):
     first, second = fresh(), fresh()
     for password in (first, second):
-        assert rotate(command(strict_host, "alice", password), pool, "w1", False).status == "success"
-    result = rotate(command(strict_host, "alice", first), pool, "w1", False)
+        assert rotate(command(strict_host, "alice", password), targets, "w1", False).status == "success"
+    result = rotate(command(strict_host, "alice", first), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "policy_rejected")
     assert "password policy on web-1 rejected the new password for alice" in result.error
     assert "already used" in result.error
     assert strict_host.password_works("alice", second)
 
 
-def test_change_without_an_outcome_is_unverified(strict_host, pool):
+def test_change_without_an_outcome_is_unverified(strict_host, targets):
     started = time.monotonic()
-    result = rotate(command(strict_host, "slow", fresh(), timeout=1.5), pool, "w1", False)
+    result = rotate(command(strict_host, "slow", fresh(), timeout=1.5), targets, "w1", False)
     assert (result.status, result.error_code) == ("unverified", "timeout")
     assert "`chpasswd` did not finish" in result.error and "may have changed" in result.error
     assert time.monotonic() - started < 6
 
 
-def test_change_that_cannot_be_proven_is_unverified(strict_host, pool):
+def test_change_that_cannot_be_proven_is_unverified(strict_host, targets):
     before = strict_host.shadow_line("nologin")
-    result = rotate(command(strict_host, "nologin", fresh()), pool, "w1", False)
+    result = rotate(command(strict_host, "nologin", fresh()), targets, "w1", False)
     assert (result.status, result.error_code) == ("unverified", "verify_failed")
     assert "cannot log in with the new password" in result.error
     assert strict_host.shadow_line("nologin") != before             # changed, as reported
 
 
-def test_no_secret_in_results_or_logs(host, pool, caplog):
+def test_no_secret_in_results_or_logs(host, targets, caplog):
     caplog.set_level(logging.DEBUG)
     secrets = {name: f"{name}-SECRET-{uuid.uuid4().hex[:8]}" for name in
                ("new1", "new2", "new3", "new4", "new5", "wrong", "candidate")}
     results = [
-        rotate(command(host, "alice", secrets["new1"], login=SUDOER), pool, "w1", False),
-        rotate(command(host, "alice", secrets["new2"], login=("root", secrets["wrong"])), pool, "w1", False),
-        rotate(command(host, "nobody9", secrets["new3"], login=SUDOER), pool, "w1", False),
-        rotate(command(host, "alice", secrets["new4"], login=(PLAIN[0], PLAIN[1])), pool, "w1", False),
-        rotate(command(host, "alice", secrets["new5"], asset={"host_key": OTHER_KEY}), pool, "w1", False),
-        rotate(command(host, "alice", action="verify", candidates=[secrets["candidate"]]), pool, "w1", False),
+        rotate(command(host, "alice", secrets["new1"], login=SUDOER), targets, "w1", False),
+        rotate(command(host, "alice", secrets["new2"], login=("root", secrets["wrong"])), targets, "w1", False),
+        rotate(command(host, "nobody9", secrets["new3"], login=SUDOER), targets, "w1", False),
+        rotate(command(host, "alice", secrets["new4"], login=(PLAIN[0], PLAIN[1])), targets, "w1", False),
+        rotate(command(host, "alice", secrets["new5"], asset={"host_key": OTHER_KEY}), targets, "w1", False),
+        rotate(command(host, "alice", action="verify", candidates=[secrets["candidate"]]), targets, "w1", False),
     ]
     assert [r.status for r in results] == ["success"] + ["failed"] * 5
     everything = caplog.text + "".join(r.model_dump_json() for r in results)
@@ -309,12 +331,12 @@ def test_no_secret_in_results_or_logs(host, pool, caplog):
 def test_a_batch_of_accounts_shares_one_privileged_login_per_host(ssh_farm):
     users = {f"user{n:02d}": f"old-{n}" for n in range(20)}
     hosts = ssh_farm.start_hosts(3, users=users, sudo_user=OPS)
-    pool = SessionPool()
+    targets = Targets()
     try:
         commands = [command(h, user, fresh(), login=OPS) for h in hosts for user in users]
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as threads:
-            results = list(threads.map(lambda c: rotate(c, pool, "w1", False), commands))
+            results = list(threads.map(lambda c: rotate(c, targets, "w1", False), commands))
         elapsed = time.monotonic() - started
         assert [r.status for r in results] == ["success"] * len(commands)
         time.sleep(0.2)                       # sshd logs a moment after it answers
@@ -327,19 +349,19 @@ def test_a_batch_of_accounts_shares_one_privileged_login_per_host(ssh_farm):
               f"{elapsed / len(commands) * 1000:.0f} ms per account; per rotation "
               f"{sum(r.finished_at - r.started_at for r in results) / len(results) * 1000:.0f} ms")
     finally:
-        pool.close()
+        targets.close()
         for h in hosts:
             h.close()
 
 
-def test_a_bug_still_ends_in_a_result_without_the_secret(host, pool, caplog, monkeypatch):
+def test_a_bug_still_ends_in_a_result_without_the_secret(host, targets, caplog, monkeypatch):
     class Broken(LinuxDriver):
         def change(self, root, command):
             raise RuntimeError(f"bug while setting {command.new_secret.get_secret_value()}")
 
     monkeypatch.setitem(DRIVERS, "linux", Broken())
     new = fresh("leaky")
-    result = rotate(command(host, "alice", new), pool, "w1", False)
+    result = rotate(command(host, "alice", new), targets, "w1", False)
     assert (result.status, result.error_code) == ("unverified", "internal_error")
     assert "RuntimeError" in result.error and new not in result.error
     assert "bug while setting ***" in caplog.text and new not in caplog.text

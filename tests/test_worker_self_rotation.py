@@ -9,6 +9,7 @@ import pytest
 
 from tests.test_worker_keys import key_works, new_key, public
 from tests.test_worker_rotate import ROOT_PW, command, fresh
+from worker.connectors.ssh import SshConnector
 from worker.rotate import rotate
 
 SUDOER = ("sudoer", "sudoer-pw-self")
@@ -24,37 +25,37 @@ def host(ssh_farm):
     host.close()
 
 
-def test_root_changes_its_own_password_twice_in_a_row(host, pool):
+def test_root_changes_its_own_password_twice_in_a_row(host, targets):
     current = fresh("root-start")
     host.set_password("root", current)
     for _ in range(2):
         new = fresh("root")
         result = rotate(command(host, "root", new, login=("root", current), old_secret=current),
-                        pool, "w1", False)
+                        targets, "w1", False)
         assert (result.status, result.login_index) == ("success", 0), result.error
         assert host.password_works("root", new) and not host.password_works("root", current)
-        assert pool._sessions == {}                         # retired: keyed by a dead secret
+        assert targets.pool(SshConnector)._sessions == {}   # retired: keyed by a dead secret
         current = new
     host.set_password("root", ROOT_PW)
 
 
-def test_a_sudoer_changes_its_own_password_through_sudo(host, pool):
+def test_a_sudoer_changes_its_own_password_through_sudo(host, targets):
     old, new = SUDOER[1], fresh("sudoer")
     host.set_password("sudoer", old)
-    result = rotate(command(host, "sudoer", new, login=(SUDOER[0], old)), pool, "w1", False)
+    result = rotate(command(host, "sudoer", new, login=(SUDOER[0], old)), targets, "w1", False)
     assert result.status == "success", result.error
     assert host.password_works("sudoer", new) and not host.password_works("sudoer", old)
     other = fresh()
-    after = rotate(command(host, "user0", other, login=(SUDOER[0], old, new)), pool, "w1", False)
+    after = rotate(command(host, "user0", other, login=(SUDOER[0], old, new)), targets, "w1", False)
     assert (after.status, after.login_index) == ("success", 1)   # the new password, also for sudo
     assert host.password_works("user0", other)
 
 
-def test_root_changes_its_own_key(host, pool, tmp_path):
+def test_root_changes_its_own_key(host, targets, tmp_path):
     first, second = new_key(), new_key()
-    assert rotate(command(host, "root", first, secret_type="ssh_key"), pool, "w1", False).status == "success"
+    assert rotate(command(host, "root", first, secret_type="ssh_key"), targets, "w1", False).status == "success"
     result = rotate(command(host, "root", second, login=("root", first), login_secret_type="ssh_key",
-                            secret_type="ssh_key", params={"key_strategy": "set"}), pool, "w1", False)
+                            secret_type="ssh_key", params={"key_strategy": "set"}), targets, "w1", False)
     assert result.status == "success", result.error
     assert key_works(host, "root", second, tmp_path) and not key_works(host, "root", first, tmp_path)
     lines = host.run(["cat", "/root/.ssh/authorized_keys"]).stdout.decode().splitlines()
@@ -62,7 +63,7 @@ def test_root_changes_its_own_key(host, pool, tmp_path):
     assert host.password_works("root", ROOT_PW)
 
 
-def test_rotations_running_on_the_retired_session_finish(host, pool):
+def test_rotations_running_on_the_retired_session_finish(host, targets):
     """Root rotates itself while the same login rotates seven accounts on the shared session
     (sent, as the controller does, with root's current and pending password)."""
     root_new = fresh("root")
@@ -70,7 +71,7 @@ def test_rotations_running_on_the_retired_session_finish(host, pool):
     commands = [command(host, "root", root_new, login=login)] + [
         command(host, user, fresh(), login=login) for user in USERS]
     with ThreadPoolExecutor(max_workers=8) as threads:
-        results = list(threads.map(lambda c: rotate(c, pool, "w1", False), commands))
+        results = list(threads.map(lambda c: rotate(c, targets, "w1", False), commands))
     assert [r.status for r in results] == ["success"] * len(commands), [r.error for r in results]
     for c in commands:
         assert host.password_works(c.username, c.new_secret.get_secret_value())

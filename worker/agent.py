@@ -22,12 +22,13 @@ import shared
 from shared.broker import (HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, RESULT_ACTOR, RESULTS_QUEUE,
                            ROTATE_ACTOR, message_redelivered, publish, rotate_queue)
 from shared.errors import KeyturnError
-from shared.messages import ZONE_NAME, BadMessage, Heartbeat, open_envelope, parse_envelope, seal
+from shared.bounded import ZONE_NAME
+from shared.messages import BadMessage, Heartbeat, open_envelope, parse_envelope, seal
 from shared.settings import Settings
 from shared.zonecrypto import Channel
 from worker.keys import load_channels
 from worker.rotate import rotate
-from worker.sessions import SessionPool
+from worker.connectors import Targets
 
 logger = logging.getLogger(__name__)
 MAX_RETRIES = 3          # only for surprises such as a broker blip while publishing the result
@@ -49,7 +50,7 @@ class WorkerAgent:
         self.broker = broker
         self.channels: dict[str, Channel] = load_channels(settings, self.zones)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.pool = SessionPool()
+        self.targets = Targets()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -72,14 +73,14 @@ class WorkerAgent:
                     self.settings.worker_threads)
 
     def stop(self) -> None:
-        """Let in-flight rotations finish, stop consuming, close the SSH sessions."""
+        """Let in-flight rotations finish, stop consuming, close the pooled sessions."""
         self._stopping.set()
         if self._worker is not None:
             self._worker.stop(timeout=DRAIN_MS)
             self.broker.actors.pop(ROTATE_ACTOR, None)   # a restarted agent registers it again
         if self._heartbeats.is_alive():
             self._heartbeats.join(timeout=HEARTBEAT_JOIN_SECONDS)
-        self.pool.close()
+        self.targets.close()
         logger.info("worker %s stopped", self.worker_id)
 
     def handle(self, *args, **kwargs) -> None:
@@ -90,7 +91,7 @@ class WorkerAgent:
         with self._lock:
             self._in_flight += 1
         try:
-            result = rotate(command, self.pool, self.worker_id, message_redelivered() or retried)
+            result = rotate(command, self.targets, self.worker_id, message_redelivered() or retried)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -115,7 +116,7 @@ class WorkerAgent:
             raise
 
     def _beat(self) -> None:
-        """Heartbeats every `heartbeat_interval`; also closes idle SSH sessions."""
+        """Heartbeats every `heartbeat_interval`; also closes idle pooled sessions."""
         while True:
             for zone, channel in self.channels.items():
                 beat = Heartbeat(worker_id=self.worker_id, zone=zone, host=socket.gethostname(),
@@ -126,7 +127,7 @@ class WorkerAgent:
                             seal("heartbeat", beat, channel))
                 except Exception as exc:   # the bus may be down for a while: keep beating
                     logger.warning("heartbeat for zone %s not sent: %s", zone, type(exc).__name__)
-            self.pool.prune()
+            self.targets.prune()
             if self._stopping.wait(self.settings.heartbeat_interval):
                 return
 

@@ -8,7 +8,7 @@ import click
 from shared.broker import make_broker
 from shared.errors import KeyturnError
 from shared.logs import configure_logging
-from shared.messages import ZONE_NAME
+from shared.bounded import ZONE_NAME
 from shared.settings import load_settings
 from shared.zonecrypto import encode_public_key, generate_private_key, read_private_key, write_private_key
 

@@ -20,7 +20,7 @@ from typing import Iterable, NamedTuple
 
 import paramiko
 
-from shared.errors import KeyturnError
+from worker.errors import TargetError
 from shared.messages import AssetTarget
 from worker import sshkeys
 
@@ -29,16 +29,10 @@ RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]   # how an `ssh-rsa` pin is ne
 OUTPUT_LIMIT = 1024 * 1024   # bytes read from one output stream of a command, at most
 
 
-class SshError(KeyturnError):
-    """An SSH step failed: `code` for the controller, the message for a person.
-
-    `command_sent` is True when a command had been sent and may have run, so its outcome is
-    unknown (for a password change: the host may now have the new password)."""
-
-    def __init__(self, code: str, message: str, *, command_sent: bool = False):
-        super().__init__(message)
-        self.code = code
-        self.command_sent = command_sent
+class SshError(TargetError):
+    """An SSH step failed. `command_sent` is True when a command had been sent and may have
+    run, so its outcome is unknown (for a password change: the host may now have the new
+    password)."""
 
 
 class OutputTooLarge(Exception):

@@ -51,3 +51,13 @@ def _load(text: str):
         if isinstance(key, crypto_class):
             return key, paramiko_class
     raise BadKey("use an ed25519, RSA or ECDSA private key")
+
+
+def random_private_key() -> str:
+    """A fresh Ed25519 key that no host knows (a connector's wrong-secret check)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode()

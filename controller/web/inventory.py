@@ -14,7 +14,7 @@ from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, page
-from shared.messages import PLATFORMS
+from shared.platforms import PLATFORMS
 
 bp = Blueprint("inventory", __name__)
 
@@ -79,7 +79,7 @@ def assets():
     if node:
         in_node = Asset.node.in_(Node.select(Node.id).where(Node.path == node))
         query, count = query.where(in_node), count.where(in_node)
-    return {"q": q, "node": node, "platforms": PLATFORMS,
+    return {"q": q, "node": node, "platforms": list(PLATFORMS),
             "zone_names": [name for (name,) in Zone.select(Zone.name).order_by(Zone.name).tuples()],
             "assets": keyset(query, Asset.name, descending=False, count=count,
                              serialize=asset_row)}

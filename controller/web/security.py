@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from controller.web import users
 from controller.web.views import form_data, is_api
 from shared.errors import KeyturnError
-from shared.messages import USERNAME
+from shared.bounded import USERNAME
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_FIELD = "csrf_token"

@@ -15,7 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from controller.models import User
 from controller.runtime import Controller
 from shared.errors import KeyturnError
-from shared.messages import USERNAME
+from shared.bounded import USERNAME
 
 ROLES = ("admin", "auditor")
 MIN_PASSWORD = 10

@@ -12,7 +12,8 @@ from __future__ import annotations
 import secrets as random
 from typing import Callable, NamedTuple
 
-from shared.messages import USERNAME, RotateCommand
+from shared.bounded import USERNAME
+from shared.messages import RotateCommand
 from worker import authorized_keys, sshkeys
 from worker.platforms import values
 from worker.platforms.become import Root

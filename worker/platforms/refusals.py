@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.errors import KeyturnError
+from worker.errors import TargetError
 from shared.messages import RotateCommand
 from worker.ssh import Completed
 
@@ -15,13 +15,12 @@ USER_MISSING = re.compile(r"does not exist|unknown user", re.IGNORECASE)
 DETAIL_LIMIT = 300
 
 
-class ChangeFailed(KeyturnError):
+class ChangeFailed(TargetError):
     """The host refused the change, so the old secret is still in place: `code` for the
     controller (`user_missing`, `policy_rejected`, `privilege_failed`, ...), text for a person."""
 
     def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+        super().__init__(code, message)
 
 
 def detail(done: Completed) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from shared.messages import Params
+from shared.platforms import UnixParams
 from worker.platforms.refusals import ChangeFailed
 
 PATH = re.compile(r"^(?:/[A-Za-z0-9_.+-]+)+/?$|^/$")
@@ -27,7 +27,7 @@ class NewUser(NamedTuple):
     uid: int | None
 
 
-def new_user(user: str, params: Params, default_shell: str) -> NewUser:
+def new_user(user: str, params: UnixParams, default_shell: str) -> NewUser:
     """What to create `user` with: the plan's values, else /home/<user> and `default_shell`."""
     home = _path("home", params.home or f"/home/{user}")
     shell = _path("shell", params.shell or default_shell)

@@ -1,0 +1,144 @@
+"""The platform registry: every kind of target keyturn rotates, declared once.
+
+A platform names the worker connector that serves it (a dotted path, imported only by workers),
+its default port, the secret types it supports, the model of its own parameters, whether its
+assets have SSH host keys, the account names secure mode protects by default, and the rule for
+account names. The CLI's choices, the console's forms, the API's validation, the message schema
+and the worker's connector table all read `PLATFORMS`; a new platform is one `register` call
+here, one connector module and its tests (as peewee's `schemes` and `register_database`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from shared.bounded import STRICT, USERNAME, Secret, Text
+from shared.errors import KeyturnError
+
+
+class SecretType(StrEnum):
+    PASSWORD = "password"
+    SSH_KEY = "ssh_key"
+
+
+class RecordStatus(StrEnum):
+    """A record's life: pending → dispatched → success | failed | unverified (DESIGN.md)."""
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    SUCCESS = "success"
+    FAILED = "failed"
+    UNVERIFIED = "unverified"
+
+
+class PlatformParams(BaseModel):
+    """Per-asset and per-plan parameters of one platform (never a secret in the clear: a secret
+    a connector needs travels sealed, as `Secret`)."""
+
+    model_config = STRICT
+
+
+class UnixParams(PlatformParams):
+    """UNIX, AIX and Linux over SSH (the seed product's, plus how to become root). Secrets never
+    live here; `become_secret` travels sealed."""
+
+    become: Literal["auto", "sudo", "su", "none"] = "auto"   # auto: root logs in as root, else sudo
+    become_secret: Secret | None = None      # su: root's password (from the asset's root account)
+    create_user: bool = False                # create the account when it does not exist
+    shell: Text(255, line=True) | None = None   # default /bin/bash (/usr/bin/ksh on AIX)
+    home: Text(1024, line=True) | None = None   # default /home/<user>
+    group: Text(64, line=True) | None = None
+    groups: list[Text(64, line=True)] = Field(default=[], max_length=64)
+    uid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    modify_sudo: bool = False                # install a sudoers line for the account
+    sudo_commands: list[Text(1024, line=True)] = Field(default=["/bin/whoami"], max_length=64)
+    key_strategy: Literal["add", "set", "set_managed"] = "set_managed"   # ssh_key secrets
+
+
+TLS = Literal["disable", "prefer", "require", "verify-full"]
+
+
+class PostgresParams(PlatformParams):
+    database: Text(63, line=True) = "postgres"     # where the privileged role connects
+    tls: TLS = "prefer"
+
+
+class MysqlParams(PlatformParams):
+    account_host: Text(255, line=True) = "%"       # the host part of 'user'@'host'
+    all_hosts: bool = False                        # change every 'user'@<any host> account
+    tls: TLS = "prefer"
+
+
+class RedisParams(PlatformParams):
+    """Nothing yet: an ACL user is the whole account (TLS to Redis is a later step)."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    title: str                                     # what the console shows
+    connector: str                                 # "module:Class" of the worker's connector
+    default_port: int
+    secret_types: tuple[SecretType, ...]
+    params: type[PlatformParams]
+    host_keys: bool                                # SSH host keys are pinned for its assets
+    protected_usernames: frozenset[str] = field(default_factory=frozenset)
+    account_name: re.Pattern = USERNAME            # full-match rule for its account names
+    account_rule: str = "a POSIX user name: a letter or _, then letters, digits, _ . -"
+
+    def parse_params(self, values: dict | None) -> PlatformParams:
+        """This platform's params from `values`, ignoring keys that belong to other platforms
+        (one plan may cover several); ValidationError names a bad one."""
+        known = {key: value for key, value in (values or {}).items()
+                 if key in self.params.model_fields}
+        return self.params.model_validate(known)
+
+
+PLATFORMS: dict[str, Platform] = {}
+
+
+def register(platform: Platform) -> Platform:
+    if platform.name in PLATFORMS:
+        raise ValueError(f"platform {platform.name} is registered twice")
+    PLATFORMS[platform.name] = platform
+    return platform
+
+
+def platform(name: object) -> Platform:
+    """The registered platform called `name`; KeyturnError lists the known ones."""
+    found = PLATFORMS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise KeyturnError(f"unknown platform {str(name)[:40]!r}: use one of {', '.join(PLATFORMS)}")
+    return found
+
+
+def param_names() -> set[str]:
+    """Every parameter some platform knows (what a plan that spans platforms may set)."""
+    return {name for p in PLATFORMS.values() for name in p.params.model_fields}
+
+
+UNIX_PROTECTED = frozenset({"root", "administrator"})
+for _name, _title in (("linux", "Linux"), ("unix", "UNIX"), ("aix", "AIX")):
+    register(Platform(_name, _title, "worker.connectors.ssh:SshConnector", 22,
+                      (SecretType.PASSWORD, SecretType.SSH_KEY), UnixParams, host_keys=True,
+                      protected_usernames=UNIX_PROTECTED))
+register(Platform("postgresql", "PostgreSQL", "worker.connectors.postgresql:PostgresConnector", 5432,
+                  (SecretType.PASSWORD,), PostgresParams, host_keys=False,
+                  protected_usernames=frozenset({"postgres"}),      # and every superuser (worker)
+                  account_name=re.compile(r"\A[A-Za-z_][A-Za-z0-9_$.-]{0,62}\Z"),
+                  account_rule="a role name: a letter or _, then up to 62 letters, digits, _ $ . -"))
+register(Platform("mysql", "MySQL / MariaDB", "worker.connectors.mysql:MysqlConnector", 3306,
+                  (SecretType.PASSWORD,), MysqlParams, host_keys=False,
+                  protected_usernames=frozenset({"root", "mysql", "mariadb.sys", "mysql.sys",
+                                                 "mysql.session", "mysql.infoschema"}),
+                  account_name=re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_$.-]{0,79}\Z"),
+                  account_rule="a user name: up to 80 letters, digits, _ $ . -"))
+register(Platform("redis", "Redis (ACL users)", "worker.connectors.redis:RedisConnector", 6379,
+                  (SecretType.PASSWORD,), RedisParams, host_keys=False,
+                  protected_usernames=frozenset({"default"}),
+                  account_name=re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z"),
+                  account_rule="an ACL user name: up to 64 letters, digits, _ . : -"))
