@@ -193,7 +193,7 @@ class Commands:
             login_secret_type=login.secret_type, username=row.username,
             secret_type=row.secret_type, **secrets, params=self._params_of(row),
             timeout=row.ssh_timeout or self.ctl.settings.ssh_timeout,
-            not_after=command_expiry(self.ctl, row.deadline))
+            not_after=command_expiry(self.ctl, row.deadline), secure_mode=self.ctl.settings.secure_mode)
         return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
 
     def _target(self, row: DispatchRow) -> AssetTarget:

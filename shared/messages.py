@@ -62,6 +62,9 @@ class RotateCommand(_Strict):
     old_secret: Secret | None = None     # rotate: the secret we hold as current (None: unknown)
     candidates: list[Secret] = Field(default=[], max_length=4)   # verify: the values to try
     params: Any = None                   # the asset's platform's params model (validated below)
+    # Secure mode: a connector that can see privilege on the target (a PostgreSQL superuser)
+    # refuses to change such an account, beyond the names the controller already skips.
+    secure_mode: bool = True
     timeout: float = Field(default=15.0, gt=0, le=600)
     # The command's validity (controller clock, epoch seconds): no worker sends anything that
     # may change a secret after it, and the account is not rotated again until it has passed
