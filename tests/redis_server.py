@@ -19,7 +19,7 @@ ADMIN = ("admin", "admin-pw-redis")
 START_SECONDS = 10
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -31,7 +31,7 @@ class RedisServer:
     def __init__(self, directory: Path, *, config_file: bool):
         self.directory = directory
         self.address = "127.0.0.1"
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = directory / "redis.log"
         self.acl_path = None if config_file else directory / "users.acl"
         self.config_path = directory / "redis.conf" if config_file else None
