@@ -71,6 +71,7 @@ class MysqlParams(PlatformParams):
     account_host: Text(255, line=True) = "%"       # the host part of 'user'@'host'
     all_hosts: bool = False                        # change every 'user'@<any host> account
     tls: TLS = "prefer"
+    tls_ca: Text(4096, line=True) | None = None    # verify-full: CA file (None: the system CAs)
 
 
 class RedisParams(PlatformParams):
