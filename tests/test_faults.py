@@ -84,13 +84,20 @@ def assert_settled(ctl, farm, group, execution_id: int, killed=(), broker_outage
         secret = ctl.vault.decrypt(account.secret_current)
         assert farm[account.asset.name].password_works(account.username, secret), \
             f"{account.username}@{account.asset.name}: the stored secret does not log in"
-        assert account.busy_execution is None and account.secret_pending is None
+        assert account.busy_execution is None
+        if account.secret_pending is not None:   # kept as a candidate after a failure only
+            last = account_records(account).get()
+            assert last.status == "failed" and bytes(last.new_secret) == bytes(account.secret_pending)
     for process in group.processes:
         if process not in killed:
             assert process.running(), f"{process.name} exited"
             unexpected = [e for e in logged_exceptions(process.log_text()) if not broker_outage
                           or not any(name in e for name in BROKER_DOWN)]
             assert not unexpected, f"{process.name}: {unexpected[:3]}"
+
+
+def account_records(account):
+    return Record.select().where(Record.account == account).order_by(Record.id.desc())
 
 
 BROKER_DOWN = ("ConnectionClosed", "AMQPConnectionError", "ConnectionClosedByBroker",

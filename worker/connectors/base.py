@@ -18,8 +18,19 @@ from typing import Callable
 from shared.messages import RotateCommand
 from shared.platforms import SecretType
 from worker import sshkeys
+from worker.errors import TargetError
 
 PROOF_SECONDS = 3600.0       # how long "this target refuses a wrong secret" is trusted
+
+
+def ensure_time_to_change(command: RotateCommand) -> None:
+    """Refuse (`expired`, nothing sent) to start a change that could not finish within the
+    command's validity: every change then ends by `not_after`, which the controller's rule
+    "no other rotation of the account before the deadline" counts on."""
+    if time.time() + command.timeout > command.not_after:
+        raise TargetError("expired", f"the command for {command.username} on "
+                                     f"{command.asset.name} expired before the change was sent; "
+                                     f"nothing was changed")
 
 
 class Targets:
@@ -65,7 +76,7 @@ class Targets:
 
 class Connector:
     """One kind of target. Subclasses implement `change` and `logs_in`, and may override the
-    others; set `change_started` just before sending anything that may change the secret."""
+    others; `change` calls `before_change()` right before sending what may change the secret."""
 
     # After a change, the old secret must be refused too (databases: it replaces; Redis:
     # removed in `finish`). UNIX accounts may keep working keys, so they do not claim it.
@@ -95,6 +106,11 @@ class Connector:
         """Whether a fresh login as `username` with `secret` (of the command's secret type)
         succeeds; TargetError when it cannot tell (the target is down, ...)."""
         raise NotImplementedError
+
+    def before_change(self) -> None:
+        """Call right before sending what may change the secret."""
+        ensure_time_to_change(self.command)
+        self.change_started = True
 
     def finish(self) -> None:
         """After the new secret is proven: what completes the change (Redis drops the old)."""

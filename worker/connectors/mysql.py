@@ -133,7 +133,7 @@ class MysqlConnector(Connector):
         connection, key = self.privileged()
         try:
             hosts = self.account_hosts(connection)
-            self.change_started = True
+            self.before_change()
             self.set_hash(connection, hosts)
         except BaseException:
             _close(connection)

@@ -153,7 +153,7 @@ class RedisConnector(Connector):
                            self.where, c.username)
             return
         new = "#" + password_hash(c.new_secret.get_secret_value())
-        self.change_started = True
+        self.before_change()
         self._run(f"add a password to the ACL user {c.username}", self.client.execute_command,
                   "ACL", "SETUSER", c.username, new, sent=True)
 

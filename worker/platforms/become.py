@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from typing import NamedTuple
 
 from shared.messages import RotateCommand
+from worker.connectors.base import ensure_time_to_change
 from worker.platforms.refusals import ChangeFailed, detail
 from worker.sessions import Session
 from worker.ssh import Completed, SshError
@@ -84,15 +84,11 @@ class Root:
 
     def _run(self, argv: list[str], stdin: bytes, *, keep_unknown: bool = False,
              **options) -> Completed:
-        timeout = self.command.timeout
         if keep_unknown:   # a command that sets a secret runs only inside the command's validity
-            timeout = min(timeout, self.command.not_after - time.time())
-            if timeout <= 0:
-                raise ChangeFailed("expired", f"the command for {self.command.username} on "
-                                              f"{self.command.asset.name} expired before the "
-                                              f"change was sent; nothing was changed")
+            ensure_time_to_change(self.command)
         try:
-            return self.session.run(argv, stdin, timeout=timeout, secrets=self.secrets, **options)
+            return self.session.run(argv, stdin, timeout=self.command.timeout,
+                                    secrets=self.secrets, **options)
         except SshError as exc:
             if keep_unknown:
                 raise
