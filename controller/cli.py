@@ -19,6 +19,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, P
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
 from shared.logs import configure_logging
+from shared.platforms import PLATFORMS, RecordStatus, SecretType
 from shared.settings import load_settings
 
 console = Console()
@@ -37,6 +38,11 @@ def read_secret_stdin() -> str:
     if not secret:
         raise click.ClickException("no secret on standard input")
     return secret
+
+
+def choice(values) -> click.Choice:
+    """A choice of plain strings (click matches an enum's members by their names)."""
+    return click.Choice([str(value) for value in values])
 
 
 def print_table(title: str, columns: list[str], rows: list[list]) -> None:
@@ -103,17 +109,22 @@ def asset():
 @asset.command("add")
 @click.argument("name")
 @click.option("--address", required=True)
-@click.option("--port", default=22, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--platform", default="linux", show_default=True,
-              type=click.Choice(["linux", "unix", "aix"]))
+@click.option("--port", type=click.IntRange(1, 65535), help="Default: the platform's port "
+              "(" + ", ".join(f"{p.name} {p.default_port}" for p in PLATFORMS.values()) + ").")
+@click.option("--platform", default="linux", show_default=True, type=choice(PLATFORMS))
 @click.option("--zone", "zone_name", required=True)
 @click.option("--node", help="Asset tree folder, e.g. /prod/web (created when missing).")
-@click.option("--host-key", help="Pinned OpenSSH host public key line.")
-def asset_add(name, address, port, platform, zone_name, node, host_key):
+@click.option("--host-key", help="Pinned OpenSSH host public key line (SSH platforms).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the asset's platform, e.g. database=app for postgresql "
+                   "(VALUE is JSON, or else a plain string); a plan's params win over it.")
+def asset_add(name, address, port, platform, zone_name, node, host_key, params):
     """Add an asset."""
     controller()
-    created = inventory.add_asset(name, address, port, platform, zone_name, node, host_key)
-    click.echo(f"asset {created.name} added in zone {zone_name}")
+    created = inventory.add_asset(name, address, port, platform, zone_name, node, host_key,
+                                  dict(parse_param(text) for text in params))
+    click.echo(f"asset {created.name} ({created.platform}, port {created.port}) added in zone "
+               f"{zone_name}")
 
 
 @asset.command("trust")
@@ -126,7 +137,7 @@ def asset_trust(name, host_key, yes):
     from worker.ssh import fingerprint
 
     controller()
-    found = inventory.asset_by_name(name)
+    found = inventory.with_host_keys(inventory.asset_by_name(name))
     key = host_key.strip() if host_key else inventory.fetch_host_key(found)
     click.echo(f"{name} presents {fingerprint(key)} ({key.split()[0]})")
     if found.host_key and found.host_key.split()[:2] == key.split()[:2]:
@@ -160,9 +171,10 @@ def account():
 @click.argument("asset_name")
 @click.argument("username")
 @click.option("--privileged", is_flag=True, help="The account workers log in with on this asset.")
-@click.option("--secret-type", type=click.Choice(inventory.SECRET_TYPES),
+@click.option("--secret-type", type=choice(SecretType),
               help="password, or ssh_key (then the secret is a private key without a "
-                   "passphrase). Default: the account's type; password for a new account.")
+                   "passphrase; SSH platforms only). Default: the account's type; password "
+                   "for a new account.")
 @click.option("--secret-stdin", is_flag=True, help="Read the current secret from standard input "
                                                    "(a password line, or a whole private key).")
 def account_add(asset_name, username, privileged, secret_type, secret_stdin):
@@ -226,14 +238,15 @@ def plan():
 @click.option("--interval-hours", type=int)
 @click.option("--crontab")
 @click.option("--recipient", "recipients", multiple=True)
-@click.option("--secret-type", type=click.Choice(["password", "ssh_key"]), default="password",
+@click.option("--secret-type", type=choice(SecretType), default=SecretType.PASSWORD.value,
               show_default=True)
 @click.option("--key-type", type=click.Choice(["ed25519", "rsa"]), default="ed25519",
               show_default=True)
 @click.option("--ssh-timeout", type=float, help="Seconds per SSH step for this plan.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="UNIX/AIX/Linux parameter, e.g. become=su, create_user=true, "
-                   "groups=[\"wheel\"] (VALUE is JSON, or else a plain string).")
+              help="A parameter of some platform, e.g. become=su, create_user=true, "
+                   "groups=[\"wheel\"] (UNIX), database=app (postgresql); each asset takes "
+                   "its platform's, over its own (VALUE is JSON, or else a plain string).")
 def plan_add(name, secret_stdin, params, **fields):
     """Create a plan."""
     ctl = controller()
@@ -251,7 +264,7 @@ def plan_add(name, secret_stdin, params, **fields):
     protected = spec.protected_usernames()
     if protected and ctl.settings.secure_mode:
         click.echo(f"note: secure mode is on, so {', '.join(protected)} will be skipped "
-                   f"(as will each asset's privileged account)")
+                   f"there (as will each asset's privileged account)")
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -380,8 +393,7 @@ def execution_verify(execution_id, wait):
 @click.group(invoke_without_command=True)
 @click.option("--execution", "execution_id", type=int)
 @click.option("--plan", "plan_name")
-@click.option("--status", type=click.Choice(["pending", "dispatched", "success", "failed",
-                                             "unverified"]))
+@click.option("--status", type=choice(RecordStatus))
 @click.option("--limit", default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
-from controller.planning import command_expiry, dispatch_deadline, login_accounts
+from controller.planning import command_expiry, command_timeout, dispatch_deadline, login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
@@ -40,6 +40,7 @@ class DispatchRow(NamedTuple):
     port: int
     platform: str
     host_key: str | None
+    asset_params: dict | None
     zone: str
     public_key: str
     trust_first_use: bool
@@ -52,8 +53,8 @@ def dispatch_rows(condition) -> list[DispatchRow]:
     return [DispatchRow._make(row) for row in Record.select(
         Record.id, Record.attempt, Record.action, Record.deadline, Record.old_secret,
         Record.new_secret, Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
-        Asset.platform, Asset.host_key, Zone.name, Zone.public_key, Zone.trust_first_use,
-        Plan.id, Plan.params, Plan.ssh_timeout)
+        Asset.platform, Asset.host_key, Asset.params, Zone.name, Zone.public_key,
+        Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout)
         .join(Account).join(Asset).join(Zone)
         .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
         .where(condition).order_by(Record.id).tuples()]
@@ -88,8 +89,9 @@ def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: li
         a = by_id[account_id]
         rows.append(DispatchRow(record_id, 1, "rotate", deadline, a.secret_current, new_secret,
                                 a.username, a.secret_type, a.asset_id, a.asset_name, a.address,
-                                a.port, a.platform, a.host_key, a.zone, a.public_key,
-                                a.trust_first_use, plan.id, plan.params, plan.ssh_timeout))
+                                a.port, a.platform, a.host_key, a.asset_params, a.zone,
+                                a.public_key, a.trust_first_use, plan.id, plan.params,
+                                plan.ssh_timeout))
     return publish_rows(ctl, chunked(rows, BATCH))
 
 
@@ -164,7 +166,7 @@ class Commands:
     def usable(self, rows: list[DispatchRow]) -> list[DispatchRow]:
         """The rows whose asset has a privileged login; the others fail at once."""
         self._load({row.asset_id for row in rows},
-                   {row.asset_id for row in rows if (row.params or {}).get("become") == "su"})
+                   {row.asset_id for row in rows if merged_params(row).get("become") == "su"})
         without = [row.id for row in rows if self._logins[row.asset_id] is None]
         if without:
             fail_unsent(without, "no_login", "the asset has no privileged account to log in with")
@@ -192,7 +194,7 @@ class Commands:
             asset=self._target(row), login_username=login.username, login_secrets=login_secrets,
             login_secret_type=login.secret_type, username=row.username,
             secret_type=row.secret_type, **secrets, params=self._params_of(row),
-            timeout=row.ssh_timeout or self.ctl.settings.ssh_timeout,
+            timeout=command_timeout(self.ctl, row.ssh_timeout or self.ctl.settings.ssh_timeout),
             not_after=command_expiry(self.ctl, row.deadline), secure_mode=self.ctl.settings.secure_mode)
         return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
 
@@ -206,11 +208,16 @@ class Commands:
     def _params_of(self, row: DispatchRow) -> PlatformParams:
         key = (row.asset_id, row.plan_id)
         if key not in self._params:
-            values = dict(row.params or {})
+            values = merged_params(row)
             if self._roots.get(row.asset_id) is not None:
                 values["become_secret"] = self._roots[row.asset_id]
             self._params[key] = platform(row.platform).parse_params(values)
         return self._params[key]
+
+
+def merged_params(row: DispatchRow) -> dict:
+    """The asset's own params with its plan's over them (the plan wins a key both set)."""
+    return (row.asset_params or {}) | (row.params or {})
 
 
 def fail_unsent(record_ids: list[int], error_code: str, error: str) -> None:

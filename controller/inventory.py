@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import get_args
 
 from peewee import IntegrityError, chunked
+from pydantic import SecretStr, ValidationError
 
 from controller import names
 from controller import vault as vault_module
@@ -20,11 +23,11 @@ from controller.secretgen import RuleError, normalise_private_key, validate_give
 from shared import zonecrypto
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget
+from shared.platforms import PLATFORMS, Platform, SecretType, platform
 from shared.settings import Settings
 
-SECRET_TYPES = ("password", "ssh_key")
 HOST_KEY_MAX = 8192
-CSV_FIELDS = ("name", "address", "port", "platform", "zone", "node", "host_key")
+CSV_FIELDS = ("name", "address", "port", "platform", "zone", "node", "host_key", "params")
 CSV_REQUIRED = ("name", "address", "zone")
 IMPORT_BATCH = 500           # rows per write transaction
 ERRORS_SHOWN = 20
@@ -107,14 +110,60 @@ class NewAsset:
     zone: str
     node: str | None
     host_key: str | None
+    params: dict = field(default_factory=dict)
 
 
-def new_asset(name: object, address: object, port: object = 22, platform: object = "linux",
-              zone: object = "", node: object = None, host_key: object = None) -> NewAsset:
-    return NewAsset(names.asset_name(name), names.address(address), names.port(port),
-                    names.platform(platform), names.zone_name(zone),
-                    None if node is None else names.node_path(node),
-                    None if host_key is None else host_key_line(host_key))
+def new_asset(name: object, address: object, port: object = None, platform_name: object = "linux",
+              zone: object = "", node: object = None, host_key: object = None,
+              params: object = None) -> NewAsset:
+    """`port` None: the platform's default port. A host key only for a platform that has them."""
+    kind = platform(names.platform(platform_name))
+    if host_key is not None and not kind.host_keys:
+        raise no_host_keys("host_key", kind)
+    return NewAsset(names.asset_name(name), names.address(address),
+                    kind.default_port if port is None else names.port(port), kind.name,
+                    names.zone_name(zone), None if node is None else names.node_path(node),
+                    None if host_key is None else host_key_line(host_key),
+                    asset_params(kind, params))
+
+
+def settable_params(kind: Platform) -> dict:
+    """The params (name: pydantic field) an operator sets on an asset of `kind`: all but
+    secrets, which come from accounts (`become_secret` is root's password)."""
+    return {name: info for name, info in kind.params.model_fields.items()
+            if not holds_secret(info.annotation)}
+
+
+def holds_secret(annotation) -> bool:
+    return annotation is SecretStr or any(holds_secret(arg) for arg in get_args(annotation))
+
+
+def asset_params(kind: Platform, values: object) -> dict:
+    """An asset's own params, checked by its platform's model: a key that platform does not
+    know is refused (on an asset it is a typo, not another platform's param). Kept as given,
+    normalised; the platform's defaults fill the rest when a command is built."""
+    if values is None or values == "":
+        return {}
+    if isinstance(values, str):
+        try:
+            values = json.loads(values)
+        except ValueError:
+            raise names.BadName("params", "is not a JSON object") from None
+    if not isinstance(values, dict):
+        raise names.BadName("params", "must be an object of parameter names and values")
+    known = settable_params(kind)
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        offered = f"use {', '.join(known)}" if known else "it has none"
+        raise names.BadName("params", f"{names.shown(unknown[0])} is not a parameter of "
+                                      f"{kind.title} assets ({offered})")
+    try:
+        parsed = kind.parse_params(values)
+    except ValidationError as exc:
+        error = exc.errors(include_input=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise names.BadName(f"params.{where}", error["msg"]) from None
+    return parsed.model_dump(mode="json", include=set(values))
 
 
 def asset_from_row(row: dict) -> NewAsset:
@@ -127,9 +176,9 @@ def asset_from_row(row: dict) -> NewAsset:
             value = value.strip()
         return default if value is None or value == "" else value
 
-    return new_asset(field("name", ""), field("address", ""), field("port", 22),
+    return new_asset(field("name", ""), field("address", ""), field("port"),
                      field("platform", "linux"), field("zone", ""), field("node"),
-                     field("host_key"))
+                     field("host_key"), field("params"))
 
 
 def host_key_line(value: object) -> str:
@@ -142,9 +191,10 @@ def host_key_line(value: object) -> str:
     return " ".join(parts[:2])
 
 
-def add_asset(name: str, address: str, port: int, platform: str, zone_name: str,
-              node_path: str | None, host_key: str | None) -> Asset:
-    return create_asset(new_asset(name, address, port, platform, zone_name, node_path, host_key))
+def add_asset(name: str, address: str, port: int | None, platform_name: str, zone_name: str,
+              node_path: str | None, host_key: str | None, params: dict | None = None) -> Asset:
+    return create_asset(new_asset(name, address, port, platform_name, zone_name, node_path,
+                                  host_key, params))
 
 
 def create_asset(spec: NewAsset) -> Asset:
@@ -155,17 +205,33 @@ def create_asset(spec: NewAsset) -> Asset:
         raise KeyturnError(f"asset {spec.name} exists already")
     node = node_for_path(spec.node) if spec.node else None
     return Asset.create(name=spec.name, address=spec.address, port=spec.port,
-                        platform=spec.platform, zone=zone, node=node, host_key=spec.host_key)
+                        platform=spec.platform, zone=zone, node=node, host_key=spec.host_key,
+                        params=spec.params)
 
 
 def unknown_zone(name: str) -> KeyturnError:
     return names.BadName("zone", f"unknown zone {name}: add it with `keyturn zone add {name}`")
 
 
+def no_host_keys(label: str, kind: Platform) -> names.BadName:
+    return names.BadName(label, f"{kind.title} has no SSH host keys: only "
+                                     f"{', '.join(p.name for p in PLATFORMS.values() if p.host_keys)}"
+                                     f" assets pin one")
+
+
+def with_host_keys(asset: Asset) -> Asset:
+    """`asset`, when its platform pins SSH host keys (a database server has none)."""
+    kind = platform(asset.platform)
+    if not kind.host_keys:
+        raise no_host_keys(f"asset {asset.name}", kind)
+    return asset
+
+
 def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
     """The host key the asset presents now (from this machine), as an OpenSSH line."""
     from worker.ssh import connect
 
+    with_host_keys(asset)
     target = AssetTarget(name=asset.name, address=asset.address, port=asset.port,
                          platform=asset.platform, trust_first_use=True)
     with connect(target, timeout) as connection:
@@ -174,6 +240,7 @@ def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
 
 def pin_host_key(asset: Asset, key_line: str, actor: str) -> None:
     """Pin an operator-accepted host key (audited: it decides which host gets passwords)."""
+    with_host_keys(asset)
     asset.host_key = host_key_line(key_line)
     asset.save(only=[Asset.host_key])
     AuditEvent.create(actor=actor, action="asset.trust", target=f"asset/{asset.name}",
@@ -206,12 +273,14 @@ def set_account(ctl: Controller, asset_name: str, username: object, secret: str 
                 privileged: bool, secret_type: object = None) -> Account:
     """Create or update an account. `secret_type` None keeps an account's type (a new one is
     a password account); changing the type needs the new secret, which must be of that type.
-    An account in rotation keeps its secrets untouched."""
-    username = names.username(username)
-    if secret_type is not None and secret_type not in SECRET_TYPES:
-        raise names.BadName("secret_type", f"{names.shown(secret_type)}: one of "
-                                           f"{', '.join(SECRET_TYPES)}")
+    The name and the type are the asset's platform's. An account in rotation keeps its
+    secrets untouched."""
     target = asset_by_name(asset_name)
+    on = platform(target.platform)
+    username = names.username(username, on.name)
+    if secret_type is not None and secret_type not in on.secret_types:
+        raise names.BadName("secret_type", f"{names.shown(secret_type)}: {on.title} accounts "
+                                           f"take {', '.join(on.secret_types)}")
     found = (Account.get_or_none((Account.asset == target) & (Account.username == username))
              or Account(asset=target, username=username))
     kind = secret_type or found.secret_type
@@ -239,7 +308,7 @@ def checked_secret(secret_type: str, secret: str) -> str:
     """A secret an account can hold: a one-line password, or a private key without a
     passphrase (stored in OpenSSH format). Errors never quote it."""
     names.text("secret", secret)
-    if secret_type == "password":
+    if secret_type == SecretType.PASSWORD:
         validate_given_secret(secret)
         return secret
     try:
@@ -260,19 +329,20 @@ class Imported:
 
 def import_assets(data: bytes) -> Imported:
     """Assets from CSV (a header naming `name,address,zone` and any of port, platform, node,
-    host_key). Every row is checked first, so a file with a bad row writes nothing; then the
+    host_key, params: a JSON object such as `{"database": "app"}`; a blank port is the
+    platform's default). Every row is checked first, so a file with a bad row writes nothing; then the
     rows go in transactions of IMPORT_BATCH, so a large file never holds the database's write
     lock for long (sign-ins, the dispatcher and heartbeats write in between)."""
     rows = checked_rows(data)
     node_ids, new_nodes = create_nodes({spec.node for _, spec in rows if spec.node})
     zone_ids = ids_of(Zone.name, {spec.zone for _, spec in rows})
     fields = [Asset.name, Asset.address, Asset.port, Asset.platform, Asset.zone, Asset.node,
-              Asset.host_key, Asset.created_at]
+              Asset.host_key, Asset.params, Asset.created_at]
     written = transactions = 0
     for batch in chunked(rows, IMPORT_BATCH):
         now = utcnow()
         values = [(s.name, s.address, s.port, s.platform, zone_ids[s.zone], node_ids.get(s.node),
-                   s.host_key, now) for _, s in batch]
+                   s.host_key, Asset.params.db_value(s.params), now) for _, s in batch]
         try:
             write_batch(Asset, fields, values)
         except IntegrityError:

@@ -10,7 +10,7 @@ from peewee import CharField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
-from controller.models import MODELS, SchemaVersion
+from controller.models import MODELS, JSONField, SchemaVersion
 from shared.errors import KeyturnError
 
 
@@ -19,8 +19,13 @@ def add_token_scopes(migrator) -> list:
     return [migrator.add_column("user", "api_token_scopes", CharField(null=True, max_length=64))]
 
 
+def add_asset_params(migrator) -> list:
+    """3: each asset's own platform params (`Asset.params`; existing assets get none)."""
+    return [migrator.add_column("asset", "params", JSONField(default=dict))]
+
+
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
-STEPS: list = [add_token_scopes]
+STEPS: list = [add_token_scopes, add_asset_params]
 LATEST = 1 + len(STEPS)
 
 

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import peewee as pw
 
 from controller.db import database
+from shared.platforms import RecordStatus, SecretType
 
 
 def utcnow() -> datetime:
@@ -53,6 +54,7 @@ class Asset(BaseModel):
     zone = pw.ForeignKeyField(Zone, backref="assets", on_delete="RESTRICT")
     node = pw.ForeignKeyField(Node, backref="assets", null=True, on_delete="SET NULL")
     host_key = pw.TextField(null=True)            # pinned OpenSSH public key line
+    params = JSONField(default=dict)              # its platform's params (a plan's win over them)
     created_at = pw.DateTimeField(default=utcnow)
 
 
@@ -61,7 +63,7 @@ class Account(BaseModel):
 
     asset = pw.ForeignKeyField(Asset, backref="accounts", on_delete="CASCADE")
     username = pw.CharField(max_length=64, index=True)
-    secret_type = pw.CharField(max_length=16, default="password")
+    secret_type = pw.CharField(max_length=16, default=SecretType.PASSWORD)
     privileged = pw.BooleanField(default=False)
     secret_current = pw.BlobField(null=True)
     secret_pending = pw.BlobField(null=True)
@@ -79,7 +81,7 @@ class Plan(BaseModel):
     name = pw.CharField(unique=True, max_length=128)
     usernames = JSONField(default=list)
     strategy = pw.CharField(max_length=16, default="random")          # random | specific
-    secret_type = pw.CharField(max_length=16, default="password")        # password | ssh_key
+    secret_type = pw.CharField(max_length=16, default=SecretType.PASSWORD)   # a SecretType
     key_type = pw.CharField(max_length=16, default="ed25519")            # ssh_key: ed25519 | rsa
     given_secret = pw.BlobField(null=True)                             # strategy "specific"
     length = pw.IntegerField(default=16)
@@ -88,7 +90,7 @@ class Plan(BaseModel):
     digits = pw.BooleanField(default=True)
     symbols = pw.BooleanField(default=True)
     exclude_symbols = pw.CharField(default="", max_length=64)
-    params = JSONField(default=dict)                                   # shared.messages.Params
+    params = JSONField(default=dict)                                   # any platform's params
     ssh_timeout = pw.FloatField(null=True)                             # None: KEYTURN_SSH_TIMEOUT
     interval_hours = pw.IntegerField(null=True)
     crontab = pw.CharField(null=True, max_length=128)
@@ -150,7 +152,7 @@ class Record(BaseModel):
     account = pw.ForeignKeyField(Account, backref="records", on_delete="CASCADE")
     retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
     action = pw.CharField(max_length=8, default="rotate")          # rotate | verify
-    status = pw.CharField(max_length=16, default="pending", index=True)
+    status = pw.CharField(max_length=16, default=RecordStatus.PENDING, index=True)
     old_secret = pw.BlobField(null=True)
     new_secret = pw.BlobField(null=True)
     error_code = pw.CharField(max_length=32, null=True)
@@ -211,5 +213,5 @@ class WorkerSeen(BaseModel):
 MODELS = [SchemaVersion, Zone, Node, Asset, Account, Plan, PlanAsset, PlanNode, Execution, LogLine,
           Record, User, AuditEvent, OutboxEvent, WorkerSeen]
 
-TERMINAL = ("success", "failed", "unverified")
-IN_FLIGHT = ("pending", "dispatched")
+TERMINAL = (RecordStatus.SUCCESS, RecordStatus.FAILED, RecordStatus.UNVERIFIED)
+IN_FLIGHT = (RecordStatus.PENDING, RecordStatus.DISPATCHED)

@@ -9,7 +9,8 @@ import ipaddress
 import re
 
 from shared.errors import KeyturnError
-from shared.bounded import USERNAME, ZONE_NAME
+from shared import platforms
+from shared.bounded import ZONE_NAME
 from shared.platforms import PLATFORMS
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -59,10 +60,12 @@ def zone_name(value: object) -> str:
                       "1-63 lowercase letters, digits, - and _, starting with a letter or digit")
 
 
-def username(value: object) -> str:
-    return full_match("username", USERNAME, value,
-                      "up to 32 letters, digits, _ . -, starting with a letter or _ (a final $ "
-                      "is allowed)")
+def username(value: object, platform_name: str = "linux") -> str:
+    """An account name as the asset's platform takes it (a PostgreSQL role name is not a
+    POSIX user name)."""
+    kind = platforms.platform(platform_name)
+    return full_match("username", kind.account_name, value,
+                      f"{kind.title} takes {kind.account_rule}")
 
 
 def asset_name(value: object) -> str:

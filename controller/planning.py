@@ -11,9 +11,9 @@ from controller.db import bulk_insert, database
 from controller.executions import finish_if_done, log, log_many
 from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
                                Record, Zone, utcnow)
-from controller.plans import PROTECTED_USERNAMES
 from controller.runtime import Controller
 from controller.secretgen import PasswordRules, generate_ssh_key
+from shared.platforms import platform
 from shared.settings import COMMAND_MARGIN
 
 CHUNK = 500
@@ -38,7 +38,8 @@ def resolve_accounts(plan: Plan) -> list:
                                Account.privileged, Account.secret_current,
                                Account.asset.alias("asset_id"), Asset.name.alias("asset_name"),
                                Asset.address, Asset.port, Asset.platform, Asset.host_key,
-                               Zone.name.alias("zone"), Zone.public_key, Zone.trust_first_use)
+                               Asset.params.alias("asset_params"), Zone.name.alias("zone"),
+                               Zone.public_key, Zone.trust_first_use)
                 .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
                 .where(Account.username.in_(plan.usernames)
                        & (Account.secret_type == plan.secret_type) & targets)
@@ -62,8 +63,11 @@ def skip_reason(account, login: Account | None, secure_mode: bool) -> str | None
         return f"skipped {where}: the privileged account {login.username} has no secret"
     if not account.public_key:
         return f"skipped {where}: zone {account.zone} has no public key"
-    if secure_mode and (account.privileged or account.username.lower() in PROTECTED_USERNAMES):
-        return f"skipped {where}: secure mode protects privileged and root accounts"
+    if secure_mode and account.privileged:
+        return f"skipped {where}: secure mode protects the asset's privileged account"
+    kind = platform(account.platform)
+    if secure_mode and account.username.lower() in kind.protected_usernames:
+        return f"skipped {where}: secure mode protects {account.username} on {kind.title}"
     return None
 
 
@@ -174,6 +178,13 @@ def create_records(ctl: Controller, execution: Execution, targets: list[Target],
     Record.delete().where((Record.execution == execution.id) & Record.account.not_in(ours)).execute()
     held = {account_id for (account_id,) in ours.tuples()}
     return [target for target in targets if target.account.id in held]
+
+
+def command_timeout(ctl: Controller, wanted: float) -> float:
+    """A command's own timeout, at most half its validity: a worker starts a change only with
+    a whole timeout of validity left (`ensure_time_to_change`), so a longer one would never run."""
+    window = ctl.settings.rotation_deadline - ctl.settings.clock_skew - COMMAND_MARGIN
+    return min(wanted, window / 2)
 
 
 def live_command(execution: Execution, now: datetime):

@@ -13,10 +13,9 @@ from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, norm
                                   validate_given_secret)
 from controller.vault import Vault
 from shared.errors import KeyturnError
-from shared.bounded import USERNAME
-from shared.platforms import PLATFORMS, param_names
+from shared.platforms import PLATFORMS, SecretType, param_names
 
-PROTECTED_USERNAMES = ("root", "administrator")
+SECRET_TYPES = "^(" + "|".join(SecretType) + ")$"
 
 
 class PlanError(KeyturnError):
@@ -33,7 +32,7 @@ class PlanSpec(BaseModel):
     assets: list[Annotated[str, Field(max_length=Asset.name.max_length)]] = []
     nodes: list[Annotated[str, Field(max_length=Node.path.max_length)]] = []
     strategy: str = Field(default="random", pattern="^(random|specific)$")
-    secret_type: str = Field(default="password", pattern="^(password|ssh_key)$")
+    secret_type: str = Field(default=SecretType.PASSWORD.value, pattern=SECRET_TYPES)
     key_type: str = Field(default="ed25519", pattern="^(ed25519|rsa)$")
     secret: SecretStr | None = None
     passphrase: SecretStr | None = None      # opens a given private key; never stored
@@ -59,7 +58,8 @@ class PlanSpec(BaseModel):
     @classmethod
     def _usernames(cls, usernames: list[str]) -> list[str]:
         cleaned = list(dict.fromkeys(name.strip() for name in usernames if name.strip()))
-        bad = [names.shown(name) for name in cleaned if not USERNAME.fullmatch(name)]
+        bad = [names.shown(name) for name in cleaned     # some platform's account name
+               if not any(kind.account_name.match(name) for kind in PLATFORMS.values())]
         if bad:
             raise ValueError(f"not a valid user name: {', '.join(bad[:5])}")
         if not cleaned:
@@ -95,13 +95,13 @@ class PlanSpec(BaseModel):
         if self.strategy == "specific":
             if self.secret is None:
                 raise RuleError("secret", "is required with the specific strategy")
-            if self.secret_type == "ssh_key":
+            if self.secret_type == SecretType.SSH_KEY:
                 self.secret = SecretStr(normalise_private_key(
                     self.secret.get_secret_value(),
                     self.passphrase.get_secret_value() if self.passphrase else None))
             else:
                 validate_given_secret(self.secret.get_secret_value())
-        elif self.secret_type == "password":
+        elif self.secret_type == SecretType.PASSWORD:
             self.rules.validate()
         return self
 
@@ -111,8 +111,15 @@ class PlanSpec(BaseModel):
                              self.exclude_symbols)
 
     def protected_usernames(self) -> list[str]:
-        """Usernames that secure mode will never rotate (said when the plan is saved)."""
-        return [name for name in self.usernames if name.lower() in PROTECTED_USERNAMES]
+        """Usernames that secure mode will never rotate, each with the platforms that protect
+        it, e.g. `root (on Linux, MySQL / MariaDB)` (said when the plan is saved)."""
+        found = []
+        for name in self.usernames:
+            where = [kind.title for kind in PLATFORMS.values()
+                     if name.lower() in kind.protected_usernames]
+            if where:
+                found.append(f"{name} (on {', '.join(where)})")
+        return found
 
 
 def parse_spec(data: dict) -> PlanSpec:

@@ -28,6 +28,7 @@ from controller.events import record_events
 from controller.executions import finish_if_done, log
 from controller.models import Account, Asset, AuditEvent, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
+from shared.platforms import platform
 
 logger = logging.getLogger(__name__)
 COUNTER = {"success": "succeeded", "failed": "failed", "unverified": "unverified"}
@@ -61,7 +62,8 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
             Record.dispatched_at, Record.old_secret, Record.new_secret, Asset.id.alias("asset_id"),
-            Asset.host_key, Account.username, Asset.name.alias("asset"), Zone.name.alias("zone"))
+            Asset.host_key, Asset.platform, Account.username, Asset.name.alias("asset"),
+            Zone.name.alias("zone"))
             .join(Account).join(Asset).join(Zone)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
         outcomes, counts, pins, again, refused, applied = [], {}, {}, [], {}, 0
@@ -73,7 +75,8 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             if record.zone != result.zone:
                 refused[index] = refuse_foreign(record, result)
                 continue
-            if result.host_key and record.host_key is None:
+            if (result.host_key and record.host_key is None
+                    and platform(record.platform).host_keys):   # SSH platforms only
                 pins.setdefault(record.asset_id, result.host_key)
             if result.error_code == "expired":     # nothing was changed: never an outcome
                 if expired_now(record, result):

@@ -87,7 +87,7 @@ def test_specific_strategy_uses_the_given_secret(ctl):
     ({"symbols": True, "lowercase": False, "uppercase": False, "digits": False,
       "exclude_symbols": "!#$%&()*+,-.:;<=?@[]_~"}, "exclude_symbols"),
     ({"strategy": "specific"}, "secret"),
-    ({"usernames": ["bad:name"]}, "usernames"),
+    ({"usernames": ["bad/name"]}, "usernames"),
     ({"assets": ["nope"]}, "assets"),
 ])
 def test_a_plan_that_cannot_work_is_refused_when_saved(ctl, fields, field):

@@ -4,6 +4,8 @@ the CLI's do; no secret is ever shown here."""
 from __future__ import annotations
 
 from collections import defaultdict
+from types import NoneType, UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from flask import Blueprint, abort, current_app, request, url_for
 from peewee import JOIN, fn
@@ -13,8 +15,8 @@ from controller.models import Account, Asset, Node, WorkerSeen, Zone
 from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
-from controller.web.views import Done, action, form_data, page
-from shared.platforms import PLATFORMS
+from controller.web.views import Done, action, form_data, is_api, page
+from shared.platforms import PLATFORMS, Platform
 
 bp = Blueprint("inventory", __name__)
 
@@ -79,23 +81,68 @@ def assets():
     if node:
         in_node = Asset.node.in_(Node.select(Node.id).where(Node.path == node))
         query, count = query.where(in_node), count.where(in_node)
-    return {"q": q, "node": node, "platforms": list(PLATFORMS),
+    return {"q": q, "node": node, "platforms": [platform_row(kind) for kind in PLATFORMS.values()],
             "zone_names": [name for (name,) in Zone.select(Zone.name).order_by(Zone.name).tuples()],
             "assets": keyset(query, Asset.name, descending=False, count=count,
                              serialize=asset_row)}
 
 
+def platform_row(kind: Platform) -> dict:
+    """What the asset form offers of a platform: its title, port, and its own params."""
+    return {"name": kind.name, "title": kind.title, "default_port": kind.default_port,
+            "host_keys": kind.host_keys, "secret_types": list(kind.secret_types),
+            "account_rule": kind.account_rule,
+            "params": param_fields(kind)}
+
+
+def param_fields(kind: Platform) -> list[dict]:
+    """How a form shows each param an operator sets on `kind`, from its params model: a
+    checkbox (`check`), a `choice`, `lines` (a list, one per line) or `text`."""
+    fields = []
+    for name, info in inventory.settable_params(kind).items():
+        shape = info.annotation
+        if get_origin(shape) in (Union, UnionType):         # `X | None`: the X
+            shape = next(arg for arg in get_args(shape) if arg is not NoneType)
+        origin = get_origin(shape)
+        kind_of_input = ("check" if shape is bool else "choice" if origin is Literal
+                         else "lines" if origin is list else "text")
+        fields.append({"name": name, "input": kind_of_input, "default": info.default,
+                       "choices": list(get_args(shape)) if origin is Literal else []})
+    return fields
+
+
+def typed_params(form: dict, prefix: str, fields: list[dict]) -> dict:
+    """The params a form filled in (fields `<prefix><name>`), as values of their shape; a
+    blank field or an unticked box is left to the default."""
+    found = {}
+    for described in fields:
+        value = form.get(prefix + described["name"])
+        if described["input"] == "check":
+            if value:
+                found[described["name"]] = True
+        elif isinstance(value, str) and value.strip():
+            found[described["name"]] = ([line.strip() for line in value.splitlines() if line.strip()]
+                                        if described["input"] == "lines" else value.strip())
+    return found
+
+
 def asset_row(a: Asset) -> dict:
     return {"id": a.id, "name": a.name, "address": a.address, "port": a.port,
             "platform": a.platform, "zone": a.zone.name, "node": a.node.path if a.node else None,
-            "host_key": a.host_key, "accounts": getattr(a, "account_count", None),
-            "created_at": a.created_at}
+            "host_key": a.host_key, "params": a.params,
+            "accounts": getattr(a, "account_count", None), "created_at": a.created_at}
 
 
 @action(bp, "/assets/new")
 @admin_required
 def add_asset():
-    created = new_asset(form_data())
+    """A form sends the chosen platform's params as `params.<platform>.<name>` fields (each
+    platform has its own block); a script sends `params` as an object."""
+    data = form_data()
+    if not is_api():
+        kind = PLATFORMS.get(data.get("platform") or "linux")
+        data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind)) if kind else None
+    created = new_asset(data)
     return Done(f"asset {created.name} added", url_for("inventory.asset", asset_id=created.id),
                 {"asset": asset_row(created)}, 201)
 
@@ -125,7 +172,7 @@ def found_asset(asset_id: int) -> Asset:
 @page(bp, "/assets/<int:asset_id>", "inventory/asset.html")
 def asset(asset_id: int):
     found = found_asset(asset_id)
-    return {"asset": asset_row(found),
+    return {"asset": asset_row(found), "platform": platform_row(PLATFORMS[found.platform]),
             "accounts": [serialize.account_row(a) for a in Account.select(Account, Asset)
                          .join(Asset).where(Account.asset == asset_id).order_by(Account.username)]}
 

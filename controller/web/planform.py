@@ -1,5 +1,6 @@
 """The plan form: its fields to a `PlanSpec` dict and a saved plan back to its fields. The
-form never carries a stored secret: left blank on edit or clone, the plan's secret is kept."""
+form never carries a stored secret: left blank on edit or clone, the plan's secret is kept.
+A param left blank (or unticked) is not set, so each asset's own params apply to it."""
 from __future__ import annotations
 
 import re
@@ -8,12 +9,32 @@ from flask import current_app
 from werkzeug.datastructures import MultiDict
 
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode
+from controller.web.inventory import param_fields, typed_params
+from shared.platforms import PLATFORMS, SecretType
 
 CHECKBOXES = ("lowercase", "uppercase", "digits", "symbols", "active")
 PARAM_CHECKBOXES = ("create_user", "modify_sudo")
 PARAM_TEXTS = ("become", "shell", "home", "group", "uid", "key_strategy")
 PARAM_LISTS = ("groups", "sudo_commands")
 SPLIT = re.compile(r"[\s,]+")
+
+
+def other_params() -> list[dict]:
+    """The params of the platforms whose fields the form does not lay out by hand (the UNIX
+    ones above), each once, with the titles of the platforms that take it."""
+    laid_out = {*PARAM_CHECKBOXES, *PARAM_TEXTS, *PARAM_LISTS}
+    found: dict[str, dict] = {}
+    for kind in PLATFORMS.values():
+        for described in param_fields(kind):
+            if described["name"] not in laid_out:
+                found.setdefault(described["name"], described | {"platforms": []})[
+                    "platforms"].append(kind.title)
+    return list(found.values())
+
+
+def offered() -> dict:
+    """What the form offers besides names: the secret types and the other platforms' params."""
+    return {"secret_types": [str(kind) for kind in SecretType], "other_params": other_params()}
 
 
 def words(text: str) -> list[str]:
@@ -40,14 +61,14 @@ def spec_data(form: MultiDict, keep_secret_of: Plan | None) -> dict:
         data["interval_hours"] = form.get("interval_hours", "").strip() or None
     elif schedule == "crontab":
         data["crontab"] = form.get("crontab", "").strip() or None
-    params = {name: f"params.{name}" in form for name in PARAM_CHECKBOXES}
+    params = {name: True for name in PARAM_CHECKBOXES if f"params.{name}" in form}
     params |= {name: form[f"params.{name}"].strip() for name in PARAM_TEXTS
                if form.get(f"params.{name}", "").strip()}
     params |= {name: [line.strip() for line in form.get(f"params.{name}", "").splitlines()
                       if line.strip()] for name in PARAM_LISTS}
     if not params["sudo_commands"]:
         del params["sudo_commands"]
-    data["params"] = params
+    data["params"] = params | typed_params(form, "params.", other_params())
     for name in ("secret", "passphrase"):     # the form has a secret box per secret type
         typed = next((value for value in form.getlist(name) if value), None)
         if typed:
@@ -62,7 +83,7 @@ def spec_data(form: MultiDict, keep_secret_of: Plan | None) -> dict:
 def form_values(plan: Plan | None) -> dict:
     """A saved plan as the form shows it (a new plan: the defaults). No secret."""
     if plan is None:
-        return {"strategy": "random", "secret_type": "password", "key_type": "ed25519",
+        return {"strategy": "random", "secret_type": SecretType.PASSWORD, "key_type": "ed25519",
                 "length": 16, "lowercase": True, "uppercase": True, "digits": True,
                 "symbols": True, "active": True, "schedule": "manual", "params": {},
                 "assets": [], "nodes": [], "recipients": [], "usernames": ""}

@@ -72,7 +72,7 @@ def choices() -> dict:
             "node_paths": [p for (p,) in Node.select(Node.path).order_by(Node.path).tuples()],
             "user_names": [u for (u,) in User.select(User.username).where(User.active)
                            .order_by(User.username).tuples()],
-            "symbol_set": DEFAULT_SYMBOLS}
+            "symbol_set": DEFAULT_SYMBOLS} | planform.offered()
 
 
 def render_form(values: dict, plan: Plan | None, errors: dict | None = None, status: int = 200,

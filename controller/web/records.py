@@ -15,9 +15,10 @@ from controller.web.paging import keyset
 from controller.web.security import admin_required, step_up_gate
 from controller.web.views import Done, action, form_data, is_api, page
 from controller.web.views import started as started_execution
+from shared.platforms import RecordStatus
 
 bp = Blueprint("records", __name__)
-STATUSES = ("pending", "dispatched", "success", "failed", "unverified")
+STATUSES = tuple(RecordStatus)
 FILTERS = ("plan", "execution", "asset", "account", "status")
 
 
