@@ -214,9 +214,9 @@ def unknown_zone(name: str) -> KeyturnError:
 
 
 def no_host_keys(label: str, kind: Platform) -> names.BadName:
-    return names.BadName(label, f"{kind.title} has no SSH host keys: only "
-                                     f"{', '.join(p.name for p in PLATFORMS.values() if p.host_keys)}"
-                                     f" assets pin one")
+    pinning = ", ".join(p.name for p in PLATFORMS.values() if p.host_keys)
+    return names.BadName(label, f"{kind.title} has no SSH host keys: only {pinning} assets "
+                                "pin one")
 
 
 def with_host_keys(asset: Asset) -> Asset:
@@ -330,9 +330,9 @@ class Imported:
 def import_assets(data: bytes) -> Imported:
     """Assets from CSV (a header naming `name,address,zone` and any of port, platform, node,
     host_key, params: a JSON object such as `{"database": "app"}`; a blank port is the
-    platform's default). Every row is checked first, so a file with a bad row writes nothing; then the
-    rows go in transactions of IMPORT_BATCH, so a large file never holds the database's write
-    lock for long (sign-ins, the dispatcher and heartbeats write in between)."""
+    platform's default). Every row is checked first, so a file with a bad row writes nothing;
+    then the rows go in transactions of IMPORT_BATCH, so a large file never holds the
+    database's write lock for long (sign-ins, the dispatcher and heartbeats write in between)."""
     rows = checked_rows(data)
     node_ids, new_nodes = create_nodes({spec.node for _, spec in rows if spec.node})
     zone_ids = ids_of(Zone.name, {spec.zone for _, spec in rows})

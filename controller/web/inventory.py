@@ -120,9 +120,13 @@ def typed_params(form: dict, prefix: str, fields: list[dict]) -> dict:
         if described["input"] == "check":
             if value:
                 found[described["name"]] = True
-        elif isinstance(value, str) and value.strip():
-            found[described["name"]] = ([line.strip() for line in value.splitlines() if line.strip()]
-                                        if described["input"] == "lines" else value.strip())
+        elif not isinstance(value, str) or not value.strip():
+            continue
+        elif described["input"] == "lines":
+            found[described["name"]] = [line.strip() for line in value.splitlines()
+                                        if line.strip()]
+        else:
+            found[described["name"]] = value.strip()
     return found
 
 
@@ -140,8 +144,9 @@ def add_asset():
     platform has its own block); a script sends `params` as an object."""
     data = form_data()
     if not is_api():
-        kind = PLATFORMS.get(data.get("platform") or "linux")
-        data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind)) if kind else None
+        kind = PLATFORMS.get(data.get("platform") or "linux")     # else names.platform says so
+        if kind is not None:
+            data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind))
     created = new_asset(data)
     return Done(f"asset {created.name} added", url_for("inventory.asset", asset_id=created.id),
                 {"asset": asset_row(created)}, 201)
