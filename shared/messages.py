@@ -10,8 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from shared.bounded import (STRICT, Attempt, Epoch, ErrorCode, Id, Secret, Text, Username,
-                            ZoneName)
+from shared.bounded import STRICT, Attempt, Epoch, ErrorCode, Id, Secret, Text, ZoneName
 from shared.errors import KeyturnError
 from shared.platforms import PLATFORMS, SecretType, platform
 from shared.zonecrypto import Channel, SealError

@@ -11,7 +11,6 @@ Load with ``pytest_plugins = ["tests.mariadb_server"]`` and use the ``mariadb`` 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,16 +19,12 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from tests.processes import free_port
 from worker.connectors.mysql import native_hash
 
 ROOT_PASSWORD = "kt-root-pw-mariadb"
 START_TIMEOUT = 60.0
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class MariaDB:

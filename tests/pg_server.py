@@ -12,7 +12,6 @@ Load with ``pytest_plugins = ["tests.pg_server"]``; use the ``pg_server`` fixtur
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+
+from tests.processes import free_port
 
 ADMIN = ("kt_admin", "kt-admin-pw")       # the cluster's superuser (initdb's bootstrap role)
 RUN_AS = ["runuser", "-u", "postgres", "--"]   # initdb and postgres refuse to run as root
@@ -33,11 +34,6 @@ def bin_dir() -> Path:
         pytest.fail("PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb) not installed")
     return found[-1].parent
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class PgServer:

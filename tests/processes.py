@@ -1,9 +1,11 @@
 """Real keyturn processes for end-to-end tests: started with the `keyturn` command, each with a
-log file, stopped (or killed) by the test and always cleaned up."""
+log file, stopped (or killed) by the test and always cleaned up; and the waits and loopback
+ports the tests' own servers share."""
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +98,10 @@ def keyturn_env(settings, broker_url: str | None) -> dict[str, str]:
     if broker_url:
         env["KEYTURN_BROKER_URL"] = broker_url
     return env
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

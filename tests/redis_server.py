@@ -6,7 +6,6 @@ of the session, even when it fails."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,14 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.processes import free_port
+
 ADMIN = ("admin", "admin-pw-redis")
 START_SECONDS = 10
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from controller import inventory
 from controller.daemon import Daemon
 from controller.models import Account, Asset, AuditEvent, Record, WorkerSeen
 from controller.planning import start_execution

@@ -1,7 +1,6 @@
 """Replayed, delayed and duplicated commands (DESIGN.md, bus trust rules): every command is valid
 until `not_after`, an account is not rotated again while a command for it may still act, and a
 command a worker found expired is sent again with a fresh validity, not failed."""
-import json
 import time
 from datetime import timedelta, timezone
 
@@ -13,29 +12,15 @@ from controller.models import Account, Execution, Record, utcnow
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
-from shared import zonecrypto
-from shared.broker import rotate_queue
-from shared.messages import RotateResult, open_envelope, parse_envelope
+from shared.messages import RotateResult
 from shared.settings import COMMAND_MARGIN
-from tests.inventory_helpers import build_fleet
+from tests.inventory_helpers import build_fleet, sent_commands
 
 
 @pytest.fixture
 def plan(ctl):
     build_fleet(ctl, assets=("web-1",), users=("alice",))
     return save_plan(parse_spec({"name": "p", "usernames": ["alice"], "nodes": ["/prod"]}), ctl.vault)
-
-
-def sent_commands(ctl):
-    """Open every command waiting on the in-process zone queue (and take them off it)."""
-    channel = zonecrypto.Channel(zonecrypto.read_private_key(ctl.settings.zone_key_path("dmz")),
-                                 ctl.private_key.public_key)
-    queue = ctl.broker.queues[rotate_queue("dmz")]
-    commands = []
-    while not queue.empty():
-        envelope = json.loads(queue.get_nowait().decode())["args"][0]
-        commands.append(open_envelope(parse_envelope(envelope), channel))
-    return commands
 
 
 def answer(record, status, **extra):

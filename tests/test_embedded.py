@@ -2,19 +2,12 @@
 the in-process broker, driven by the CLI from another process, against a real sshd host."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from tests.processes import ProcessGroup, keyturn_env
+from tests.processes import ProcessGroup, free_port, keyturn_env
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_rotates_with_nothing_else_running(settings, ssh_farm, tmp_path):

@@ -6,7 +6,6 @@ import email.policy
 import io
 import ipaddress
 import logging
-import socket
 import ssl
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,6 +30,7 @@ from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
 from shared.messages import RotateResult
 from tests.inventory_helpers import build_fleet
+from tests.processes import free_port
 
 SMTP_LOGIN, SMTP_PASSWORD = "mailer", "smtp-pw"
 FILE_PASSWORD = "archive pw ü"
@@ -60,11 +60,6 @@ class Inbox:
         [raw] = [raw for recipients, raw, _ in self.received if recipients == [address]]
         return raw, email.message_from_bytes(raw, policy=email.policy.default)
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def authenticate(server, session, envelope, mechanism, auth_data):

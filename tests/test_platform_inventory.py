@@ -3,7 +3,6 @@ names, secret types and protected names, through the CLI, the API and the consol
 params (merged with a plan's) in the commands dispatched, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -15,10 +14,8 @@ from controller.models import Asset, SchemaVersion
 from controller.names import BadName
 from controller.planning import plan_execution, start_execution
 from controller.plans import parse_spec, save_plan
-from shared import zonecrypto
-from shared.broker import rotate_queue
-from shared.messages import open_envelope, parse_envelope
 from shared.platforms import MysqlParams, PostgresParams, RedisParams
+from tests.inventory_helpers import sent_commands
 from tests.processes import ProcessGroup, keyturn_env
 
 only_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -215,18 +212,6 @@ def test_secure_mode_skips_each_platforms_protected_names(ctl, zone):
 
 # ---- dispatch: asset params under plan params ---------------------------------------------
 
-def sent_commands(ctl):
-    """Open every command waiting on the in-process zone queue (taking them off it)."""
-    channel = zonecrypto.Channel(zonecrypto.read_private_key(ctl.settings.zone_key_path("dmz")),
-                                 ctl.private_key.public_key)
-    queue = ctl.broker.queues[rotate_queue("dmz")]
-    commands = []
-    while not queue.empty():
-        envelope = json.loads(queue.get_nowait().decode())["args"][0]
-        commands.append(open_envelope(parse_envelope(envelope), channel))
-    return {command.asset.name: command for command in commands}
-
-
 @pytest.fixture
 def mixed_plan(ctl, zone):
     """A PostgreSQL, a MySQL, a Redis and a Linux asset with params of their own, and a plan
@@ -256,10 +241,10 @@ def check_commands(commands):
 def test_dispatch_merges_asset_and_plan_params(ctl, mixed_plan):
     execution = start_execution(ctl, mixed_plan)
     assert dispatch_pending(ctl) == execution.total == 4
-    check_commands(sent_commands(ctl))
+    check_commands({c.asset.name: c for c in sent_commands(ctl)})
 
 
 def test_a_plan_run_publishes_the_same_merged_params(ctl, mixed_plan):
     execution, targets = plan_execution(ctl, mixed_plan, "manual", "test", "dispatched")
     assert publish_planned(ctl, mixed_plan, execution.id, [t.account for t in targets]) == 4
-    check_commands(sent_commands(ctl))
+    check_commands({c.asset.name: c for c in sent_commands(ctl)})

@@ -10,9 +10,8 @@ import re
 
 import pytest
 
-from controller.models import Plan, Record, User
 from controller.web import DATABASE_REFUSED
-from tests.web_support import PASSWORD, Console
+from tests.web_support import PASSWORD, Console, route_samples
 
 LONG = "k" * 100_000
 BAD_NUMBERS = ["9" * 30, str(2 ** 63), str(2 ** 64), "²", "١٢٣", "-1", "1e3", " "]
@@ -47,20 +46,8 @@ def good_json() -> dict:
 
 
 def routes(app, ran):
-    """(rule, path) for every rule, its ids filled with ones that exist; the rules that
-    delete a plan, deactivate a user or sign out come last."""
-    ids = {"plan_id": Plan.get().id, "execution_id": ran.id, "record_id": Record.get().id,
-           "asset_id": Record.get().account.asset_id,
-           "user_id": User.get(User.username == "otto").id}
-    found = []
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
-        path = rule.rule
-        for name in rule.arguments:
-            path = path.replace(f"<int:{name}>", str(ids[name]))
-        found.append((rule, path))
-    return sorted(found, key=lambda item: any(word in item[1] for word in LAST))
+    """`route_samples`, with the rules that delete a plan, deactivate a user or sign out last."""
+    return sorted(route_samples(app, ran), key=lambda item: any(word in item[1] for word in LAST))
 
 
 def form_fields(console: Console, found) -> dict[str, set[str]]:

@@ -10,26 +10,10 @@ from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, N
                                WorkerSeen, Zone, utcnow)
 from controller.planning import start_execution
 from controller.web import users
-from tests.web_support import PASSWORD, Console, finish, save
-
+from tests.web_support import PASSWORD, Console, finish, route_samples, save
 
 
 # ---- sweeps over every route --------------------------------------------------------------
-
-def route_samples(app, ran):
-    """Every rule of the app with its placeholders filled with ids that exist."""
-    from controller.models import Plan, Record
-
-    ids = {"plan_id": Plan.get().id, "execution_id": ran.id, "record_id": Record.get().id,
-           "asset_id": Asset.get().id, "user_id": User.get(User.username == "otto").id}
-    for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
-        path = rule.rule
-        for name in rule.arguments:
-            path = path.replace(f"<int:{name}>", str(ids[name]))
-        yield rule, path
-
 
 def test_every_page_renders_for_both_roles(app, as_admin, as_auditor, ran):
     redirects = {"/", "/login/code", "/login/enrol"}     # home; no sign-in under way

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pyotp
 import pytest
 
-from controller.models import Record, User
+from controller.models import Plan, Record, User
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
@@ -156,3 +156,17 @@ def secrets_of(ctl, execution) -> set[str]:
         found |= {ctl.vault.decrypt(record.old_secret), ctl.vault.decrypt(record.new_secret)}
     return found - {None}
 
+
+
+def route_samples(app, ran):
+    """Every rule of the app with its placeholders filled with ids that exist."""
+    ids = {"plan_id": Plan.get().id, "execution_id": ran.id, "record_id": Record.get().id,
+           "asset_id": Record.get().account.asset_id,
+           "user_id": User.get(User.username == "otto").id}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule
+        for name in rule.arguments:
+            path = path.replace(f"<int:{name}>", str(ids[name]))
+        yield rule, path

@@ -1,7 +1,11 @@
-"""The one error type of a step on a target (an SSH command, a database statement)."""
+"""The one error type of a step on a target (an SSH command, a database statement), and how
+its messages name the target and keep secrets out."""
 from __future__ import annotations
 
+from typing import Iterable
+
 from shared.errors import KeyturnError
+from shared.messages import AssetTarget
 
 
 class TargetError(KeyturnError):
@@ -13,3 +17,15 @@ class TargetError(KeyturnError):
         super().__init__(message)
         self.code = code
         self.command_sent = command_sent
+
+
+def describe(asset: AssetTarget) -> str:
+    """How a message names the target: `name (address:port)`."""
+    return f"{asset.name} ({asset.address}:{asset.port})"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***` (longest first, so none survives in part)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

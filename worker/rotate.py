@@ -17,7 +17,7 @@ import traceback
 
 from shared.messages import RotateCommand, RotateResult
 from worker.connectors import Connector, TargetError, Targets, connector_class
-from worker.ssh import scrub
+from worker.errors import scrub
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 4000          # RotateResult.error's bound

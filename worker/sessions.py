@@ -19,6 +19,7 @@ from typing import Callable, Iterable, TypeVar
 
 from shared.messages import AssetTarget
 from worker import ssh
+from worker.errors import describe
 from worker.ssh import Completed, SshError
 
 IDLE_SECONDS = 60.0
@@ -51,7 +52,7 @@ class Session:
             binary: bool = False) -> Completed:
         """`Connection.run`, waiting (within `timeout`) for one of the session's channels."""
         if not self._channels.acquire(timeout=timeout):
-            raise SshError("timeout", f"{ssh.describe(self.connection.asset)}: no free SSH channel "
+            raise SshError("timeout", f"{describe(self.connection.asset)}: no free SSH channel "
                                       f"within {timeout:g} s")
         with self._lock:
             self._running += 1
@@ -190,5 +191,5 @@ def _log_in(asset: AssetTarget, username: str, secrets: list[str], secret_type: 
     connection.close()
     kind = "password" if secret_type == "password" else "key"
     tried = f"its {kind} was" if len(secrets) == 1 else f"all {len(secrets)} known {kind}s were"
-    raise SshError("login_failed", f"{ssh.describe(asset)}: cannot log in as {username}: "
+    raise SshError("login_failed", f"{describe(asset)}: cannot log in as {username}: "
                                    f"{tried} rejected")

@@ -20,7 +20,7 @@ from typing import Iterable, NamedTuple
 
 import paramiko
 
-from worker.errors import TargetError
+from worker.errors import TargetError, describe, scrub
 from shared.messages import AssetTarget
 from worker import sshkeys
 
@@ -52,17 +52,6 @@ class Completed(NamedTuple):
 class LoginCheck(NamedTuple):
     works: bool
     host_key: str
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by `***` (longest first, so none survives in part)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def describe(asset: AssetTarget) -> str:
-    return f"{asset.name} ({asset.address}:{asset.port})"
 
 
 def fingerprint(key_line: str) -> str:

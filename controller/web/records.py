@@ -13,7 +13,7 @@ from controller.web.auth import audit
 from controller.web.forms import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required, step_up_gate
-from controller.web.views import Done, action, form_data, is_api, page
+from controller.web.views import Done, action, is_api, page
 from controller.web.views import started as started_execution
 from shared.platforms import RecordStatus
 

@@ -18,7 +18,7 @@ from typing import Callable
 from shared.messages import RotateCommand
 from shared.platforms import SecretType
 from worker import sshkeys
-from worker.errors import TargetError
+from worker.errors import TargetError, describe
 
 PROOF_SECONDS = 3600.0       # how long "this target refuses a wrong secret" is trusted
 
@@ -86,6 +86,7 @@ class Connector:
         self.command = command
         self.targets = targets
         self.pool = targets.pool(type(self))
+        self.where = describe(command.asset)     # how messages name the target
         self.change_started = False
         self.host_key: str | None = None      # reported for pinning (SSH)
         self.login_index: int | None = None   # which login secret opened the privileged session

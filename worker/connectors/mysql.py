@@ -21,8 +21,7 @@ import pymysql
 
 from shared.platforms import MysqlParams
 from worker.connectors.base import Connector
-from worker.errors import TargetError
-from worker.ssh import describe, scrub
+from worker.errors import TargetError, scrub
 
 IDLE_SECONDS = 60.0
 IDLE_PER_LOGIN = 4                          # idle connections kept per server and login
@@ -118,10 +117,6 @@ class ConnectionPool:
 
 class MysqlConnector(Connector):
     old_secret_refused = True      # the new hash replaces the old one
-
-    def __init__(self, command, targets):
-        super().__init__(command, targets)
-        self.where = describe(command.asset)
 
     @classmethod
     def new_pool(cls) -> ConnectionPool:

@@ -24,8 +24,7 @@ import psycopg
 from psycopg import sql
 
 from worker.connectors.base import Connector
-from worker.errors import TargetError
-from worker.ssh import describe, scrub
+from worker.errors import TargetError, scrub
 
 IDLE_SECONDS = 60.0
 FAILURE_MEMORY = 30.0           # a refused or slow privileged login is not tried again so soon
@@ -127,10 +126,6 @@ def lost(conn: psycopg.Connection) -> bool:
 
 class PostgresConnector(Connector):
     old_secret_refused = True
-
-    def __init__(self, command, targets):
-        super().__init__(command, targets)
-        self.where = describe(command.asset)
 
     @classmethod
     def new_pool(cls) -> Pool:

@@ -24,8 +24,7 @@ from redis.exceptions import (AuthenticationError, ConnectionError, NoPermission
 from redis.retry import Retry
 
 from worker.connectors.base import Connector
-from worker.errors import TargetError
-from worker.ssh import describe, scrub
+from worker.errors import TargetError, scrub
 
 logger = logging.getLogger(__name__)
 IDLE_SECONDS = 60.0
@@ -127,7 +126,6 @@ class RedisConnector(Connector):
 
     def __init__(self, command, targets):
         super().__init__(command, targets)
-        self.where = describe(command.asset)
         self.client: redis.Redis | None = None
 
     @classmethod
