@@ -19,7 +19,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, P
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
 from shared.logs import configure_logging
-from shared.platforms import PLATFORMS, RecordStatus, SecretType
+from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, RecordStatus, SecretType
 from shared.settings import load_settings
 
 console = Console()
@@ -111,7 +111,7 @@ def asset():
 @click.option("--address", required=True)
 @click.option("--port", type=click.IntRange(1, 65535), help="Default: the platform's port "
               "(" + ", ".join(f"{p.name} {p.default_port}" for p in PLATFORMS.values()) + ").")
-@click.option("--platform", default="linux", show_default=True, type=choice(PLATFORMS))
+@click.option("--platform", default=DEFAULT_PLATFORM, show_default=True, type=choice(PLATFORMS))
 @click.option("--zone", "zone_name", required=True)
 @click.option("--node", help="Asset tree folder, e.g. /prod/web (created when missing).")
 @click.option("--host-key", help="Pinned OpenSSH host public key line (SSH platforms).")

@@ -23,7 +23,7 @@ from controller.secretgen import RuleError, normalise_private_key, validate_give
 from shared import zonecrypto
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget
-from shared.platforms import PLATFORMS, Platform, SecretType, platform
+from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, SecretType, platform
 from shared.settings import Settings
 
 HOST_KEY_MAX = 8192
@@ -113,7 +113,7 @@ class NewAsset:
     params: dict = field(default_factory=dict)
 
 
-def new_asset(name: object, address: object, port: object = None, platform_name: object = "linux",
+def new_asset(name: object, address: object, port: object = None, platform_name: object = DEFAULT_PLATFORM,
               zone: object = "", node: object = None, host_key: object = None,
               params: object = None) -> NewAsset:
     """`port` None: the platform's default port. A host key only for a platform that has them."""
@@ -177,7 +177,7 @@ def asset_from_row(row: dict) -> NewAsset:
         return default if value is None or value == "" else value
 
     return new_asset(field("name", ""), field("address", ""), field("port"),
-                     field("platform", "linux"), field("zone", ""), field("node"),
+                     field("platform", DEFAULT_PLATFORM), field("zone", ""), field("node"),
                      field("host_key"), field("params"))
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import peewee as pw
 
 from controller.db import database
-from shared.platforms import RecordStatus, SecretType
+from shared.platforms import DEFAULT_PLATFORM, RecordStatus, SecretType
 
 
 def utcnow() -> datetime:
@@ -50,7 +50,7 @@ class Asset(BaseModel):
     name = pw.CharField(unique=True, max_length=128)
     address = pw.CharField(max_length=255)
     port = pw.IntegerField(default=22)
-    platform = pw.CharField(max_length=16, default="linux")
+    platform = pw.CharField(max_length=16, default=DEFAULT_PLATFORM)
     zone = pw.ForeignKeyField(Zone, backref="assets", on_delete="RESTRICT")
     node = pw.ForeignKeyField(Node, backref="assets", null=True, on_delete="SET NULL")
     host_key = pw.TextField(null=True)            # pinned OpenSSH public key line

@@ -11,7 +11,7 @@ import re
 from shared.errors import KeyturnError
 from shared import platforms
 from shared.bounded import ZONE_NAME
-from shared.platforms import PLATFORMS
+from shared.platforms import DEFAULT_PLATFORM, PLATFORMS
 
 ASSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NODE_SEGMENT = ASSET_NAME
@@ -60,7 +60,7 @@ def zone_name(value: object) -> str:
                       "1-63 lowercase letters, digits, - and _, starting with a letter or digit")
 
 
-def username(value: object, platform_name: str = "linux") -> str:
+def username(value: object, platform_name: str = DEFAULT_PLATFORM) -> str:
     """An account name as the asset's platform takes it (a PostgreSQL role name is not a
     POSIX user name)."""
     kind = platforms.platform(platform_name)

@@ -25,7 +25,7 @@ from peewee import Cast, ValuesList
 
 from controller.db import database, id_in, is_postgres
 from controller.events import record_events
-from controller.executions import finish_if_done, log
+from controller.executions import finish_if_done, log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
 from shared.platforms import platform
@@ -66,7 +66,7 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             Zone.name.alias("zone"))
             .join(Account).join(Asset).join(Zone)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
-        outcomes, counts, pins, again, refused, applied = [], {}, {}, [], {}, 0
+        outcomes, counts, pins, again, refused, notes, applied = [], {}, {}, [], {}, {}, 0
         for index, result in enumerate(results):
             record = records.get(result.record_id)
             if record is None:
@@ -85,6 +85,9 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
                 continue
             changed = (apply_verify(record, result) if record.action == "verify"
                        else rotation_outcome(record, result, outcomes))
+            if changed and result.note:
+                notes.setdefault(record.execution_id, []).append(
+                    f"record {record.id} ({record.username}@{record.asset}): {result.note}")
             if changed:
                 applied += 1
                 counts.setdefault(record.execution_id, Counter()).update(changed)
@@ -95,6 +98,8 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             settle_accounts([o.record_id for o in outcomes if o.status == status], status)
         for asset_id, host_key in pins.items():
             pin_host_key(asset_id, host_key)
+        for execution_id, lines in notes.items():
+            log_many(execution_id, lines)
         for execution_id, counter in counts.items():
             bump_counts(execution_id, counter)
             finish_if_done(execution_id)

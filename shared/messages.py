@@ -103,6 +103,7 @@ class RotateResult(_Strict):
     login_index: int | None = Field(default=None, ge=0, le=3)     # which login candidate worked
     working_index: int | None = Field(default=None, ge=0, le=3)   # verify: which candidate logs in
     expired_not_after: Epoch | None = None   # error_code `expired`: the validity that had passed
+    note: Text(300, line=True) | None = None  # what a person should know (how a change was kept)
     started_at: Epoch
     finished_at: Epoch
 

@@ -100,6 +100,7 @@ class Platform:
 
 
 PLATFORMS: dict[str, Platform] = {}
+DEFAULT_PLATFORM = "linux"          # what an asset is when nobody says
 
 
 def register(platform: Platform) -> Platform:

@@ -64,7 +64,7 @@ def test_rotation_adds_proves_removes_the_old_and_saves_the_acl_file(redis_acl_s
     saved = server.acl_path.read_text()
     assert password_hash(new) in saved and password_hash(old) not in saved
     assert new not in saved and old not in saved
-    assert "persisted with ACL SAVE" in caplog.text
+    assert "persisted with ACL SAVE" in caplog.text and result.note == "persisted with ACL SAVE"
     assert passwords(server, other[0]) == [password_hash(other[1])]
     assert server.logs_in(*other)
 
@@ -83,6 +83,7 @@ def test_a_config_file_server_is_persisted_with_config_rewrite(redis_config_serv
     assert password_hash(new) in config and password_hash(old) not in config
     assert new not in config
     assert "persisted with CONFIG REWRITE" in caplog.text
+    assert result.note == "persisted with CONFIG REWRITE"
 
 
 def test_old_and_new_both_log_in_between_the_add_and_the_removal(redis_acl_server, app_user,

@@ -179,3 +179,13 @@ def test_a_failure_from_an_earlier_attempt_does_not_end_the_current_one(ctl, exe
     assert Record.get_by_id(record.id).status == "dispatched"
     late_success = stale.model_copy(update={"status": "success", "error": None, "error_code": None})
     assert apply_results([late_success]) == 1           # but a success always counts
+
+
+def test_a_note_of_a_success_reaches_the_execution_log(ctl, execution):
+    from controller.models import LogLine
+
+    record = execution.records.get()
+    apply_results([result(record, "success", note="persisted with ACL SAVE")])
+    lines = [line.message for line in LogLine.select().where(LogLine.execution == execution.id)]
+    assert any(line.endswith(": persisted with ACL SAVE") and f"record {record.id}" in line
+               for line in lines)

@@ -155,5 +155,6 @@ class _Run:
                             worker_id=self.worker_id, status=status, error_code=error_code,
                             error=error, host_key=self.target.host_key,
                             login_index=self.target.login_index, working_index=working_index,
+                            note=self.target.note,
                             started_at=self.started_at, finished_at=time.time(),
                             expired_not_after=c.not_after if error_code == "expired" else None)

@@ -16,7 +16,7 @@ from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
-from shared.platforms import PLATFORMS, Platform
+from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
 
 bp = Blueprint("inventory", __name__)
 
@@ -144,7 +144,7 @@ def add_asset():
     platform has its own block); a script sends `params` as an object."""
     data = form_data()
     if not is_api():
-        kind = PLATFORMS.get(data.get("platform") or "linux")     # else names.platform says so
+        kind = PLATFORMS.get(data.get("platform") or DEFAULT_PLATFORM)     # else names.platform says so
         if kind is not None:
             data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind))
     created = new_asset(data)

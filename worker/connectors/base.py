@@ -90,6 +90,7 @@ class Connector:
         self.change_started = False
         self.host_key: str | None = None      # reported for pinning (SSH)
         self.login_index: int | None = None   # which login secret opened the privileged session
+        self.note: str | None = None          # what a person should know of the change (reported)
 
     @classmethod
     def new_pool(cls):

@@ -220,11 +220,13 @@ class RedisConnector(Connector):
         elif self._run("read its config file", self.client.info, "server").get("config_file"):
             how, save = "CONFIG REWRITE", self.client.config_rewrite
         else:
-            logger.warning("%s: the ACL user %s is changed in memory only (the server has neither "
-                           "an ACL file nor a config file)", self.where, self.command.username)
+            self.note = ("changed in memory only: the server has neither an ACL file nor a "
+                         "config file, so a restart brings the old password back")
+            logger.warning("%s: the ACL user %s is %s", self.where, self.command.username, self.note)
             return
         self._run(f"save its users with {how}", save)
-        logger.info("%s: the ACL user %s persisted with %s", self.where, self.command.username, how)
+        self.note = f"persisted with {how}"
+        logger.info("%s: the ACL user %s %s", self.where, self.command.username, self.note)
 
     def _run(self, what: str, call: Callable, *args, sent: bool = False):
         """`call(*args)` on the privileged client, its errors as TargetError. `sent`: it may
