@@ -65,6 +65,7 @@ TLS = Literal["disable", "prefer", "require", "verify-full"]
 class PostgresParams(PlatformParams):
     database: Text(63, line=True) = "postgres"     # where the privileged role connects
     tls: TLS = "prefer"
+    tls_ca: Text(4096, line=True) | None = None    # verify-full: CA file (None: the system CAs)
 
 
 class MysqlParams(PlatformParams):

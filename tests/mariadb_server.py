@@ -19,6 +19,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from tests.certs import make_certificates
 from tests.processes import free_port
 from worker.connectors.mysql import native_hash
 
@@ -42,7 +43,7 @@ class MariaDB:
     def start(self) -> None:
         run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.dir / 'data'}",
              "--auth-root-authentication-method=normal", "--skip-test-db"], self.dir)
-        self._make_certificates()
+        make_certificates(self.dir)
         with (self.dir / "error.log").open("wb") as errors:
             self.process = subprocess.Popen(
                 ["mariadbd", "--no-defaults", "--user=root", f"--datadir={self.dir / 'data'}",
@@ -62,18 +63,6 @@ class MariaDB:
         self.sql("ALTER USER 'root'@'localhost' IDENTIFIED BY PASSWORD %s, "
                  "'root'@'127.0.0.1' IDENTIFIED BY PASSWORD %s", hashed, hashed)
         self.root_password = ROOT_PASSWORD
-
-    def _make_certificates(self) -> None:
-        """A CA and a server certificate for 127.0.0.1 signed by it."""
-        d = self.dir
-        openssl = ["openssl", "req", "-nodes", "-newkey", "rsa:2048"]
-        run([*openssl, "-x509", "-days", "2", "-subj", "/CN=keyturn-test-ca", "-keyout", "ca.key",
-             "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign"], d)
-        run([*openssl, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"], d)
-        (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-        run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "server.ext"], d)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

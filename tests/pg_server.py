@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.certs import make_certificates
 from tests.processes import free_port
 
 ADMIN = ("kt_admin", "kt-admin-pw")       # the cluster's superuser (initdb's bootstrap role)
@@ -57,13 +58,18 @@ class PgServer:
         self._as_postgres("initdb", "-D", self.data, "-U", self.admin, f"--pwfile={pwfile}",
                           "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync")
         pwfile.unlink()
+        self.certificate = make_certificates(self.dir)
+        for path in self.certificate:
+            shutil.chown(path, "postgres", "postgres")
+        self.certificate.key.chmod(0o600)
         (self.data / "pg_hba.conf").write_text(f"host all all 127.0.0.1/32 {self.auth}\n")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.dir}'\n"
                        "password_encryption = 'scram-sha-256'\nlog_statement = 'all'\n"
                        "log_connections = on\nshared_preload_libraries = 'pg_stat_statements'\n"
-                       "fsync = off\n")
+                       f"ssl = on\nssl_cert_file = '{self.certificate.cert}'\n"
+                       f"ssl_key_file = '{self.certificate.key}'\nfsync = off\n")
         self.start()
         self.sql("CREATE EXTENSION pg_stat_statements")
 

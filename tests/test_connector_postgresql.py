@@ -11,7 +11,8 @@ import pytest
 from psycopg import sql
 
 from shared.messages import AssetTarget, RotateCommand
-from tests.pg_server import free_port
+from tests.certs import make_certificates
+from tests.processes import free_port
 from worker.rotate import rotate
 
 HOSTILE = ["""it's "quoted" \\ back\\slash {{ x }} $1 $$ %s %(x)s ü 密码""",
@@ -236,3 +237,26 @@ def test_a_change_that_could_not_end_within_the_validity_is_not_sent(pg_server, 
     result = rotate(late, targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "expired")
     assert "ALTER ROLE" not in log_since(pg_server, offset) and pg_server.logs_in(name, old)
+
+
+@pytest.mark.parametrize("tls", ["require", "verify-full"])
+def test_tls_to_the_server_and_its_certificate_checked(pg_server, targets, tls):
+    name, old = new_role(pg_server)
+    new, offset = fresh(), len(pg_server.log_path.read_text())
+    params = {"tls": tls} | ({"tls_ca": str(pg_server.certificate.ca)} if tls == "verify-full" else {})
+    result = rotate(command(pg_server, name, new, params=params), targets, "w1", False)
+    assert (result.status, result.error) == ("success", None)
+    assert pg_server.logs_in(name, new)
+    connections = [line for line in log_since(pg_server, offset).splitlines()
+                   if "connection authorized" in line]
+    assert connections and all("SSL enabled" in line for line in connections)
+
+
+def test_a_certificate_from_another_ca_is_refused_before_anything_is_sent(pg_server, targets,
+                                                                        tmp_path):
+    name, old = new_role(pg_server)
+    other = make_certificates(tmp_path)
+    params = {"tls": "verify-full", "tls_ca": str(other.ca)}
+    result = rotate(command(pg_server, name, fresh(), params=params), targets, "w1", False)
+    assert result.status == "failed" and "certificate verify failed" in result.error
+    assert pg_server.logs_in(name, old)

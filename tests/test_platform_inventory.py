@@ -63,7 +63,7 @@ def test_asset_add_takes_params_and_the_platforms_default_port(cli, ctl):
 @only_sqlite
 @pytest.mark.parametrize("args,words", [
     (("--platform", "postgresql", "--param", "become=su"),
-     "params: become is not a parameter of PostgreSQL assets (use database, tls)"),
+     "params: become is not a parameter of PostgreSQL assets (use database, tls, tls_ca)"),
     (("--platform", "redis", "--param", "database=1"),
      "params: database is not a parameter of Redis (ACL users) assets (it has none)"),
     (("--platform", "postgresql", "--param", "tls=sometimes"), "params.tls: Input should be"),

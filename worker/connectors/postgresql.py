@@ -124,6 +124,14 @@ def lost(conn: psycopg.Connection) -> bool:
     return conn.broken or conn.closed
 
 
+def tls_options(params) -> dict:
+    """libpq's TLS settings: `verify-full` checks the server's certificate against `tls_ca`,
+    else the system's CAs (libpq's `system`, which only a verifying mode accepts)."""
+    if params.tls == "verify-full":
+        return {"sslmode": "verify-full", "sslrootcert": params.tls_ca or "system"}
+    return {"sslmode": params.tls}
+
+
 class PostgresConnector(Connector):
     old_secret_refused = True
 
@@ -153,8 +161,8 @@ class PostgresConnector(Connector):
         """A privileged connection, and whether the role is a superuser (None: no such role).
         A pooled connection found dead (the server restarted) is dropped for another."""
         c = self.command
-        place = (c.asset.address, c.asset.port, c.params.database, c.params.tls, c.timeout,
-                 c.login_username)
+        place = (c.asset.address, c.asset.port, c.params.database, c.params.tls, c.params.tls_ca,
+                 c.timeout, c.login_username)
         logins = [secret.get_secret_value() for secret in c.login_secrets]
         while True:
             lease = self.pool.lease(place, logins, self._log_in_privileged)
@@ -230,7 +238,7 @@ class PostgresConnector(Connector):
         try:
             return psycopg.connect(host=c.asset.address, port=c.asset.port,
                                    dbname=c.params.database, user=role, password=secret,
-                                   sslmode=c.params.tls,
+                                   **tls_options(c.params),
                                    connect_timeout=max(2, math.ceil(c.timeout)),
                                    options=f"-c statement_timeout={math.ceil(c.timeout * 1000)}",
                                    application_name="keyturn", autocommit=True)
