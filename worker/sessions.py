@@ -10,22 +10,17 @@ try again, so a host that comes back is used at once.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import threading
 import time
 from typing import Callable, Iterable, TypeVar
 
 from shared.messages import AssetTarget
 from worker import ssh
+from worker.connectors.pooling import FAILURE_MEMORY, IDLE_SECONDS, FailureMemory, Fingerprints
 from worker.errors import describe
 from worker.ssh import Completed, SshError
 
-IDLE_SECONDS = 60.0
 CHANNELS_PER_SESSION = 8
-FAILURE_MEMORY = 30.0
-SLOW_FAILURE = 1.0                                   # seconds: worth not waiting for twice
 LOCKOUT_RISKS = ("login_failed", "bad_secret")       # the host saw a wrong secret
 T = TypeVar("T")
 
@@ -92,11 +87,10 @@ class SessionPool:
                  channels: int = CHANNELS_PER_SESSION, failure_memory: float = FAILURE_MEMORY):
         self.idle_seconds = idle_seconds
         self.channels = channels
-        self.failure_memory = failure_memory
-        self._salt = os.urandom(32)
+        self._prints = Fingerprints()
+        self._failures = FailureMemory(LOCKOUT_RISKS, seconds=failure_memory)
         self._lock = threading.Lock()
         self._sessions: dict[tuple, Session] = {}
-        self._failures: dict[tuple, tuple[float, SshError]] = {}
         self._host_locks: dict[tuple, threading.Lock] = {}   # bounded by the zone's inventory
 
     def session(self, asset: AssetTarget, username: str, secrets: list[str], timeout: float,
@@ -105,7 +99,7 @@ class SessionPool:
         one if any of `secrets` has one, else a new login trying `secrets` in order."""
         host = (asset.address, asset.port, username, asset.host_key, asset.trust_first_use,
                 secret_type)
-        prints = [self._fingerprint(secret) for secret in secrets]
+        prints = [self._prints.of(secret) for secret in secrets]
         with self._lock:
             host_lock = self._host_locks.setdefault(host, threading.Lock())
         with host_lock:
@@ -115,18 +109,9 @@ class SessionPool:
                     if session is not None and session.connection.alive():
                         session.last_used = time.monotonic()
                         return session, index
-                failed = self._failures.get(host + tuple(prints))
-            if failed and time.monotonic() - failed[0] < self.failure_memory:
-                raise SshError(failed[1].code, f"{failed[1]} (a moment ago; not retried for "
-                                               f"{self.failure_memory:g} s)")
-            started = time.monotonic()
-            try:
-                connection, index = _log_in(asset, username, secrets, secret_type, timeout)
-            except SshError as exc:
-                if exc.code in LOCKOUT_RISKS or time.monotonic() - started >= SLOW_FAILURE:
-                    with self._lock:
-                        self._failures[host + tuple(prints)] = (time.monotonic(), exc)
-                raise
+            connection, index = self._failures.log_in(
+                host + tuple(prints),
+                lambda: _log_in(asset, username, secrets, secret_type, timeout))
             session = Session(connection, self.channels)
             with self._lock:
                 self._sessions[host + (prints[index],)] = session
@@ -157,8 +142,7 @@ class SessionPool:
                      if not s.connection.alive() or now - s.last_used >= self.idle_seconds}
             for key in stale:
                 del self._sessions[key]
-            for key in [k for k, (at, _) in self._failures.items() if now - at >= self.failure_memory]:
-                del self._failures[key]
+        self._failures.prune()
         for session in stale.values():
             session.connection.close()
 
@@ -167,9 +151,6 @@ class SessionPool:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             session.connection.close()
-
-    def _fingerprint(self, secret: str) -> str:
-        return hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest()
 
 
 def _log_in(asset: AssetTarget, username: str, secrets: list[str], secret_type: str,

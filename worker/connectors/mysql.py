@@ -11,19 +11,15 @@ and the asset's address.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
 import ssl
-import threading
-import time
 
 import pymysql
 
 from shared.platforms import MysqlParams
 from worker.connectors.base import Connector
+from worker.connectors.pooling import IdlePool
 from worker.errors import TargetError, scrub
 
-IDLE_SECONDS = 60.0
 IDLE_PER_LOGIN = 4                          # idle connections kept per server and login
 ACCESS_DENIED = 1045                        # a login refused: wrong password or no such account
 NO_PRIVILEGE = {1044, 1142, 1143, 1227}     # database, table, column, global privilege missing
@@ -56,71 +52,23 @@ def _close(connection: pymysql.Connection) -> None:
         pass                                # already closed, or the server is gone: it is closed
 
 
-class ConnectionPool:
-    """Idle privileged connections kept between commands, by server, login and a salted
-    fingerprint of the login secret (never the secret). A connection serves one command at a
-    time: `take` hands it out, `give_back` returns it; idle ones close after `idle_seconds`."""
-
-    def __init__(self, *, idle_seconds: float = IDLE_SECONDS, per_login: int = IDLE_PER_LOGIN):
-        self.idle_seconds = idle_seconds
-        self.per_login = per_login
-        self._salt = os.urandom(32)
-        self._lock = threading.Lock()
-        self._idle: dict[tuple, list[tuple[float, pymysql.Connection]]] = {}
-
-    def key(self, server: tuple, secret: str) -> tuple:
-        return server + (hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest(),)
-
-    def take(self, key: tuple) -> pymysql.Connection | None:
-        """An idle connection under `key` that still answers, or None."""
-        while True:
-            with self._lock:
-                idle = self._idle.get(key)
-                if not idle:
-                    return None
-                _, connection = idle.pop()
-            try:
-                connection.ping()
-                return connection
-            except pymysql.MySQLError:
-                _close(connection)
-
-    def give_back(self, key: tuple, connection: pymysql.Connection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < self.per_login:
-                idle.append((time.monotonic(), connection))
-                return
-        _close(connection)
-
-    def prune(self) -> None:
-        """Close the connections idle for `idle_seconds`."""
-        now = time.monotonic()
-        stale = []
-        with self._lock:
-            for key, idle in list(self._idle.items()):
-                stale += [connection for at, connection in idle if now - at >= self.idle_seconds]
-                idle[:] = [(at, connection) for at, connection in idle
-                           if now - at < self.idle_seconds]
-                if not idle:
-                    del self._idle[key]
-        for connection in stale:
-            _close(connection)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for _, connection in connections:
-                _close(connection)
+def _answers(connection: pymysql.Connection) -> bool:
+    """Whether a pooled connection still answers (it may have timed out or the server restarted
+    while it waited)."""
+    try:
+        connection.ping()
+        return True
+    except pymysql.MySQLError:
+        return False
 
 
 class MysqlConnector(Connector):
     old_secret_refused = True      # the new hash replaces the old one
 
     @classmethod
-    def new_pool(cls) -> ConnectionPool:
-        return ConnectionPool()
+    def new_pool(cls) -> IdlePool[pymysql.Connection]:
+        """Privileged connections by server, login and login secret's fingerprint."""
+        return IdlePool(_close, per_key=IDLE_PER_LOGIN)
 
     def change(self) -> None:
         """Log in (pooled), find the account's host entries, and set the new hash on all of them
@@ -151,12 +99,11 @@ class MysqlConnector(Connector):
         c = self.command
         server = (c.asset.address, c.asset.port, c.login_username, c.params.tls, c.params.tls_ca)
         logins = [secret.get_secret_value() for secret in c.login_secrets]
-        keys = [self.pool.key(server, secret) for secret in logins]
-        for index, key in enumerate(keys):
-            connection = self.pool.take(key)
-            if connection is not None:
-                self.login_index = index
-                return connection, key
+        keys = self.pool.keys(server, logins)
+        taken = self.pool.take(keys, alive=_answers)
+        if taken is not None:
+            connection, self.login_index = taken
+            return connection, keys[self.login_index]
         for index, secret in enumerate(logins):
             connection = self.connect(c.login_username, secret)
             if connection is not None:

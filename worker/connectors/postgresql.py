@@ -11,24 +11,17 @@ connection's parameters, the password among them: they are never chained, logged
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
-import os
 import re
-import threading
-import time
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
 from worker.connectors.base import Connector
+from worker.connectors.pooling import FAILURE_MEMORY, IDLE_SECONDS, FailureMemory, IdlePool
 from worker.errors import TargetError, scrub
 
-IDLE_SECONDS = 60.0
-FAILURE_MEMORY = 30.0           # a refused or slow privileged login is not tried again so soon
-SLOW_FAILURE = 1.0              # seconds: worth not waiting for twice
 # What the server says when it will not let a role in (SQLSTATE 28P01 and 28000).
 REFUSED = re.compile(r'password authentication failed|no pg_hba\.conf entry|pg_hba\.conf rejects|'
                      r'role ".*" does not exist|is not permitted to log in')
@@ -53,34 +46,18 @@ class Pool:
 
     def __init__(self, *, idle_seconds: float = IDLE_SECONDS,
                  failure_memory: float = FAILURE_MEMORY):
-        self.idle_seconds = idle_seconds
-        self.failure_memory = failure_memory
-        self._salt = os.urandom(32)
-        self._lock = threading.Lock()
-        self._idle: dict[tuple, list[tuple[psycopg.Connection, float]]] = {}
-        self._failures: dict[tuple, tuple[float, TargetError]] = {}
+        self._idle = IdlePool(psycopg.Connection.close, idle_seconds=idle_seconds)
+        self._failures = FailureMemory({"login_failed"}, seconds=failure_memory)
 
     def lease(self, place: tuple, secrets: list[str], open_) -> Lease:
         """An idle connection for `place` opened with one of `secrets` (the earliest), else
         `open_(secrets)` → (connection, index), which raises TargetError when it cannot."""
-        keys = [place + (self._fingerprint(secret),) for secret in secrets]
-        with self._lock:
-            for index, key in enumerate(keys):
-                idle = self._idle.get(key)
-                if idle:
-                    return Lease(idle.pop()[0], key, index, pooled=True)
-            failed = self._failures.get(tuple(keys))
-        if failed and time.monotonic() - failed[0] < self.failure_memory:
-            raise TargetError(failed[1].code, f"{failed[1]} (a moment ago; not retried for "
-                                              f"{self.failure_memory:g} s)")
-        started = time.monotonic()
-        try:
-            conn, index = open_(secrets)
-        except TargetError as exc:
-            if exc.code == "login_failed" or time.monotonic() - started >= SLOW_FAILURE:
-                with self._lock:
-                    self._failures[tuple(keys)] = (time.monotonic(), exc)
-            raise
+        keys = self._idle.keys(place, secrets)
+        taken = self._idle.take(keys)     # a dead one is found by its first statement
+        if taken is not None:
+            conn, index = taken
+            return Lease(conn, keys[index], index, pooled=True)
+        conn, index = self._failures.log_in(tuple(keys), lambda: open_(secrets))
         return Lease(conn, keys[index], index, pooled=False)
 
     def give_back(self, lease: Lease) -> None:
@@ -89,35 +66,15 @@ class Pool:
         if lost(conn) or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.close()
             return
-        with self._lock:
-            self._idle.setdefault(lease.key, []).append((conn, time.monotonic()))
+        self._idle.give_back(lease.key, conn)
 
     def prune(self) -> None:
         """Close connections idle for `idle_seconds`; forget old failures."""
-        now = time.monotonic()
-        stale = []
-        with self._lock:
-            for key, idle in list(self._idle.items()):
-                stale += [conn for conn, since in idle if now - since >= self.idle_seconds]
-                self._idle[key] = [(conn, since) for conn, since in idle
-                                   if now - since < self.idle_seconds]
-                if not self._idle[key]:
-                    del self._idle[key]
-            for key, (at, _) in list(self._failures.items()):
-                if now - at >= self.failure_memory:
-                    del self._failures[key]
-        for conn in stale:
-            conn.close()
+        self._idle.prune()
+        self._failures.prune()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, {}
-        for conns in idle.values():
-            for conn, _ in conns:
-                conn.close()
-
-    def _fingerprint(self, secret: str) -> str:
-        return hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest()
+        self._idle.close()
 
 
 def lost(conn: psycopg.Connection) -> bool:

@@ -10,9 +10,7 @@ The privileged ACL user needs the `acl` commands (`+acl`), `config|get` and `inf
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
-import os
 import threading
 import time
 from typing import Callable
@@ -24,10 +22,10 @@ from redis.exceptions import (AuthenticationError, ConnectionError, NoPermission
 from redis.retry import Retry
 
 from worker.connectors.base import Connector
+from worker.connectors.pooling import IDLE_SECONDS, Fingerprints
 from worker.errors import TargetError, scrub
 
 logger = logging.getLogger(__name__)
-IDLE_SECONDS = 60.0
 
 
 def _no_retry() -> Retry:
@@ -59,7 +57,7 @@ class ClientPool:
 
     def __init__(self, *, idle_seconds: float = IDLE_SECONDS):
         self.idle_seconds = idle_seconds
-        self._salt = os.urandom(32)
+        self._prints = Fingerprints()
         self._lock = threading.Lock()
         self._clients: dict[tuple, _Pooled] = {}
 
@@ -68,7 +66,7 @@ class ClientPool:
         """A client logged in as `username` and the index of the secret it uses: a pooled one if
         any of `secrets` has one, else a new login trying `secrets` in order. AuthenticationError
         when all are refused; ConnectionError / TimeoutError when the server cannot be reached."""
-        keys = [(address, port, username, self._fingerprint(secret)) for secret in secrets]
+        keys = [(address, port, username, self._prints.of(secret)) for secret in secrets]
         with self._lock:
             for index, key in enumerate(keys):
                 if key in self._clients:
@@ -116,9 +114,6 @@ class ClientPool:
             clients, self._clients = [p.client for p in self._clients.values()], {}
         for client in clients:
             client.close()
-
-    def _fingerprint(self, secret: str) -> str:
-        return hmac.new(self._salt, secret.encode(), hashlib.sha256).hexdigest()
 
 
 class RedisConnector(Connector):
