@@ -52,14 +52,21 @@ class Targets:
         """`check()`'s answer for this target, computed at most once per `PROOF_SECONDS` (a
         refused login can cost a host its failure delay). Concurrent first checks may both
         run; each gives the same answer."""
+        known = self.known_proof(key)
+        if known is None:
+            known = check()
+            self.remember_proof(key, known)
+        return known
+
+    def known_proof(self, key: tuple) -> bool | None:
+        """Whether this target was seen to refuse a wrong secret lately (None: not known)."""
         with self._lock:
             known = self._proofs.get(key)
-        if known and time.monotonic() - known[0] < PROOF_SECONDS:
-            return known[1]
-        answer = check()
+        return known[1] if known and time.monotonic() - known[0] < PROOF_SECONDS else None
+
+    def remember_proof(self, key: tuple, refused: bool) -> None:
         with self._lock:
-            self._proofs[key] = (time.monotonic(), answer)
-        return answer
+            self._proofs[key] = (time.monotonic(), refused)
 
     def prune(self) -> None:
         for pool in self._each_pool():

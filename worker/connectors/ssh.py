@@ -47,10 +47,19 @@ class SshConnector(Connector):
             return
 
     def logs_in(self, username: str, secret: str) -> bool:
-        check = ssh.login_works(self.asset, username, secret, self.command.timeout,
-                                secret_type=self.command.secret_type)
-        self.learn(check.host_key)
-        return check.works
+        """A fresh SSH session. While the host's wrong-secret check is not known, the same
+        transport first tries a random secret (one connection, not two: a login costs the host
+        a process and a key exchange); if the host let that in, a new transport decides."""
+        c, key = self.command, self.proof_key()
+        with ssh.connect(self.asset, c.timeout) as connection:
+            self.learn(connection.host_key)
+            if self.targets.known_proof(key) is None:
+                refused = not connection.login(username, self.wrong_secret(), c.secret_type)
+                self.targets.remember_proof(key, refused)
+                if not refused:
+                    return ssh.login_works(self.asset, username, secret, c.timeout,
+                                           secret_type=c.secret_type).works
+            return connection.login(username, secret, c.secret_type)
 
     def learn(self, host_key: str) -> None:
         """Report the key seen, and hold later connections of this command to it (first use)."""
