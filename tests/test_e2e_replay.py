@@ -76,7 +76,7 @@ def test_a_replayed_command_never_rolls_the_password_back(ctl, ssh_farm, rabbitm
 
         # The copy of the first command comes back: the worker refuses it as expired.
         republish(rabbitmq_url, queue, properties, body)
-        wait_until(lambda: "expired before it could run" in worker.log_text(), 60,
+        wait_until(lambda: "expired before the change was sent" in worker.log_text(), 60,
                    what="the worker to refuse the copy")
         time.sleep(1)
         assert host.password_works("alice", second_secret)

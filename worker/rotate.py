@@ -17,15 +17,11 @@ import traceback
 
 from shared.messages import RotateCommand, RotateResult
 from worker.connectors import Connector, TargetError, Targets, connector_class
+from worker.connectors.base import ensure_time_to_change
 from worker.errors import scrub
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 4000          # RotateResult.error's bound
-
-
-def expired(command: RotateCommand) -> bool:
-    """Past its validity, a command may no longer change anything (see `not_after`)."""
-    return time.time() > command.not_after
 
 
 def rotate(command: RotateCommand, targets: Targets, worker_id: str,
@@ -53,11 +49,8 @@ class _Run:
 
     def rotate(self, redelivered: bool) -> RotateResult:
         c = self.command
-        if expired(c):
-            return self.result("failed", "expired", f"{c.asset.name}: the command for {c.username} "
-                                                    f"expired before it could run; nothing was "
-                                                    f"changed")
         try:
+            ensure_time_to_change(c)   # early, once more right before the change is sent
             self.target.check()
             if redelivered or c.attempt > 1:
                 repeated = self.check_repeat()
