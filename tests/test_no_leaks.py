@@ -100,7 +100,13 @@ def peek(url: str, queue: str, count: int) -> list[bytes] | None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        if channel.queue_declare(queue, passive=True).method.message_count < count:
+        try:
+            declared = channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as closed:
+            if closed.reply_code == 404:     # no worker has published a result yet
+                return None
+            raise
+        if declared.method.message_count < count:
             return None
         bodies = [channel.basic_get(queue)[2] for _ in range(count)]
         channel.basic_recover(requeue=True)

@@ -37,15 +37,17 @@ def make_person(ctl, username: str, role: str) -> Person:
 
 
 def next_code(person: Person) -> str:
-    """A code the console accepts now. Codes are single-use per 30 s step, and tests sign in
-    and step up many times a second, so this walks the steps the server allows (±1) and, when
-    they are used up, moves the user's last step back (tests only)."""
+    """A code the console accepts now. Codes are single-use per 30 s step and the server takes
+    the steps around its own (±1); tests sign in and step up many times a second, so this
+    uses the current step, then the next, and when both are used moves the user's last step
+    back (tests only). Never the previous step: at a step's end the server's clock may pass
+    into the next one before the code arrives, and the previous step falls out of its window."""
     now = int(time.time() // 30)
     last = User.get(User.username == person.username).totp_last_step
-    step = max(now - 1, last + 1)
+    step = max(now, last + 1)
     if step > now + 1:
-        User.update(totp_last_step=now - 2).where(User.username == person.username).execute()
-        step = now - 1
+        User.update(totp_last_step=now - 1).where(User.username == person.username).execute()
+        step = now
     return pyotp.TOTP(person.seed).at(step * 30)
 
 
