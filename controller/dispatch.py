@@ -22,6 +22,7 @@ from shared.platforms import PlatformParams, platform
 from shared.publisher import Publisher
 
 BATCH = 1000
+REFUSAL_TRUST_SECONDS = 86400.0   # how long a seen refusal of a wrong secret spares the check
 
 
 class DispatchRow(NamedTuple):
@@ -41,6 +42,7 @@ class DispatchRow(NamedTuple):
     platform: str
     host_key: str | None
     asset_params: dict | None
+    refusals: dict | None
     zone: str
     public_key: str
     trust_first_use: bool
@@ -53,7 +55,7 @@ def dispatch_rows(condition) -> list[DispatchRow]:
     return [DispatchRow._make(row) for row in Record.select(
         Record.id, Record.attempt, Record.action, Record.deadline, Record.old_secret,
         Record.new_secret, Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
-        Asset.platform, Asset.host_key, Asset.params, Zone.name, Zone.public_key,
+        Asset.platform, Asset.host_key, Asset.params, Asset.refusals, Zone.name, Zone.public_key,
         Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout)
         .join(Account).join(Asset).join(Zone)
         .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
@@ -89,7 +91,8 @@ def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: li
         a = by_id[account_id]
         rows.append(DispatchRow(record_id, 1, "rotate", deadline, a.secret_current, new_secret,
                                 a.username, a.secret_type, a.asset_id, a.asset_name, a.address,
-                                a.port, a.platform, a.host_key, a.asset_params, a.zone,
+                                a.port, a.platform, a.host_key, a.asset_params,
+                                a.asset_refusals, a.zone,
                                 a.public_key, a.trust_first_use, plan.id, plan.params,
                                 plan.ssh_timeout))
     return publish_rows(ctl, chunked(rows, BATCH))
@@ -195,7 +198,8 @@ class Commands:
             login_secret_type=login.secret_type, username=row.username,
             secret_type=row.secret_type, **secrets, params=self._params_of(row),
             timeout=command_timeout(self.ctl, row.ssh_timeout or self.ctl.settings.ssh_timeout),
-            not_after=command_expiry(self.ctl, row.deadline), secure_mode=self.ctl.settings.secure_mode)
+            not_after=command_expiry(self.ctl, row.deadline), secure_mode=self.ctl.settings.secure_mode,
+            refusal_known=refusal_known(row))
         return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
 
     def _target(self, row: DispatchRow) -> AssetTarget:
@@ -213,6 +217,12 @@ class Commands:
                 values["become_secret"] = self._roots[row.asset_id]
             self._params[key] = platform(row.platform).parse_params(values)
         return self._params[key]
+
+
+def refusal_known(row: DispatchRow) -> bool:
+    """Was the asset seen to refuse a wrong secret of this type within REFUSAL_TRUST_SECONDS?
+    (Then its workers skip that check: a host that checks passwords rarely stops.)"""
+    return time.time() - (row.refusals or {}).get(row.secret_type, 0) < REFUSAL_TRUST_SECONDS
 
 
 def merged_params(row: DispatchRow) -> dict:

@@ -24,8 +24,13 @@ def add_asset_params(migrator) -> list:
     return [migrator.add_column("asset", "params", JSONField(default=dict))]
 
 
+def add_asset_refusals(migrator) -> list:
+    """4: when each asset was last seen to refuse a wrong secret (`Asset.refusals`)."""
+    return [migrator.add_column("asset", "refusals", JSONField(default=dict))]
+
+
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
-STEPS: list = [add_token_scopes, add_asset_params]
+STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals]
 LATEST = 1 + len(STEPS)
 
 

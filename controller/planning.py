@@ -38,7 +38,8 @@ def resolve_accounts(plan: Plan) -> list:
                                Account.privileged, Account.secret_current,
                                Account.asset.alias("asset_id"), Asset.name.alias("asset_name"),
                                Asset.address, Asset.port, Asset.platform, Asset.host_key,
-                               Asset.params.alias("asset_params"), Zone.name.alias("zone"),
+                               Asset.params.alias("asset_params"),
+                               Asset.refusals.alias("asset_refusals"), Zone.name.alias("zone"),
                                Zone.public_key, Zone.trust_first_use)
                 .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
                 .where(Account.username.in_(plan.usernames)

@@ -17,6 +17,7 @@ each updated by one statement over the whole batch.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import NamedTuple
@@ -62,11 +63,13 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
             Record.dispatched_at, Record.old_secret, Record.new_secret, Asset.id.alias("asset_id"),
-            Asset.host_key, Asset.platform, Account.username, Asset.name.alias("asset"),
+            Asset.host_key, Asset.platform, Account.username, Account.secret_type,
+            Asset.name.alias("asset"),
             Zone.name.alias("zone"))
             .join(Account).join(Asset).join(Zone)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
         outcomes, counts, pins, again, refused, notes, applied = [], {}, {}, [], {}, {}, 0
+        refusals: dict[int, dict[str, float]] = {}
         for index, result in enumerate(results):
             record = records.get(result.record_id)
             if record is None:
@@ -78,6 +81,8 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             if (result.host_key and record.host_key is None
                     and platform(record.platform).host_keys):   # SSH platforms only
                 pins.setdefault(record.asset_id, result.host_key)
+            if result.refusal_seen:
+                refusals.setdefault(record.asset_id, {})[record.secret_type] = time.time()
             if result.error_code == "expired":     # nothing was changed: never an outcome
                 if expired_now(record, result):
                     again.append(record.id)
@@ -98,6 +103,7 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             settle_accounts([o.record_id for o in outcomes if o.status == status], status)
         for asset_id, host_key in pins.items():
             pin_host_key(asset_id, host_key)
+        remember_refusals(refusals)
         for execution_id, lines in notes.items():
             log_many(execution_id, lines)
         for execution_id, counter in counts.items():
@@ -213,6 +219,15 @@ def as_timestamp(column):
     """PostgreSQL types a VALUES column of NULLs as text; SQLite must not cast (its `timestamp`
     cast is numeric)."""
     return Cast(column, "timestamp") if is_postgres() else column
+
+
+def remember_refusals(seen: dict[int, dict[str, float]]) -> None:
+    """Workers saw these assets refuse a wrong secret (by secret type; when, by the controller's
+    clock): the next commands for them say so, and their workers skip that check
+    (`RotateCommand.refusal_known`)."""
+    for asset in Asset.select(Asset.id, Asset.refusals).where(id_in(Asset.id, list(seen))):
+        Asset.update(refusals=(asset.refusals or {}) | seen[asset.id]).where(
+            Asset.id == asset.id).execute()
 
 
 def pin_host_key(asset_id: int, host_key: str) -> None:

@@ -64,6 +64,9 @@ class RotateCommand(_Strict):
     # Secure mode: a connector that can see privilege on the target (a PostgreSQL superuser)
     # refuses to change such an account, beyond the names the controller already skips.
     secure_mode: bool = True
+    # The controller saw this target refuse a random wrong secret of this secret type lately
+    # (a result's `refusal_seen`, within a day): the worker need not check it again.
+    refusal_known: bool = False
     timeout: float = Field(default=15.0, gt=0, le=600)
     # The command's validity (controller clock, epoch seconds): no worker sends anything that
     # may change a secret after it, and the account is not rotated again until it has passed
@@ -104,6 +107,7 @@ class RotateResult(_Strict):
     working_index: int | None = Field(default=None, ge=0, le=3)   # verify: which candidate logs in
     expired_not_after: Epoch | None = None   # error_code `expired`: the validity that had passed
     note: Text(300, line=True) | None = None  # what a person should know (how a change was kept)
+    refusal_seen: bool = False    # the target refused a random wrong secret during this command
     started_at: Epoch
     finished_at: Epoch
 

@@ -15,7 +15,7 @@ from controller.results import apply_results
 from shared import zonecrypto
 from shared.broker import rotate_queue
 from shared.messages import RotateResult, open_envelope, parse_envelope
-from tests.inventory_helpers import build_fleet
+from tests.inventory_helpers import build_fleet, sent_commands
 
 
 @pytest.fixture
@@ -189,3 +189,30 @@ def test_a_note_of_a_success_reaches_the_execution_log(ctl, execution):
     lines = [line.message for line in LogLine.select().where(LogLine.execution == execution.id)]
     assert any(line.endswith(": persisted with ACL SAVE") and f"record {record.id}" in line
                for line in lines)
+
+
+def test_a_refusal_a_worker_saw_spares_the_next_commands_its_check_for_a_day(ctl, execution):
+    """A result's `refusal_seen` is kept per asset and secret type; the next commands for that
+    asset (not for others) say `refusal_known`, until it is a day old."""
+    dispatch_execution(ctl, execution.id)
+    assert not any(c.refusal_known for c in sent_commands(ctl))
+    records = list(execution.records.order_by(Record.id))
+    seen_on = records[0].account.asset
+    apply_results([result(records[0], "success", refusal_seen=True)]
+                  + [result(record, "failed") for record in records[1:]])
+    assert set(Asset.get_by_id(seen_on.id).refusals) == {"password"}
+
+    def next_commands():
+        Record.update(deadline=utcnow() - timedelta(seconds=1)).execute()   # commands expired
+        again = start_execution(ctl, execution.plan)
+        dispatch_execution(ctl, again.id)
+        commands = sent_commands(ctl)
+        apply_results([result(r, "failed") for r in again.records])
+        return {(c.asset.name, c.username): c.refusal_known for c in commands}
+
+    known = next_commands()
+    assert known == {(name, user): name == seen_on.name
+                     for name in ("web-1", "web-2") for user in ("alice", "bob")}
+    Asset.update(refusals={"password": time.time() - 86400 - 1}).where(
+        Asset.id == seen_on.id).execute()
+    assert not any(next_commands().values())

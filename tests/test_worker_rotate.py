@@ -99,13 +99,30 @@ def test_a_host_that_lets_any_password_in_is_never_a_success(ssh_farm, targets):
         permissive.close()
 
 
-def test_the_wrong_password_check_is_made_once_per_host(host, targets):
+def test_the_wrong_password_check_is_made_once_per_host_and_reported(host, targets):
     time.sleep(0.3)                        # sshd logs the end of earlier tests' connections late
     log_before = sshd_log(host)
-    for user in ("alice", "bob"):
-        assert rotate(command(host, user, fresh()), targets, "w1", False).status == "success"
+    results = [rotate(command(host, user, fresh()), targets, "w1", False) for user in ("alice", "bob")]
+    assert [(r.status, r.refusal_seen) for r in results] == [("success", True), ("success", False)]
     time.sleep(0.2)                                             # sshd logs a moment after it answers
     assert sshd_log(host)[len(log_before):].count("Failed password") == 1
+
+
+def test_a_refusal_the_controller_knows_is_not_checked_again(host):
+    """A worker that has just started (nothing in its own memory) trusts the command's word
+    that this host refused a wrong password lately: no refused login on the host."""
+    time.sleep(0.3)
+    log_before = sshd_log(host)
+    fresh_worker = Targets()
+    try:
+        result = rotate(command(host, "carol", new := fresh(), refusal_known=True), fresh_worker,
+                        "w1", False)
+    finally:
+        fresh_worker.close()
+    assert (result.status, result.refusal_seen) == ("success", False)
+    assert host.password_works("carol", new)
+    time.sleep(0.2)
+    assert "Failed password" not in sshd_log(host)[len(log_before):]
 
 
 @pytest.mark.parametrize("login", ["root", "password sudo"])

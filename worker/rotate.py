@@ -148,6 +148,6 @@ class _Run:
                             worker_id=self.worker_id, status=status, error_code=error_code,
                             error=error, host_key=self.target.host_key,
                             login_index=self.target.login_index, working_index=working_index,
-                            note=self.target.note,
+                            note=self.target.note, refusal_seen=self.target.refusal_seen,
                             started_at=self.started_at, finished_at=time.time(),
                             expired_not_after=c.not_after if error_code == "expired" else None)

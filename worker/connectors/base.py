@@ -6,15 +6,15 @@ change may have been made. The protocol around it (expiry, the repeat check for 
 before, change, prove, settle `failed` / `unverified` / `success`) is generic and lives once.
 
 One connector object serves one command; what outlives a command (pooled privileged sessions,
-which targets were seen to refuse a wrong secret) lives in the worker's `Targets`.
+which targets were seen to refuse a wrong secret) lives in the worker's `Targets`. The controller
+remembers refusals too (a result's `refusal_seen`, a command's `refusal_known`), so a worker that
+has just started does not cost each host a refused login again.
 """
 from __future__ import annotations
 
 import secrets as random
 import threading
 import time
-from typing import Callable
-
 from shared.messages import RotateCommand
 from shared.platforms import SecretType
 from worker import sshkeys
@@ -47,16 +47,6 @@ class Targets:
             if connector not in self._pools:
                 self._pools[connector] = connector.new_pool()
             return self._pools[connector]
-
-    def refuses_wrong_secret(self, key: tuple, check: Callable[[], bool]) -> bool:
-        """`check()`'s answer for this target, computed at most once per `PROOF_SECONDS` (a
-        refused login can cost a host its failure delay). Concurrent first checks may both
-        run; each gives the same answer."""
-        known = self.known_proof(key)
-        if known is None:
-            known = check()
-            self.remember_proof(key, known)
-        return known
 
     def known_proof(self, key: tuple) -> bool | None:
         """Whether this target was seen to refuse a wrong secret lately (None: not known)."""
@@ -98,6 +88,7 @@ class Connector:
         self.host_key: str | None = None      # reported for pinning (SSH)
         self.login_index: int | None = None   # which login secret opened the privileged session
         self.note: str | None = None          # what a person should know of the change (reported)
+        self.refusal_seen = False             # this command saw the target refuse a wrong secret
 
     @classmethod
     def new_pool(cls):
@@ -131,9 +122,26 @@ class Connector:
 
     def refuses_wrong_secret(self) -> bool:
         """Whether the target checks secrets at all (PostgreSQL `trust` or a PAM `permit` host
-        accept anything): a fresh login with a random wrong secret must fail."""
-        return self.targets.refuses_wrong_secret(
-            self.proof_key(), lambda: not self.logs_in(self.command.username, self.wrong_secret()))
+        accept anything): a fresh login with a random wrong secret must fail. Checked at most
+        once per `PROOF_SECONDS` by a worker (a refused login can cost a host its failure
+        delay), and not at all while the controller saw it lately. Concurrent first checks may
+        both run; each gives the same answer."""
+        known = self.known_refusal()
+        if known is None:
+            known = not self.logs_in(self.command.username, self.wrong_secret())
+            self.remember_refusal(known)
+        return known
+
+    def known_refusal(self) -> bool | None:
+        """Whether this target refuses a wrong secret, if the controller or this worker saw it
+        lately; None: check."""
+        if self.command.refusal_known:
+            return True
+        return self.targets.known_proof(self.proof_key())
+
+    def remember_refusal(self, refused: bool) -> None:
+        self.targets.remember_proof(self.proof_key(), refused)
+        self.refusal_seen = refused
 
     def wrong_secret(self) -> str:
         if self.command.secret_type == SecretType.SSH_KEY:

@@ -50,12 +50,12 @@ class SshConnector(Connector):
         """A fresh SSH session. While the host's wrong-secret check is not known, the same
         transport first tries a random secret (one connection, not two: a login costs the host
         a process and a key exchange); if the host let that in, a new transport decides."""
-        c, key = self.command, self.proof_key()
+        c = self.command
         with ssh.connect(self.asset, c.timeout) as connection:
             self.learn(connection.host_key)
-            if self.targets.known_proof(key) is None:
+            if self.known_refusal() is None:
                 refused = not connection.login(username, self.wrong_secret(), c.secret_type)
-                self.targets.remember_proof(key, refused)
+                self.remember_refusal(refused)
                 if not refused:
                     return ssh.login_works(self.asset, username, secret, c.timeout,
                                            secret_type=c.secret_type).works
