@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from controller.db import database
+from controller.events import execution_started
 from controller.executions import finish_if_done, log, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record
 from controller.planning import BUSY, Target, create_records
@@ -34,6 +35,7 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
         execution.total = len(chosen)
         execution.skipped = len(originals) - len(chosen)
         execution.save()
+        execution_started(execution)
         log_many(execution.id, notes)
         finish_if_done(execution.id)   # every account skipped: it ends at once
     return execution
@@ -57,6 +59,7 @@ def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -
         execution.total = len(chosen)
         execution.skipped = len(accounts) - len(chosen)
         execution.save()
+        execution_started(execution)
         log_many(execution.id, [f"verify {len(chosen)} accounts"] + [
             f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in held])
         finish_if_done(execution.id)

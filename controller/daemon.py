@@ -9,15 +9,18 @@ from datetime import datetime, timezone
 from dramatiq.errors import BrokerConnectionError
 from pika.exceptions import AMQPConnectionError
 
+from controller.amqp_queue import RawQueues
+from controller.bus_requests import REQUESTS_QUEUE, RequestHandler, prune_seen
 from controller.consumers import BatchConsumer
 from controller.db import database
 from controller.dispatch import dispatch_pending
-from controller.events import relay_events
+from controller.events import announce_lost_workers, relay_events
 from controller.models import WorkerSeen
 from controller.reaper import reap
 from controller.results import apply_result_batch
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE
+from shared.bus import check_bus
 from shared.errors import KeyturnError
 from shared.messages import BadMessage, Heartbeat, RotateResult, open_envelope, parse_envelope
 
@@ -42,7 +45,7 @@ def record_heartbeats(beats: list[Heartbeat]) -> None:
     with database.atomic():
         for beat in beats:
             seen = {"zone": beat.zone, "host": beat.host, "version": beat.version,
-                    "in_flight": beat.in_flight,
+                    "in_flight": beat.in_flight, "lost_at": None,
                     "last_seen": datetime.fromtimestamp(beat.sent_at, timezone.utc).replace(tzinfo=None)}
             (WorkerSeen.insert(worker_id=beat.worker_id, **seen)
              .on_conflict(conflict_target=[WorkerSeen.worker_id], update=seen).execute())
@@ -62,8 +65,13 @@ class Daemon:
             BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_body(ctl, raw, Heartbeat),
                           record_heartbeats),
         ]
+        if not ctl.settings.embedded:   # other systems reach keyturn over RabbitMQ only
+            requests = RequestHandler(ctl)
+            self._consumers.append(BatchConsumer(RawQueues(ctl.broker.parameters), REQUESTS_QUEUE,
+                                                 requests.parse, requests.apply, batch_size=1))
 
     def start(self) -> None:
+        check_bus(self.ctl.broker, [RESULTS_QUEUE, HEARTBEATS_QUEUE])   # and sets up the bus
         for consumer in self._consumers:
             consumer.start()
         self._thread.start()
@@ -77,7 +85,9 @@ class Daemon:
     def housekeeping_once(self) -> None:
         reap(self.ctl)
         dispatch_pending(self.ctl)
+        announce_lost_workers(self.ctl)
         relay_events(self.ctl)
+        prune_seen()
 
     def _housekeeping(self) -> None:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):
@@ -90,8 +100,10 @@ class Daemon:
 
 
 def daemon_services(ctl: Controller) -> list:
-    """Everything `keyturn daemon` runs: results and housekeeping, schedules, result mail."""
+    """Everything `keyturn daemon` runs: results, requests and housekeeping, schedules,
+    result mail, webhooks."""
     from controller.notify import Notifier
     from controller.scheduling import Scheduler
+    from controller.webhooks import WebhookSender
 
-    return [Daemon(ctl), Scheduler(ctl), Notifier(ctl)]
+    return [Daemon(ctl), Scheduler(ctl), Notifier(ctl), WebhookSender(ctl)]

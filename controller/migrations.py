@@ -6,7 +6,7 @@ in order, every step newer than its recorded version; each step is a function of
 """
 from __future__ import annotations
 
-from peewee import CharField
+from peewee import CharField, DateTimeField, Value
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
@@ -29,8 +29,25 @@ def add_asset_refusals(migrator) -> list:
     return [migrator.add_column("asset", "refusals", JSONField(default=dict))]
 
 
+def add_integrations(migrator) -> list:
+    """5: events as CloudEvents from a claimed outbox (`OutboxEvent.subject`, `relayed_at`,
+    `claimed_until`; events still queued get their `io.keyturn.` type), announced lost workers
+    (`WorkerSeen.lost_at`), integrations, seen requests, webhook subscriptions and deliveries."""
+    from controller.models import (Integration, OutboxEvent, RequestSeen, WebhookDelivery,
+                                   WebhookSubscription)
+
+    database.create_tables([Integration, RequestSeen, WebhookSubscription, WebhookDelivery])
+    (OutboxEvent.update(routing_key=Value("io.keyturn.").concat(OutboxEvent.routing_key))
+     .where(~OutboxEvent.routing_key.startswith("io.keyturn.")).execute())
+    return [migrator.add_column("outboxevent", "subject", CharField(null=True, max_length=255)),
+            migrator.add_column("outboxevent", "relayed_at", DateTimeField(null=True)),
+            migrator.add_column("outboxevent", "claimed_until", DateTimeField(null=True)),
+            migrator.add_index("outboxevent", ("relayed_at",)),
+            migrator.add_column("workerseen", "lost_at", DateTimeField(null=True))]
+
+
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
-STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals]
+STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations]
 LATEST = 1 + len(STEPS)
 
 

@@ -198,8 +198,11 @@ class OutboxEvent(BaseModel):
     `keyturn.events` exchange by the daemon afterwards, so no event is lost or invented."""
 
     at = pw.DateTimeField(default=utcnow)
-    routing_key = pw.CharField(max_length=64)
-    body = JSONField()
+    routing_key = pw.CharField(max_length=64)     # the CloudEvents type (`controller.events`)
+    body = JSONField()                            # its data
+    subject = pw.CharField(max_length=255, null=True)
+    relayed_at = pw.DateTimeField(null=True, index=True)   # confirmed by RabbitMQ
+    claimed_until = pw.DateTimeField(null=True)   # a relay's lease (`controller.claims`)
 
 
 class WorkerSeen(BaseModel):
@@ -209,10 +212,63 @@ class WorkerSeen(BaseModel):
     version = pw.CharField(max_length=32)
     in_flight = pw.IntegerField(default=0)
     last_seen = pw.DateTimeField(default=utcnow)
+    lost_at = pw.DateTimeField(null=True)         # when its silence was announced (worker.lost)
+
+
+class Integration(BaseModel):
+    """Another system allowed to send signed requests over the bus (`controller.integrations`)."""
+
+    name = pw.CharField(unique=True, max_length=64)
+    public_key = pw.CharField(max_length=64)      # base64 Ed25519 verify key
+    grants = JSONField(default=list)              # [{"action": ..., "scope": "node:/prod"}, ...]
+    rate_limit = pw.IntegerField(default=60)      # signed requests per minute
+    active = pw.BooleanField(default=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    last_used_at = pw.DateTimeField(null=True)
+
+
+class RequestSeen(BaseModel):
+    """A signed request's id, kept until it expires: a second copy is a replay."""
+
+    integration = pw.ForeignKeyField(Integration, on_delete="CASCADE")
+    request_id = pw.CharField(max_length=128)
+    digest = pw.CharField(max_length=64)          # sha256 of the signed payload
+    expires_at = pw.DateTimeField(index=True)
+    seen_at = pw.DateTimeField(default=utcnow)
+    reply = JSONField(default=dict)               # what it was answered (for a redelivery)
+
+    class Meta:
+        indexes = ((("integration", "request_id"), True), (("integration", "seen_at"), False))
+
+
+class WebhookSubscription(BaseModel):
+    """An HTTP endpoint that receives the events of some types, signed with its own secret."""
+
+    name = pw.CharField(unique=True, max_length=64)
+    url = pw.CharField(max_length=2048)
+    event_types = JSONField(default=list)         # exact types or prefixes ending in `*`
+    secret = pw.BlobField()                       # vault ciphertext of the HMAC key
+    active = pw.BooleanField(default=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one subscription: written with the event, sent by the relay."""
+
+    subscription = pw.ForeignKeyField(WebhookSubscription, backref="deliveries", on_delete="CASCADE")
+    event = pw.ForeignKeyField(OutboxEvent, on_delete="CASCADE")
+    status = pw.CharField(max_length=16, default="pending", index=True)   # pending|delivered|dead
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.DateTimeField(default=utcnow, index=True)
+    claimed_until = pw.DateTimeField(null=True)
+    last_status = pw.IntegerField(null=True)      # the receiver's HTTP status
+    last_error = pw.CharField(max_length=300, null=True)
+    delivered_at = pw.DateTimeField(null=True)
 
 
 MODELS = [SchemaVersion, Zone, Node, Asset, Account, Plan, PlanAsset, PlanNode, Execution, LogLine,
-          Record, User, AuditEvent, OutboxEvent, WorkerSeen]
+          Record, User, AuditEvent, OutboxEvent, WorkerSeen, Integration, RequestSeen,
+          WebhookSubscription, WebhookDelivery]
 
 TERMINAL = (RecordStatus.SUCCESS, RecordStatus.FAILED, RecordStatus.UNVERIFIED)
 IN_FLIGHT = (RecordStatus.PENDING, RecordStatus.DISPATCHED)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from peewee import JOIN, chunked, fn
 
 from controller.db import bulk_insert, database
+from controller.events import execution_started
 from controller.executions import finish_if_done, log, log_many
 from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
                                Record, Zone, utcnow)
@@ -33,18 +34,28 @@ def resolve_accounts(plan: Plan) -> list:
     asset_ids = PlanAsset.select(PlanAsset.asset).where(PlanAsset.plan == plan)
     targets = Asset.id.in_(asset_ids)
     for (path,) in PlanNode.select(Node.path).join(Node).where(PlanNode.plan == plan).tuples():
-        targets |= (Node.path == path) | Node.path.startswith(path.rstrip("/") + "/")
+        targets |= under_node(path)
+    return account_rows(Account.username.in_(plan.usernames)
+                        & (Account.secret_type == plan.secret_type) & targets)
+
+
+def under_node(path: str):
+    """Assets in the node `path` or in any node below it."""
+    return (Node.path == path) | Node.path.startswith(path.rstrip("/") + "/")
+
+
+def account_rows(condition) -> list:
+    """The accounts matching `condition` as flat rows (account, asset and zone columns) in
+    asset and username order: what planning needs of each."""
     return list(Account.select(Account.id, Account.username, Account.secret_type,
                                Account.privileged, Account.secret_current,
                                Account.asset.alias("asset_id"), Asset.name.alias("asset_name"),
                                Asset.address, Asset.port, Asset.platform, Asset.host_key,
                                Asset.params.alias("asset_params"),
                                Asset.refusals.alias("asset_refusals"), Zone.name.alias("zone"),
-                               Zone.public_key, Zone.trust_first_use)
+                               Zone.public_key, Zone.trust_first_use, Node.path.alias("node_path"))
                 .join(Asset).join(Zone).switch(Asset).join(Node, JOIN.LEFT_OUTER)
-                .where(Account.username.in_(plan.usernames)
-                       & (Account.secret_type == plan.secret_type) & targets)
-                .order_by(Asset.name, Account.username).namedtuples())
+                .where(condition).order_by(Asset.name, Account.username).namedtuples())
 
 
 def login_accounts(asset_ids: set[int]) -> dict[int, Account]:
@@ -84,24 +95,26 @@ def new_secrets(ctl: Controller, plan: Plan, count: int) -> list[str]:
 
 
 def start_execution(ctl: Controller, plan: Plan, *, trigger: str = "manual",
-                    started_by: str = "cli") -> Execution:
+                    started_by: str = "cli", accounts: list | None = None) -> Execution:
     """Create the execution and its records, which wait as `pending` for the daemon's
-    dispatcher (the console's and the API's path)."""
-    return plan_execution(ctl, plan, trigger, started_by, "pending")[0]
+    dispatcher (the console's, the API's and the bus requests' path). `accounts` (rows of
+    `account_rows`) replaces the plan's own targets: a rotation of chosen accounts under the
+    rules of an unsaved plan."""
+    return plan_execution(ctl, plan, trigger, started_by, "pending", accounts)[0]
 
 
 def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
-                   status: str) -> tuple[Execution, list[Target]]:
+                   status: str, accounts: list | None = None) -> tuple[Execution, list[Target]]:
     """Create the execution and its records in one transaction; nothing is published.
 
     Records start `dispatched` when the caller publishes them itself right after (`run_plan`),
     so no dispatcher sends them too; if that caller dies before publishing, the reaper sends
     them after their deadline."""
-    accounts = resolve_accounts(plan)
+    accounts = resolve_accounts(plan) if accounts is None else accounts
     logins = login_accounts({account.asset_id for account in accounts})
     with database.atomic():
-        execution = Execution.create(plan=plan, plan_name=plan.name, trigger=trigger,
-                                     started_by=started_by)
+        execution = Execution.create(plan=plan if plan.id else None, plan_name=plan.name,
+                                     trigger=trigger, started_by=started_by)
         notes = [f"plan {plan.name}: {len(accounts)} accounts resolved "
                  f"(secure mode {'on' if ctl.settings.secure_mode else 'off'})"]
         eligible = []
@@ -120,6 +133,7 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
         execution.total = len(targets)
         execution.skipped = len(accounts) - len(targets)
         execution.save()
+        execution_started(execution)
         notes.append(f"{len(targets)} records {status}, {execution.skipped} skipped")
         log_many(execution.id, notes)
         finish_if_done(execution.id)

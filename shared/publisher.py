@@ -11,7 +11,6 @@ One instance belongs to one thread (pika is not thread-safe).
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
@@ -76,8 +75,8 @@ class Publisher:
                                    kwargs={}, options={})
         self._send("", queue_name, message.encode(), self._persistent)
 
-    def publish_event(self, exchange: str, routing_key: str, body: dict) -> None:
-        """A plain JSON message on a topic exchange, for systems that are not dramatiq actors."""
+    def publish_event(self, exchange: str, routing_key: str, body: bytes, content_type: str) -> None:
+        """A persistent message on a topic exchange, for systems that are not dramatiq actors."""
         if self._connection is None:
             self.published += 1
             return
@@ -87,7 +86,8 @@ class Publisher:
                                            callback=declared.append)
             self._wait_for(lambda: declared, f"declaring exchange {exchange}")
             self._exchanges.add(exchange)
-        self._send(exchange, routing_key, json.dumps(body).encode(), self._persistent_json)
+        self._send(exchange, routing_key, body,
+                   pika.BasicProperties(delivery_mode=2, content_type=content_type))
 
     def wait_confirmed(self) -> None:
         """Return once every message published so far is confirmed; PublishError otherwise."""
@@ -119,7 +119,6 @@ class Publisher:
 
     def _open(self) -> None:
         self._persistent = pika.BasicProperties(delivery_mode=2)
-        self._persistent_json = pika.BasicProperties(delivery_mode=2, content_type="application/json")
         self._exchanges: set[str] = set()
         self._queues: set[str] = set()
         self._channel = None

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from shared.errors import KeyturnError
@@ -25,12 +26,23 @@ class SettingsError(KeyturnError):
     """A setting is missing or malformed; the message names it."""
 
 
+class BrokerTls(NamedTuple):
+    """What an `amqps://` connection trusts and presents: the CA that signed RabbitMQ's
+    certificate (None: the system's CAs), and a client certificate and key if RabbitMQ asks."""
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".keyturn")
     database_url: str | None = None
     broker_url: str | None = None
+    broker_ca: Path | None = None      # amqps://: the CA file that signed RabbitMQ's certificate
+    broker_cert: Path | None = None    # amqps://: a client certificate (PEM), with broker_key
+    broker_key: Path | None = None
     secure_mode: bool = True
     secret_key: SecretStr | None = None
     zone_key_file: Path | None = None
@@ -52,6 +64,12 @@ class Settings(BaseSettings):
     smtp_user: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "keyturn@localhost"
+    event_source: str = Field(default="/keyturn", min_length=1, max_length=255,
+                              pattern=r"^[\x21-\x7e]+$")   # CloudEvents `source`, a URI-reference
+    request_max_validity: int = Field(default=300, ge=10, le=86400)   # a signed request's life
+    webhook_allow_private: bool = False   # true lets webhooks reach loopback/private addresses
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_retry_seconds: float = Field(default=30.0, gt=0, le=86400)   # first retry; doubles
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -89,6 +107,29 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("amqp://", "amqps://")):
             raise ValueError("must start with amqp:// or amqps://")
         return url or None
+
+    @model_validator(mode="after")
+    def _tls_only_with_amqps(self) -> "Settings":
+        """TLS files without an amqps:// URL would be ignored: refuse rather than seem secure."""
+        for name in ("broker_ca", "broker_cert", "broker_key"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            if not (self.broker_url or "").startswith("amqps://"):
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()}: needs an amqps:// "
+                                    f"KEYTURN_BROKER_URL")
+            if not path.is_file():
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()}: no such file {path}")
+        if (self.broker_cert is None) != (self.broker_key is None):
+            raise SettingsError("KEYTURN_BROKER_KEY: KEYTURN_BROKER_CERT and KEYTURN_BROKER_KEY "
+                                "go together")
+        return self
+
+    @property
+    def broker_tls(self) -> BrokerTls | None:
+        if not (self.broker_url or "").startswith("amqps://"):
+            return None
+        return BrokerTls(self.broker_ca, self.broker_cert, self.broker_key)
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -40,7 +40,7 @@ def test_no_secret_in_logs_results_events_errors_or_views(ctl, zone_fleet, rabbi
 
         def execution_event_arrived() -> bool:
             received.extend(drain(channel, queue))
-            return any("total" in event for event in received)
+            return any(event["type"] == "io.keyturn.execution.finished" for event in received)
 
         wait_until(execution_event_arrived, 30, what="the events")
         views = [group.run("records", "--json").stdout,
