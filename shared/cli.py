@@ -52,11 +52,15 @@ OWN_PACKAGES = ("controller", "worker", "shared")
 
 CONTROLLER = "controller.cli"
 ZONE_COMMANDS = {"add": f"{CONTROLLER}:zone_add", "list": f"{CONTROLLER}:zone_list",
-                 "keygen": "worker.cli:zone_keygen"}
+                 "keygen": "worker.cli:zone_keygen",
+                 "broker-account": "shared.broker_accounts:zone_command"}
 COMMANDS = {name: f"{CONTROLLER}:{name}" for name in (
     "init", "asset", "account", "plan", "execution", "records", "secret", "daemon", "serve")}
 COMMANDS["worker"] = "worker.cli:worker"
 COMMANDS["user"] = "controller.web.cli:user"
+COMMANDS["broker-account"] = "shared.broker_accounts:broker_account"
+COMMANDS["integration"] = "controller.integration_cli:integration"
+COMMANDS["webhook"] = "controller.integration_cli:webhook"
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS)

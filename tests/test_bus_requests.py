@@ -1,0 +1,165 @@
+"""Signed requests from integrations: what is accepted acts through planning and is answered
+with its execution; what is forged, replayed, expired, too long-lived, malformed, unknown,
+disabled, over the rate limit or out of scope changes nothing, is audited, announced as an
+event, answered with a reason and dead-lettered."""
+import base64
+import json
+import time
+import uuid
+
+import pika
+import pytest
+from nacl.signing import SigningKey
+
+from controller.amqp_queue import dead_letter_queue
+from controller.bus_requests import REQUESTS_QUEUE, handle
+from controller.daemon import Daemon
+from controller.integrations import IntegrationError, add_integration, keygen, set_active
+from controller.models import AuditEvent, Execution, OutboxEvent, Record, RequestSeen
+from controller.planning import start_execution
+from controller.plans import parse_spec, save_plan
+from tests.inventory_helpers import build_fleet
+from tests.processes import wait_until
+
+
+def signed(private: str, request: dict, integration: str = "hr") -> bytes:
+    payload = json.dumps(request)
+    signature = SigningKey(base64.b64decode(private)).sign(payload.encode()).signature
+    return json.dumps({"integration": integration, "payload": payload,
+                       "signature": base64.b64encode(signature).decode()}).encode()
+
+
+def request(action="rotate", validity=60, issued=None, **fields) -> dict:
+    now = int(time.time()) if issued is None else issued
+    return {"v": 1, "integration": "hr", "id": str(uuid.uuid4()), "time": now,
+            "expires": now + validity, "action": action, **fields}
+
+
+ALICE = {"accounts": [{"asset": "web-1", "username": "alice"}]}
+
+
+@pytest.fixture
+def fleet(ctl):
+    build_fleet(ctl, assets=("web-1",), users=("alice", "bob"), node="/prod/web")
+    build_fleet(ctl, zone="lab", assets=("lab-1",), users=("alice",), node="/lab")
+    private, public = keygen()
+    add_integration("hr", public, ["rotate:node:/prod", "verify:asset:web-1", "run_plan:plan:p",
+                                   "status"], 5, "test")
+    return private
+
+
+def refusals() -> list[str]:
+    return [a.detail for a in AuditEvent.select().where(AuditEvent.action == "request.refused")
+            .order_by(AuditEvent.id)]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl, fleet, rabbitmq_url):
+    ctl = bus_ctl
+    daemon = Daemon(ctl)
+    daemon.start()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    reply_to = channel.queue_declare("", exclusive=True).method.queue
+    try:
+        def send(body: bytes) -> dict:
+            correlation_id = str(uuid.uuid4())
+            channel.basic_publish("", REQUESTS_QUEUE, body, pika.BasicProperties(
+                reply_to=reply_to, correlation_id=correlation_id))
+
+            def answered():
+                method, properties, answer = channel.basic_get(reply_to, auto_ack=True)
+                if method is not None:
+                    assert properties.correlation_id == correlation_id
+                    return json.loads(answer)
+            return wait_until(answered, 30, what="the reply")
+
+        wait_until(lambda: queue_exists(connection, REQUESTS_QUEUE), 30, what="the requests queue")
+        good = signed(fleet, request(**ALICE))
+        accepted = send(good)
+        assert accepted["outcome"] == "accepted"
+        execution = Execution.get_by_id(accepted["execution"])
+        assert (execution.trigger, execution.started_by, execution.total) == ("api", "integration:hr", 1)
+        wait_until(lambda: Record.get().status == "dispatched", 30, what="the dispatcher")
+
+        other_key, _ = keygen()
+        cases = {
+            "replayed": good,
+            "bad signature": signed(other_key, request(**ALICE)),
+            "expired": signed(fleet, request(issued=int(time.time()) - 120, **ALICE)),
+            "longer than": signed(fleet, request(validity=86400, **ALICE)),
+            "not in this integration's scope": signed(fleet, request(
+                accounts=[{"asset": "lab-1", "username": "alice"}])),
+            "malformed": b'{"integration": "hr", "payload": 3',
+        }
+        for reason, body in cases.items():
+            answer = send(body)
+            assert answer["outcome"] == "refused" and reason in answer["reason"], (reason, answer)
+        wait_until(lambda: channel.queue_declare(dead_letter_queue(REQUESTS_QUEUE), passive=True)
+                   .method.message_count == len(cases), 30, what="the dead letters")
+    finally:
+        connection.close()
+        daemon.stop()
+    assert Execution.select().count() == 1 and Record.select().count() == 1
+    assert len(refusals()) == len(cases)
+    assert OutboxEvent.select().where(
+        OutboxEvent.routing_key == "io.keyturn.request.refused").count() == len(cases)
+    accepted_audit = AuditEvent.get(AuditEvent.action == "request.accepted")
+    assert accepted_audit.actor == "integration:hr" and str(execution.id) in accepted_audit.detail
+
+
+def queue_exists(connection, name) -> bool:
+    """Asked on a channel of its own: RabbitMQ closes the channel that asks for a missing queue."""
+    try:
+        probe = connection.channel()
+        probe.queue_declare(name, passive=True)
+        probe.close()
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+
+
+def test_scopes_rules_and_limits(ctl, fleet):
+    """Straight to the handler (no bus): every action, each limit."""
+    plan = save_plan(parse_spec({"name": "p", "usernames": ["bob"], "nodes": ["/prod"]}), ctl.vault)
+    save_plan(parse_spec({"name": "q", "usernames": ["bob"], "nodes": ["/prod"]}), ctl.vault)
+
+    def reason(body: dict, **kwargs) -> str:
+        answer = handle(ctl, signed(fleet, body, **kwargs))
+        assert answer["outcome"] == "refused", answer
+        return answer["reason"]
+
+    rotate = handle(ctl, signed(fleet, request(node="/prod", usernames=["alice", "root"])))
+    first = Execution.get_by_id(rotate["execution"])
+    assert (first.total, first.skipped) == (1, 1)          # secure mode still protects root
+    assert handle(ctl, signed(fleet, request("run_plan", plan="p")))["outcome"] == "accepted"
+    status = handle(ctl, signed(fleet, request("status", execution=first.id)))
+    assert status["state"]["total"] == 1 and status["state"]["status"] == "running"
+    assert reason(request(node="/lab", usernames=["alice"])) == \
+        "1 of the accounts are not in this integration's scope"
+    assert reason(request("run_plan", plan="q")) == "plan q is not in this integration's scope"
+    assert reason(request("status", execution=first.id)).startswith("rate limit: at most 5")
+    RequestSeen.delete().execute()                          # a new minute
+    verify = handle(ctl, signed(fleet, request("verify", accounts=[
+        {"asset": "web-1", "username": "bob"}])))
+    assert Execution.get_by_id(verify["execution"]).trigger == "verify"
+    theirs = start_execution(ctl, plan, started_by="cli:someone")
+    assert reason(request("status", execution=theirs.id)) == \
+        f"execution {theirs.id} is not in this integration's scope"
+    assert "do not exist" in reason(request(accounts=[{"asset": "web-1", "username": "nobody"}]))
+    assert "run_plan takes plan" in reason(request("run_plan", execution=1))
+    set_active("hr", False, "test")
+    assert reason(request("status", execution=first.id)) == "the integration is disabled"
+    assert reason(request(**ALICE), integration="ghost") == "unknown integration"
+    assert Execution.select().count() == 4
+    assert len(refusals()) == 8
+
+
+def test_grants_and_keys_are_checked_when_added(ctl):
+    _, public = keygen()
+    for grants, key, problem in ((["rotate"], public, "needs a scope"),
+                                 (["delete:*"], public, "the action is one of"),
+                                 (["run_plan:node:/x"], public, "takes a scope"),
+                                 (["status"], "bm90IGEga2V5", "32 bytes")):
+        with pytest.raises(IntegrationError, match=problem):
+            add_integration("x", key, grants, 60, "test")
