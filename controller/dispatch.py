@@ -18,7 +18,7 @@ from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget, RotateCommand, RotateResult, first_error, seal
-from shared.platforms import PlatformParams, platform
+from shared.platforms import Borrowed, PlatformParams, platform
 from shared.publisher import Publisher
 
 BATCH = 1000
@@ -162,27 +162,27 @@ class Commands:
     def __init__(self, ctl: Controller):
         self.ctl = ctl
         self._logins: dict[int, tuple[Account, list[str]] | None] = {}
-        self._roots: dict[int, str | None] = {}
+        self._borrowed: dict[tuple[int, str], str | None] = {}   # (asset, username): secret
         self._targets: dict[int, AssetTarget] = {}
         self._params: dict[tuple[int, int | None], PlatformParams] = {}
 
     def usable(self, rows: list[DispatchRow]) -> list[DispatchRow]:
         """The rows whose asset has a privileged login; the others fail at once."""
         self._load({row.asset_id for row in rows},
-                   {row.asset_id for row in rows if merged_params(row).get("become") == "su"})
+                   {(row.asset_id, b.username) for row in rows for b in borrowed_by(row)})
         without = [row.id for row in rows if self._logins[row.asset_id] is None]
         if without:
             fail_unsent(without, "no_login", "the asset has no privileged account to log in with")
         return [row for row in rows if self._logins[row.asset_id] is not None]
 
-    def _load(self, asset_ids: set[int], su_asset_ids: set[int]) -> None:
+    def _load(self, asset_ids: set[int], borrowed: set[tuple[int, str]]) -> None:
         new = asset_ids - self._logins.keys()
         logins = login_accounts(new)
         for asset_id in new:
             login = logins.get(asset_id)
             self._logins[asset_id] = (login, candidate_secrets(self.ctl, login)) if login else None
-        new_su = su_asset_ids - self._roots.keys()
-        self._roots |= dict.fromkeys(new_su) | root_secrets(self.ctl, new_su)
+        new = borrowed - self._borrowed.keys()
+        self._borrowed |= dict.fromkeys(new) | borrowed_secrets(self.ctl, new)
 
     def sealed(self, row: DispatchRow) -> dict:
         vault = self.ctl.vault
@@ -213,8 +213,10 @@ class Commands:
         key = (row.asset_id, row.plan_id)
         if key not in self._params:
             values = merged_params(row)
-            if self._roots.get(row.asset_id) is not None:
-                values["become_secret"] = self._roots[row.asset_id]
+            for borrowed in borrowed_by(row):
+                secret = self._borrowed.get((row.asset_id, borrowed.username))
+                if secret is not None:
+                    values[borrowed.param] = secret
             self._params[key] = platform(row.platform).parse_params(values)
         return self._params[key]
 
@@ -223,6 +225,12 @@ def refusal_known(row: DispatchRow) -> bool:
     """Was the asset seen to refuse a wrong secret of this type within REFUSAL_TRUST_SECONDS?
     (Then its workers skip that check: a host that checks passwords rarely stops.)"""
     return time.time() - (row.refusals or {}).get(row.secret_type, 0) < REFUSAL_TRUST_SECONDS
+
+
+def borrowed_by(row: DispatchRow) -> list[Borrowed]:
+    """The secrets of other accounts of the asset that its command carries (root's for `su`)."""
+    values = merged_params(row)
+    return [b for b in platform(row.platform).borrowed if b.wanted(values)]
 
 
 def merged_params(row: DispatchRow) -> dict:
@@ -249,9 +257,11 @@ def candidate_secrets(ctl: Controller, login: Account) -> list[str]:
     return candidates
 
 
-def root_secrets(ctl: Controller, asset_ids: set[int]) -> dict[int, str]:
-    """Root's current password on assets whose plan becomes root with `su`."""
-    if not asset_ids:
+def borrowed_secrets(ctl: Controller, wanted: set[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """The current secret of each (asset, username) account of `wanted` that exists."""
+    if not wanted:
         return {}
-    return {a.asset_id: ctl.vault.decrypt(a.secret_current) for a in Account.select().where(
-        id_in(Account.asset, sorted(asset_ids)) & (Account.username == "root"))}
+    accounts = Account.select().where(id_in(Account.asset, sorted({a for a, _ in wanted}))
+                                      & Account.username.in_(sorted({u for _, u in wanted})))
+    return {(a.asset_id, a.username): ctl.vault.decrypt(a.secret_current) for a in accounts
+            if (a.asset_id, a.username) in wanted and a.secret_current is not None}

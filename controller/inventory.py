@@ -21,6 +21,7 @@ from controller.models import Account, Asset, AuditEvent, Node, Plan, WorkerSeen
 from controller.runtime import Controller, make_data_dir
 from controller.secretgen import RuleError, normalise_private_key, validate_given_secret
 from shared import zonecrypto
+from shared.dialogues import typeable
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, SecretType, platform
@@ -292,6 +293,9 @@ def set_account(ctl: Controller, asset_name: str, username: object, secret: str 
             raise KeyturnError(f"{username}@{asset_name} is in a rotation; its secret cannot be set now")
     if secret is not None:
         secret = checked_secret(kind, secret)
+        if on.typed_secrets and not typeable(secret):
+            raise RuleError("secret", f"holds a tab or another control character, which a "
+                                      f"{on.title} CLI cannot take")
         found.secret_previous, found.previous_since = found.secret_current, found.current_since
         found.secret_current, found.current_since = ctl.vault.encrypt(secret), utcnow()
     found.secret_type = kind

@@ -13,7 +13,7 @@ from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, norm
                                   validate_given_secret)
 from controller.vault import Vault
 from shared.errors import KeyturnError
-from shared.platforms import PLATFORMS, SecretType, param_names
+from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names
 
 SECRET_TYPES = "^(" + "|".join(SecretType) + ")$"
 
@@ -71,12 +71,14 @@ class PlanSpec(BaseModel):
     def _params(cls, params: dict) -> dict:
         """Each key must be some platform's param; each platform checks the ones it knows (one
         plan may cover UNIX hosts and databases together)."""
-        if "become_secret" in params:
-            raise ValueError("become_secret is taken from the asset's root account, not the plan")
+        sealed = sorted(borrowed_params() & set(params))
+        if sealed:
+            raise ValueError(f"{sealed[0]} is the secret of another account of the asset "
+                             f"(root, enable), never a plan's param")
         unknown = sorted(set(params) - param_names())
         if unknown:
             raise ValueError(f"unknown param {names.shown(unknown[0])}: use one of "
-                             f"{', '.join(sorted(param_names() - {'become_secret'}))}")
+                             f"{', '.join(sorted(param_names() - borrowed_params()))}")
         for kind in PLATFORMS.values():
             kind.parse_params(params)
         return params

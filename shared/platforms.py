@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
+from shared import dialogues
 from shared.bounded import STRICT, USERNAME, Secret, Text
+from shared.device_presets import PRESETS, preset_lines
 from shared.errors import KeyturnError
 
 
@@ -136,6 +138,41 @@ class LdapParams(DirectoryParams):
         "(uid={username})"
 
 
+def _checked_dialogue(lines: list[str]) -> list[str]:
+    try:
+        dialogues.parse(lines)
+    except dialogues.DialogueError as exc:
+        raise PydanticCustomError("dialogue", str(exc)) from None
+    return lines
+
+
+DialogueLines = Annotated[list[str], BeforeValidator(dialogues.lines_of),
+                          AfterValidator(_checked_dialogue)]
+
+
+class DeviceParams(PlatformParams):
+    """Network devices and appliances by SSH dialogue (`shared.dialogues`): the `dialogue`
+    lines if given, else the `preset`'s. `enable_secret` travels sealed: the current secret of
+    the asset's `enable` account."""
+
+    preset: Literal[tuple(PRESETS)] | None = None
+    dialogue: DialogueLines = []
+    enable_secret: Secret | None = None
+
+    def dialogue_lines(self) -> list[str]:
+        return self.dialogue or (preset_lines(self.preset) if self.preset else [])
+
+
+@dataclass(frozen=True)
+class Borrowed:
+    """A param the controller fills, sealed, with the current secret of another account of the
+    asset (root's for `su`, the `enable` account's), when `wanted` says the params need it."""
+
+    param: str
+    username: str
+    wanted: Callable[[dict], bool] = lambda values: True
+
+
 @dataclass(frozen=True)
 class Platform:
     name: str
@@ -148,6 +185,8 @@ class Platform:
     protected_usernames: frozenset[str] = field(default_factory=frozenset)
     account_name: re.Pattern = USERNAME            # full-match rule for its account names
     account_rule: str = "a POSIX user name: a letter or _, then letters, digits, _ . -"
+    borrowed: tuple[Borrowed, ...] = ()            # params holding other accounts' secrets
+    typed_secrets: bool = False                    # typed on a CLI line: no control characters
 
     def parse_params(self, values: dict | None) -> PlatformParams:
         """This platform's params from `values`, ignoring keys that belong to other platforms
@@ -176,6 +215,11 @@ def platform(name: object) -> Platform:
     return found
 
 
+def borrowed_params() -> set[str]:
+    """Params only the controller fills, from accounts (never set on an asset or plan)."""
+    return {b.param for p in PLATFORMS.values() for b in p.borrowed}
+
+
 def param_names() -> set[str]:
     """Every parameter some platform knows (what a plan that spans platforms may set)."""
     return {name for p in PLATFORMS.values() for name in p.params.model_fields}
@@ -185,7 +229,9 @@ UNIX_PROTECTED = frozenset({"root", "administrator"})
 for _name, _title in (("linux", "Linux"), ("unix", "UNIX"), ("aix", "AIX")):
     register(Platform(_name, _title, "worker.connectors.ssh:SshConnector", 22,
                       (SecretType.PASSWORD, SecretType.SSH_KEY), UnixParams, host_keys=True,
-                      protected_usernames=UNIX_PROTECTED))
+                      protected_usernames=UNIX_PROTECTED,
+                      borrowed=(Borrowed("become_secret", "root",
+                                         lambda values: values.get("become") == "su"),)))
 register(Platform("postgresql", "PostgreSQL", "worker.connectors.postgresql:PostgresConnector", 5432,
                   (SecretType.PASSWORD,), PostgresParams, host_keys=False,
                   protected_usernames=frozenset({"postgres"}),      # and every superuser (worker)
@@ -202,6 +248,11 @@ register(Platform("redis", "Redis (ACL users)", "worker.connectors.redis:RedisCo
                   protected_usernames=frozenset({"default"}),
                   account_name=re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z"),
                   account_rule="an ACL user name: up to 64 letters, digits, _ . : -"))
+register(Platform("device", "Network device (SSH dialogue)",
+                  "worker.connectors.device:DeviceConnector", 22, (SecretType.PASSWORD,),
+                  DeviceParams, host_keys=True,
+                  protected_usernames=frozenset({"enable", "admin", "root", "administrator"}),
+                  borrowed=(Borrowed("enable_secret", "enable"),), typed_secrets=True))
 register(Platform("ldap", "OpenLDAP", "worker.connectors.ldap:OpenLdapConnector", 636,
                   (SecretType.PASSWORD,), LdapParams, host_keys=False,
                   protected_usernames=frozenset({"admin", "manager"}),   # and the bind DN

@@ -14,7 +14,7 @@ from controller.models import Asset, SchemaVersion
 from controller.names import BadName
 from controller.planning import plan_execution, start_execution
 from controller.plans import parse_spec, save_plan
-from shared.platforms import MysqlParams, PostgresParams, RedisParams
+from shared.platforms import PLATFORMS, MysqlParams, PostgresParams, RedisParams
 from tests.inventory_helpers import sent_commands
 from tests.processes import ProcessGroup, keyturn_env
 
@@ -86,8 +86,9 @@ def test_asset_trust_is_refused_for_a_database_asset(cli):
     for extra in ((), ("--host-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA")):
         done = cli.run("asset", "trust", "db-1", *extra)
         assert done.returncode == 1 and "Traceback" not in done.stderr
-        assert ("asset db-1: PostgreSQL has no SSH host keys: only linux, unix, aix assets pin "
-                "one") in done.stderr
+        pinning = ", ".join(kind.name for kind in PLATFORMS.values() if kind.host_keys)
+        assert (f"asset db-1: PostgreSQL has no SSH host keys: only {pinning} assets pin "
+                f"one") in done.stderr
     assert Asset.get(Asset.name == "db-1").host_key is None
 
 
@@ -194,9 +195,11 @@ def test_secure_mode_skips_each_platforms_protected_names(ctl, zone):
             inventory.set_account(ctl, name, user, f"old-{user}", False)
     spec = parse_spec({"name": "p", "usernames": ["postgres", "root", "default", "app"],
                        "nodes": ["/db"]})
+    root_on = ", ".join(kind.title for kind in PLATFORMS.values()
+                        if "root" in kind.protected_usernames)    # each platform that says so
+    assert root_on.startswith("Linux, UNIX, AIX, MySQL / MariaDB")
     assert spec.protected_usernames() == [
-        "postgres (on PostgreSQL)", "root (on Linux, UNIX, AIX, MySQL / MariaDB)",
-        "default (on Redis (ACL users))"]
+        "postgres (on PostgreSQL)", f"root (on {root_on})", "default (on Redis (ACL users))"]
     execution = start_execution(ctl, save_plan(spec, ctl.vault))
     rotated = {f"{r.account.username}@{r.account.asset.name}" for r in execution.records}
     assert rotated == {"app@pg-1", "app@my-1", "app@rd-1", "app@lx-1", "postgres@lx-1",

@@ -111,7 +111,7 @@ class SessionPool:
                         return session, index
             connection, index = self._failures.log_in(
                 host + tuple(prints),
-                lambda: _log_in(asset, username, secrets, secret_type, timeout))
+                lambda: log_in(asset, username, secrets, secret_type, timeout))
             session = Session(connection, self.channels)
             with self._lock:
                 self._sessions[host + (prints[index],)] = session
@@ -153,7 +153,7 @@ class SessionPool:
             session.connection.close()
 
 
-def _log_in(asset: AssetTarget, username: str, secrets: list[str], secret_type: str,
+def log_in(asset: AssetTarget, username: str, secrets: list[str], secret_type: str,
             timeout: float) -> tuple[ssh.Connection, int]:
     """Connect and try each secret in order, reconnecting if the host hangs up between tries."""
     connection = None

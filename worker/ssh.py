@@ -174,6 +174,20 @@ class Connection:
                                            f"authentication factor ({', '.join(further)})")
         return True
 
+    def shell(self, timeout: float) -> paramiko.Channel:
+        """An interactive shell on a terminal, for a device CLI that knows no other way in
+        (`worker.dialogue`). A terminal echoes what is typed: read it only through a reader that
+        masks secrets. Wide, so the device does not wrap (or redraw) long lines."""
+        try:
+            channel = self._transport.open_session(timeout=timeout)
+            channel.settimeout(timeout)
+            channel.get_pty(term="vt100", width=512, height=48)
+            channel.invoke_shell()
+        except (paramiko.SSHException, EOFError, OSError):
+            raise SshError("connection_lost", f"{self._where}: cannot open an interactive "
+                                              f"shell") from None
+        return channel
+
     def run(self, argv: list[str], stdin: bytes = b"", *, timeout: float,
             secrets: Iterable[str] = (), preamble: bytes = b"", ready: bytes | None = None,
             binary: bool = False) -> Completed:

@@ -23,11 +23,12 @@ from worker.errors import TargetError, describe
 PROOF_SECONDS = 3600.0       # how long "this target refuses a wrong secret" is trusted
 
 
-def ensure_time_to_change(command: RotateCommand) -> None:
+def ensure_time_to_change(command: RotateCommand, seconds: float | None = None) -> None:
     """Refuse (`expired`, nothing sent) to start a change that could not finish within the
     command's validity: every change then ends by `not_after`, which the controller's rule
-    "no other rotation of the account before the deadline" counts on."""
-    if time.time() + command.timeout > command.not_after:
+    "no other rotation of the account before the deadline" counts on. `seconds`: how long the
+    change may take (by default the command's timeout)."""
+    if time.time() + (command.timeout if seconds is None else seconds) > command.not_after:
         raise TargetError("expired", f"the command for {command.username} on "
                                      f"{command.asset.name} expired before the change was sent; "
                                      f"nothing was changed")
@@ -107,9 +108,9 @@ class Connector:
         succeeds; TargetError when it cannot tell (the target is down, ...)."""
         raise NotImplementedError
 
-    def before_change(self) -> None:
-        """Call right before sending what may change the secret."""
-        ensure_time_to_change(self.command)
+    def before_change(self, seconds: float | None = None) -> None:
+        """Call right before sending what may change the secret (which may take `seconds`)."""
+        ensure_time_to_change(self.command, seconds)
         self.change_started = True
 
     def finish(self) -> None:

@@ -11,10 +11,39 @@ from worker.sessions import SessionPool
 from worker.ssh import SshError
 
 
-class SshConnector(Connector):
+class SshLogins(Connector):
+    """What every connector that reaches its target by SSH shares: fresh logins as proofs, and
+    the host key seen (pinned on first use)."""
+
     def __init__(self, command, targets):
         super().__init__(command, targets)
         self.asset = command.asset
+
+    def logs_in(self, username: str, secret: str) -> bool:
+        """A fresh SSH session. While the host's wrong-secret check is not known, the same
+        transport first tries a random secret (one connection, not two: a login costs the host
+        a process and a key exchange); if the host let that in, a new transport decides."""
+        c = self.command
+        with ssh.connect(self.asset, c.timeout) as connection:
+            self.learn(connection.host_key)
+            if self.known_refusal() is None:
+                refused = not connection.login(username, self.wrong_secret(), c.secret_type)
+                self.remember_refusal(refused)
+                if not refused:
+                    return ssh.login_works(self.asset, username, secret, c.timeout,
+                                           secret_type=c.secret_type).works
+            return connection.login(username, secret, c.secret_type)
+
+    def learn(self, host_key: str) -> None:
+        """Report the key seen, and hold later connections of this command to it (first use)."""
+        self.host_key = host_key
+        if self.asset.host_key is None:
+            self.asset = self.asset.model_copy(update={"host_key": host_key})
+
+
+class SshConnector(SshLogins):
+    def __init__(self, command, targets):
+        super().__init__(command, targets)
         self.driver = DRIVERS[command.asset.platform]
 
     @classmethod
@@ -45,24 +74,3 @@ class SshConnector(Connector):
             if c.username == c.login_username and c.secret_type == c.login_secret_type:
                 self.pool.retire(session)   # keyed by a secret that no longer works
             return
-
-    def logs_in(self, username: str, secret: str) -> bool:
-        """A fresh SSH session. While the host's wrong-secret check is not known, the same
-        transport first tries a random secret (one connection, not two: a login costs the host
-        a process and a key exchange); if the host let that in, a new transport decides."""
-        c = self.command
-        with ssh.connect(self.asset, c.timeout) as connection:
-            self.learn(connection.host_key)
-            if self.known_refusal() is None:
-                refused = not connection.login(username, self.wrong_secret(), c.secret_type)
-                self.remember_refusal(refused)
-                if not refused:
-                    return ssh.login_works(self.asset, username, secret, c.timeout,
-                                           secret_type=c.secret_type).works
-            return connection.login(username, secret, c.secret_type)
-
-    def learn(self, host_key: str) -> None:
-        """Report the key seen, and hold later connections of this command to it (first use)."""
-        self.host_key = host_key
-        if self.asset.host_key is None:
-            self.asset = self.asset.model_copy(update={"host_key": host_key})

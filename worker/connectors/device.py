@@ -1,0 +1,86 @@
+"""Network devices and appliances (`device` platform): the privileged account logs in by SSH
+(host key pinned as for UNIX hosts), the operator's dialogue (`shared.dialogues`, run by
+`worker.dialogue`) changes the secret on the device's CLI, and a fresh SSH login as the account
+proves it.
+
+Not pooled: a device CLI is a stateful terminal and many allow one shell per connection, so each
+command logs in on its own. Secrets reach the device only typed on that terminal, never in a
+shell line of ours; one holding a newline or other control character is refused before anything
+is sent (a CLI would take it as Enter or an interrupt).
+"""
+from __future__ import annotations
+
+from shared import dialogues
+from shared.dialogues import PLACEHOLDERS
+from worker.connectors.ssh import SshLogins
+from worker.dialogue import Conversation
+from worker.errors import TargetError
+from worker.sessions import log_in
+
+LABELS = {"new_secret": "new password", "old_secret": "current password",
+          "login_secret": "privileged account's password", "enable_secret": "enable secret"}
+
+
+class DeviceConnector(SshLogins):
+    # A device may keep the old password working for sessions open already; a fresh login
+    # with the old one is not claimed to fail.
+    old_secret_refused = False
+
+    def check(self) -> None:
+        """A dialogue to run, every secret it types present and typeable; nothing sent yet."""
+        c = self.command
+        lines = c.params.dialogue_lines()
+        if not lines:
+            raise TargetError("no_dialogue", f"{self.where}: no dialogue: set the `preset` or "
+                                             f"`dialogue` param of the asset or its plan; "
+                                             f"nothing was sent")
+        try:
+            self.dialogue = dialogues.parse(lines)
+        except dialogues.DialogueError as exc:
+            raise TargetError("bad_dialogue", f"{self.where}: the dialogue {exc}; nothing was "
+                                              f"sent") from None
+        for name in PLACEHOLDERS:
+            if name == "username" or not self.dialogue.uses(name):
+                continue
+            candidates = self.candidates(name)
+            if not candidates:
+                whose = ("the asset has no `enable` account" if name == "enable_secret"
+                         else "the controller does not hold it")
+                raise TargetError("no_secret", f"{self.where}: the dialogue types the "
+                                               f"{LABELS[name]}, but {whose}; nothing was sent")
+            if not all(dialogues.typeable(value) for value in candidates):
+                raise TargetError("bad_secret", f"{self.where}: the {LABELS[name]} holds a "
+                                                f"newline or another control character, which "
+                                                f"a device CLI cannot take; nothing was sent")
+
+    def candidates(self, name: str) -> list[str]:
+        """The values `{name}` may take (the login secret: each one the controller offers)."""
+        c = self.command
+        found = {"new_secret": [c.new_secret], "old_secret": [c.old_secret],
+                 "login_secret": c.login_secrets, "enable_secret": [c.params.enable_secret]}[name]
+        return [secret.get_secret_value() for secret in found if secret is not None]
+
+    def change(self) -> None:
+        """Log in as the privileged account, run the dialogue on a shell, log out (closing the
+        connection ends whatever the dialogue left running: a `passwd` cut off before its
+        second prompt changes nothing)."""
+        c = self.command
+        logins = self.candidates("login_secret")
+        connection, self.login_index = log_in(self.asset, c.login_username, logins,
+                                              c.login_secret_type, c.timeout)
+        with connection:
+            self.learn(connection.host_key)
+            values = {name: found[0] for name in ("new_secret", "old_secret", "enable_secret")
+                      if (found := self.candidates(name))}
+            values |= {"username": c.username, "login_secret": logins[self.login_index]}
+            conversation = Conversation(connection.shell(c.timeout), self.where, self.secrets(),
+                                        self.before_dialogue_change)
+            conversation.run(self.dialogue, values)
+
+    def before_dialogue_change(self) -> None:
+        """The protocol's last expiry check, for as long as the rest of the dialogue may take."""
+        rest = self.dialogue.steps[self.dialogue.change_index:]
+        self.before_change(max(self.command.timeout, sum(s.timeout for s in rest if s.expect)))
+
+    def secrets(self) -> list[str]:
+        return [*super().secrets(), *self.candidates("enable_secret")]
