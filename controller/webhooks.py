@@ -145,11 +145,11 @@ def forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
         address = mapped
     if address in METADATA or address.is_link_local:
         return "a link-local or cloud metadata address"
+    if address.is_loopback:
+        return None if allow_private else "a loopback address (KEYTURN_WEBHOOK_ALLOW_PRIVATE allows it)"
     if address.is_multicast or address.is_unspecified or address.is_reserved:
         return "not a unicast address"
-    if address.is_loopback and not allow_private:
-        return "a loopback address (KEYTURN_WEBHOOK_ALLOW_PRIVATE allows it)"
-    if not address.is_global and not address.is_loopback and not allow_private:
+    if not address.is_global and not allow_private:
         return "a private address (KEYTURN_WEBHOOK_ALLOW_PRIVATE allows it)"
     return None
 
