@@ -139,8 +139,10 @@ class LdapParams(DirectoryParams):
 
 
 def _checked_dialogue(lines: list[str]) -> list[str]:
+    """A dialogue that can run (none at all: the preset's)."""
     try:
-        dialogues.parse(lines)
+        if lines:
+            dialogues.parse(lines)
     except dialogues.DialogueError as exc:
         raise PydanticCustomError("dialogue", str(exc)) from None
     return lines
@@ -156,7 +158,10 @@ class DeviceParams(PlatformParams):
     the asset's `enable` account."""
 
     preset: Literal[tuple(PRESETS)] | None = None
-    dialogue: DialogueLines = []
+    dialogue: DialogueLines = Field([], description=(
+        "one instruction a line: send TEXT, change TEXT (the line that changes the secret), "
+        "expect REGEX, fail REGEX, timeout SECONDS, # comment; placeholders {username} "
+        "{new_secret} {old_secret} {login_secret} {enable_secret}; blank: the preset's"))
     enable_secret: Secret | None = None
 
     def dialogue_lines(self) -> list[str]:

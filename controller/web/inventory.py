@@ -107,7 +107,8 @@ def param_fields(kind: Platform) -> list[dict]:
         kind_of_input = ("check" if shape is bool else "choice" if origin is Literal
                          else "lines" if origin is list else "text")
         fields.append({"name": name, "input": kind_of_input, "default": info.default,
-                       "choices": list(get_args(shape)) if origin is Literal else []})
+                       "choices": list(get_args(shape)) if origin is Literal else [],
+                       "hint": info.description})
     return fields
 
 
