@@ -27,7 +27,7 @@ class Controller:
 
     @cached_property
     def broker(self) -> dramatiq.Broker:
-        return make_broker(self.settings.broker_url)
+        return make_broker(self.settings.broker_url, self.settings.broker_tls)
 
     @cached_property
     def private_key(self):

@@ -1,7 +1,12 @@
-"""One place that knows the bus: queue and actor names, broker construction, publishing.
+"""One place that knows the bus: queue, exchange and actor names, broker construction, publishing.
 
 The controller publishes `rotate` messages without importing worker code, and workers publish
 results without importing controller code: both only build `dramatiq.Message`s by name here.
+
+dramatiq publishes through RabbitMQ's default exchange, which reaches every queue: an account
+allowed to write to it may publish to any zone's queue. So dramatiq's messages go through the
+`keyturn.bus` topic exchange instead, where every queue is bound under its own name, and RabbitMQ's
+topic permissions say which queues an account may publish to (`shared.broker_accounts`).
 """
 from __future__ import annotations
 
@@ -9,27 +14,36 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import CurrentMessage, default_middleware
 
+from shared.settings import BrokerTls
+
 ROTATE_ACTOR = "rotate"
 RESULT_ACTOR = "apply_result"
 HEARTBEAT_ACTOR = "record_heartbeat"
 RESULTS_QUEUE = "keyturn.results"
 HEARTBEATS_QUEUE = "keyturn.heartbeats"
+REQUESTS_QUEUE = "keyturn.requests"      # integrations' requests (published via BUS_EXCHANGE)
+BUS_EXCHANGE = "keyturn.bus"             # topic exchange: every queue bound under its own name
+EVENTS_EXCHANGE = "keyturn.events"       # topic exchange of events for other systems
+WORKER_PUBLISHES = (RESULTS_QUEUE, HEARTBEATS_QUEUE)   # the controller's queues workers write to
 
 
 def rotate_queue(zone: str) -> str:
     return f"rotate.{zone}"
 
 
-def make_broker(broker_url: str | None) -> dramatiq.Broker:
-    """A RabbitMQ broker with publisher confirms, or the in-process one when no URL is set."""
+def make_broker(broker_url: str | None, tls: BrokerTls | None = None, *,
+                worker: bool = False) -> dramatiq.Broker:
+    """A RabbitMQ broker with publisher confirms (TLS for amqps:// URLs), or the in-process one
+    when no URL is set. A worker's broker declares only its zones' queues."""
     middleware = [factory() for factory in default_middleware] + [CurrentMessage()]
     if broker_url is None:
         broker = StubBroker(middleware=middleware)
         broker.emit_after("process_boot")
     else:
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        from shared.bus import BusBroker
 
-        broker = RabbitmqBroker(url=broker_url, confirm_delivery=True, middleware=middleware)
+        broker = BusBroker(url=broker_url, confirm_delivery=True, middleware=middleware,
+                           tls=tls, worker=worker)
     dramatiq.set_broker(broker)
     return broker
 

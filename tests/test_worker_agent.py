@@ -17,8 +17,9 @@ import pika
 import pytest
 from click.testing import CliRunner
 
-from shared.broker import (HEARTBEATS_QUEUE, RESULTS_QUEUE, ROTATE_ACTOR, make_broker, publish,
-                           rotate_queue)
+from shared.broker import (HEARTBEATS_QUEUE, RESULTS_QUEUE, ROTATE_ACTOR, WORKER_PUBLISHES,
+                           make_broker, publish, rotate_queue)
+from shared.bus import check_bus
 from shared.cli import cli
 from shared.errors import KeyturnError
 from shared.messages import (AssetTarget, Envelope, Heartbeat, RotateCommand, RotateResult,
@@ -173,11 +174,12 @@ def test_worker_process_on_rabbitmq_rotates_and_stops_on_sigterm(host, zones, ra
         "KEYTURN_DATA_DIR": str(settings.data_dir), "KEYTURN_BROKER_URL": rabbitmq_url,
         "KEYTURN_HEARTBEAT_INTERVAL": "0.5", "PYTHONPATH": str(ROOT)}
     log_path = tmp_path / "worker.log"
+    broker = make_broker(rabbitmq_url)
+    check_bus(broker, WORKER_PUBLISHES)       # what the controller's daemon declares
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--zone", "dmz"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        broker = make_broker(rabbitmq_url)
         publish(broker, rotate_queue("dmz"), ROTATE_ACTOR,
                 sealed_command(host, channels, "dmz", 21, "alice", "alice-via-rabbitmq"))
         broker.close()

@@ -23,7 +23,8 @@ from shared.broker import (HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, RESULT_ACTOR, RESU
                            ROTATE_ACTOR, message_redelivered, publish, rotate_queue)
 from shared.errors import KeyturnError
 from shared.bounded import ZONE_NAME
-from shared.messages import BadMessage, Heartbeat, open_envelope, parse_envelope, seal
+from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, open_envelope, parse_envelope,
+                             seal)
 from shared.settings import Settings
 from shared.zonecrypto import Channel
 from worker.keys import load_channels
@@ -69,7 +70,8 @@ class WorkerAgent:
                                        worker_threads=self.settings.worker_threads)
         self._worker.start()
         self._heartbeats.start()
-        logger.info("worker %s serves %s with %d threads", self.worker_id, ", ".join(sorted(queues)),
+        logger.info("worker %s (keyturn %s, message schema %d) serves %s with %d threads",
+                    self.worker_id, shared.__version__, SCHEMA_VERSION, ", ".join(sorted(queues)),
                     self.settings.worker_threads)
 
     def stop(self) -> None:

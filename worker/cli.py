@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from shared.broker import make_broker
+from shared.broker import make_broker, rotate_queue
+from shared.bus import check_bus
 from shared.errors import KeyturnError
 from shared.logs import configure_logging
 from shared.bounded import ZONE_NAME
@@ -25,7 +26,9 @@ def worker(zones):
         raise click.ClickException("no KEYTURN_BROKER_URL: without a broker the embedded mode "
                                    "runs the worker inside `keyturn serve`")
     configure_logging(settings)
-    run_worker(settings, list(zones), make_broker(settings.broker_url))
+    broker = make_broker(settings.broker_url, settings.broker_tls, worker=True)
+    check_bus(broker, [rotate_queue(zone) for zone in zones])
+    run_worker(settings, list(zones), broker)
 
 
 @click.command("keygen")
