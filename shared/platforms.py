@@ -138,6 +138,11 @@ class LdapParams(DirectoryParams):
         "(uid={username})"
 
 
+class AdParams(DirectoryParams):
+    """Accounts are found by sAMAccountName (userPrincipalName for a name with @) under
+    `base_dn`, by default the domain's own naming context."""
+
+
 def _checked_dialogue(lines: list[str]) -> list[str]:
     """A dialogue that can run (none at all: the preset's)."""
     try:
@@ -265,3 +270,11 @@ register(Platform("ldap", "OpenLDAP", "worker.connectors.ldap:OpenLdapConnector"
                                           rf"(?:[A-Za-z0-9_][A-Za-z0-9_.@-]*|{_DN_BODY})\Z"),
                   account_rule="a DN, or a name (letters, digits, _ . @ -) found by user_dn or "
                                "user_filter; up to 64 characters"))
+register(Platform("ad", "Active Directory", "worker.connectors.ad:ActiveDirectoryConnector", 636,
+                  (SecretType.PASSWORD,), AdParams, host_keys=False,
+                  # and Domain, Enterprise and Schema Admins and Administrators (worker)
+                  protected_usernames=frozenset({"administrator", "krbtgt"}),
+                  account_name=re.compile(r"\A(?=.{1,64}\Z)[\w][\w.'-]*(?:@[A-Za-z0-9-]+"
+                                          r"(?:\.[A-Za-z0-9-]+)*)?\Z"),
+                  account_rule="a sAMAccountName (letters, digits, _ . ' -) or a "
+                               "userPrincipalName (name@domain); up to 64 characters"))

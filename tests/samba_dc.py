@@ -1,0 +1,149 @@
+"""A real Active Directory domain controller for the tests: Samba (`samba-tool domain
+provision --server-role=dc --dns-backend=NONE`) in a temporary directory of its own, run as
+`samba -i` with only its LDAP service, bound to 127.88.0.1 alone (no other test uses that
+address), LDAPS on 636 with a certificate of a test CA (tests.certs). The domain keeps Samba's
+default password policy (complexity on, at least 7 characters, history 24). Provisioned once
+per session (a few seconds) and stopped at the end, even when it fails."""
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from tests.certs import make_certificates
+
+ADDRESS = "127.88.0.1"
+REALM, DOMAIN = "KEYTURN.TEST", "KEYTURN"
+BASE_DN = "DC=keyturn,DC=test"
+USERS = f"CN=Users,{BASE_DN}"
+ADMIN = ("Administrator", "Admin-pw-Samba-1")
+START_SECONDS = 60
+
+
+class SambaDC:
+    """One provisioned, running DC; `admin()` is a connection bound as its Administrator."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.address, self.port = ADDRESS, 636
+        self.log_path = directory / "samba.log"
+        certs = make_certificates(directory, ADDRESS)
+        self.ca = certs.ca
+        self.options = [f"--option=interfaces={ADDRESS}/8", "--option=bind interfaces only=yes",
+                        "--option=server services=ldap", f"--option=log file={self.log_path}",
+                        "--option=old password allowed period=0",
+                        "--option=tls enabled=yes", f"--option=tls keyfile={certs.key}",
+                        f"--option=tls certfile={certs.cert}", f"--option=tls cafile={certs.ca}"]
+        done = subprocess.run(["samba-tool", "domain", "provision", f"--targetdir={directory}/dc",
+                               "--server-role=dc", "--dns-backend=NONE", f"--realm={REALM}",
+                               f"--domain={DOMAIN}", f"--adminpass={ADMIN[1]}",
+                               "--host-name=ktdc", *self.options],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"samba-tool domain provision failed: {done.stderr[-2000:]}")
+        self.config = directory / "dc" / "etc" / "smb.conf"
+        with (directory / "samba.out").open("wb") as out:
+            self.process = subprocess.Popen(["samba", "-i", "-d1", "-s", str(self.config),
+                                             *self.options],
+                                            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"samba exited ({self.process.returncode}): "
+                                   f"{self.log_text()[-2000:]}")
+            try:
+                self.admin().unbind()
+                return
+            except (ldap3.core.exceptions.LDAPException, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def connect(self, name: str, password: str) -> ldap3.Connection:
+        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca))
+        server = ldap3.Server(self.address, port=self.port, use_ssl=True, tls=tls,
+                              get_info=ldap3.NONE, connect_timeout=5)
+        return ldap3.Connection(server, name, password, receive_timeout=10)
+
+    def admin(self) -> ldap3.Connection:
+        conn = self.connect(f"{ADMIN[0]}@{REALM.lower()}", ADMIN[1])
+        conn.open()
+        if not conn.bind():
+            raise RuntimeError(f"the DC refused its Administrator: {conn.result}")
+        return conn
+
+    def add_user(self, name: str, password: str, *, groups: tuple[str, ...] = ()) -> str:
+        """An enabled user `name` (sAMAccountName, and UPN name@keyturn.test) with `password`,
+        in `groups` (CNs under CN=Users or CN=Builtin); returns its DN."""
+        dn = f"CN={name},{USERS}"
+        conn = self.admin()
+        try:
+            if not conn.add(dn, ["top", "person", "organizationalPerson", "user"],
+                            {"sAMAccountName": name, "userPrincipalName": f"{name}@keyturn.test",
+                             "unicodePwd": f'"{password}"'.encode("utf-16-le"),
+                             "userAccountControl": 512}):
+                raise RuntimeError(f"cannot add {dn}: {conn.result['message']}")
+            for group in groups:
+                where = "Builtin" if group == "Administrators" else "Users"
+                if not conn.modify(f"CN={group},CN={where},{BASE_DN}",
+                                   {"member": [(ldap3.MODIFY_ADD, [dn])]}):
+                    raise RuntimeError(f"cannot add {dn} to {group}: {conn.result['message']}")
+        finally:
+            conn.unbind()
+        return dn
+
+    def add_group(self, name: str, *, member_of: str) -> str:
+        """A global group `name` under CN=Users, itself a member of group `member_of`."""
+        dn = f"CN={name},{USERS}"
+        conn = self.admin()
+        try:
+            conn.add(dn, ["top", "group"], {"sAMAccountName": name})
+            conn.modify(f"CN={member_of},{USERS}", {"member": [(ldap3.MODIFY_ADD, [dn])]})
+        finally:
+            conn.unbind()
+        return dn
+
+    def logs_in(self, name: str, password: str) -> bool:
+        """A fresh simple bind as `name` (a DN or a UPN)."""
+        conn = self.connect(name, password)
+        try:
+            conn.open()
+            return conn.bind()
+        finally:
+            conn.unbind()
+
+    def log_text(self) -> str:
+        return "\n".join(path.read_text(errors="replace")
+                         for path in (self.directory / "samba.out", self.log_path)
+                         if path.exists())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def samba_dc():
+    """A Samba AD DC of the tests' own, domain KEYTURN.TEST."""
+    directory = Path(tempfile.mkdtemp(prefix="kt-samba-"))
+    server = None
+    try:
+        server = SambaDC(directory)
+        server.wait_ready()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
