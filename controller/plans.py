@@ -12,8 +12,9 @@ from controller.scheduling import refresh_next_run, validate_crontab
 from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, normalise_private_key,
                                   validate_given_secret)
 from controller.vault import Vault
+from shared.dialogues import typeable
 from shared.errors import KeyturnError
-from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names
+from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names, platform
 
 SECRET_TYPES = "^(" + "|".join(SecretType) + ")$"
 
@@ -152,6 +153,10 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=Non
     clash = Plan.select().where((Plan.name == spec.name) & (Plan.id != (plan.id if plan else -1)))
     if clash.exists():
         errors["name"] = "another plan has this name"
+    typed_on = sorted(a.name for a in assets.values() if platform(a.platform).typed_secrets)
+    if spec.secret and typed_on and not typeable(spec.secret.get_secret_value()):
+        errors["secret"] = (f"holds a tab or another control character, which the CLI of "
+                            f"{typed_on[0]} cannot take")
     if errors:
         raise PlanError(errors)
     fields = spec.model_dump(exclude={"assets", "nodes", "secret", "passphrase"})

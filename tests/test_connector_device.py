@@ -196,3 +196,28 @@ def test_a_change_that_could_outlast_the_command_is_not_started(host, targets):
                             not_after=time.time() + 30), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "expired")
     assert host.password_works("alice", old)
+
+
+def test_a_device_that_prints_without_end_costs_only_the_steps_timeout(host, targets):
+    lines = ["timeout 1.5", "expect [$#] ?$", "send yes 'endless output'", "expect never printed",
+             "change {new_secret}", "expect x"]
+    started = time.monotonic()
+    result = rotate(command(host, "alice", fresh(), params={"dialogue": lines}), targets, "w1",
+                    False)
+    assert (result.status, result.error_code) == ("failed", "timeout")
+    assert time.monotonic() - started < 10 and len(result.error) < 500
+
+
+def test_a_redelivered_command_whose_change_was_made_types_nothing_again(host, targets):
+    new = fresh("new")
+    done = command(host, "alice", new, old_secret=with_old(host, "alice"))
+    assert rotate(done, targets, "w1", False).status == "success"
+    shadow = host.shadow_line("alice")
+    again = rotate(done, targets, "w1", True)
+    assert (again.status, again.error) == ("success", None)
+    assert host.shadow_line("alice") == shadow and host.password_works("alice", new)
+
+
+def test_the_enable_account_itself_is_not_rotated(host, targets):
+    result = rotate(command(host, "enable", fresh()), targets, "w1", False)
+    assert (result.status, result.error_code) == ("failed", "unsupported")

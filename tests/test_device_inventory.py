@@ -76,7 +76,8 @@ def test_the_asset_form_offers_the_presets_and_a_dialogue_box(as_admin, fleet):
     assert 'name="params.device.enable_secret"' not in page    # the enable account's, sealed
 
     form = {"name": "sw-1", "address": "127.0.0.1", "platform": "device", "zone": "dmz",
-            "params.device.preset": "", "params.device.dialogue": "\r\n".join(DIALOGUE) + "\r\n\r\n"}
+            "params.device.preset": "",
+            "params.device.dialogue": "\r\n".join(DIALOGUE) + "\r\n\r\n"}
     assert as_admin.post("/assets/new", form).status_code == 302
     device = Asset.get(Asset.name == "sw-1")
     assert device.params == {"dialogue": DIALOGUE}
@@ -142,3 +143,12 @@ def test_a_device_account_refuses_a_secret_its_cli_cannot_take(ctl, zone, secret
     with pytest.raises((RuleError, BadName), match="control character") as raised:
         inventory.set_account(ctl, "sw-1", "enable", secret, False)
     assert secret not in str(raised.value)
+
+
+def test_a_plan_refuses_a_given_secret_its_devices_cannot_take(ctl, zone):
+    inventory.add_asset("sw-1", "127.0.0.1", None, "device", "dmz", "/net", None, None)
+    spec = parse_spec({"name": "p", "usernames": ["alice"], "assets": ["sw-1"],
+                       "strategy": "specific", "secret": "Tab\tInside-1"})
+    with pytest.raises(PlanError, match="secret: holds a tab or another control character, "
+                                        "which the CLI of sw-1 cannot take"):
+        save_plan(spec, ctl.vault)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from shared import dialogues
 from shared.dialogues import PLACEHOLDERS
+from shared.platforms import platform
 from worker.connectors.ssh import SshLogins
 from worker.dialogue import Conversation
 from worker.errors import TargetError
@@ -29,6 +30,10 @@ class DeviceConnector(SshLogins):
     def check(self) -> None:
         """A dialogue to run, every secret it types present and typeable; nothing sent yet."""
         c = self.command
+        if any(c.username == borrowed.username for borrowed in platform(c.asset.platform).borrowed):
+            raise TargetError("unsupported", f"{self.where}: {c.username} holds the enable "
+                                             f"secret, which no SSH login can prove; it is not "
+                                             f"rotated (nothing was sent)")
         lines = c.params.dialogue_lines()
         if not lines:
             raise TargetError("no_dialogue", f"{self.where}: no dialogue: set the `preset` or "
