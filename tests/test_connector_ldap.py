@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from pydantic import ValidationError
 
 from shared.messages import AssetTarget, RotateCommand
 from tests.certs import make_certificates
@@ -139,3 +140,11 @@ def test_verify_finds_the_working_candidate(slapd, person, targets):
     verify = command(slapd, uid, None, action="verify", candidates=[fresh("no"), old])
     result = rotate(verify, targets, "w1", False)
     assert (result.status, result.working_index) == ("success", 1)
+
+
+def test_a_forged_command_with_filter_metacharacters_is_refused_when_parsed(slapd):
+    """The bus schema applies the registry's rules: no name or filter can widen a search."""
+    with pytest.raises(ValidationError, match="username: not a DN, or a name"):
+        command(slapd, "*)(uid=*", "x")
+    with pytest.raises(ValidationError, match="not an LDAP filter with one {username}"):
+        command(slapd, "alice", "x", params={"user_filter": "(uid=*)"})

@@ -21,7 +21,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn
 
-from worker.connectors.directory import DirectoryConnector
+from worker.connectors.directory import DirectoryConnector, close
 from worker.errors import TargetError
 
 # LDAP_SERVER_POLICY_HINTS (flags 1: enforce the password policy, history included, on a
@@ -171,7 +171,7 @@ class ActiveDirectoryConnector(DirectoryConnector):
             try:
                 self._base(conn)
             finally:
-                conn.unbind()
+                close(conn)
         labels = [value for attribute, value, _ in parse_dn(self._naming_context)
                   if attribute.lower() == "dc"]
         if not labels:

@@ -23,6 +23,14 @@ INVALID_CREDENTIALS = 49
 SHOWN = 300               # how much of a directory's message a reason quotes
 
 
+def close(conn: ldap3.Connection) -> None:
+    """Unbind; a connection that already broke has nothing left to close."""
+    try:
+        conn.unbind()
+    except LDAPException:
+        pass
+
+
 class DirectoryConnector(Connector):
     """A directory account. Subclasses say how a name becomes a bind name and an entry
     (`bind_name`, `find`), how a password is set (`set_password`), and what the directory's
@@ -78,19 +86,21 @@ class DirectoryConnector(Connector):
                 raise TargetError(code, f"{self.where}: the directory refused the new password "
                                         f"of {c.username}: {words}; nothing was changed")
         finally:
-            conn.unbind()
+            close(conn)
 
     def logs_in(self, username: str, secret: str) -> bool:
+        """A fresh bind as the command's account (the protocol's only `username`), by the DN
+        `find` gave."""
         if self.dn is None:            # a proof before any change (a message seen before)
             conn = self._privileged()
             try:
                 self.dn = self.find(conn)
             finally:
-                conn.unbind()
+                close(conn)
         conn = self._bind(self.dn, secret)
         if conn is None:
             return False
-        conn.unbind()
+        close(conn)
         return True
 
     # Connections.
@@ -117,10 +127,10 @@ class DirectoryConnector(Connector):
             if conn.bind():
                 return conn
         except LDAPException as exc:
-            conn.unbind()
+            close(conn)
             raise self._lost(exc, f"logging in as {name}", sent=False) from None
         result = conn.result
-        conn.unbind()
+        close(conn)
         if result.get("result") == INVALID_CREDENTIALS:
             why = self.bind_refused(result)
             if why is None:
@@ -148,7 +158,7 @@ class DirectoryConnector(Connector):
                 conn.start_tls()
         except LDAPException as exc:
             if conn is not None:
-                conn.unbind()
+                close(conn)
             raise TargetError("unreachable", f"{self.where}: cannot open an encrypted connection: "
                                              f"{self._quote(str(exc))}") from None
         return conn
