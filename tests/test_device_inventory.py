@@ -15,7 +15,8 @@ from controller.names import BadName
 from controller.planning import start_execution
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.secretgen import RuleError
-from shared.device_presets import preset_lines
+from shared import dialogues
+from shared.device_presets import PRESETS, preset_lines
 from tests.inventory_helpers import sent_commands
 from tests.processes import ProcessGroup, keyturn_env
 
@@ -152,3 +153,12 @@ def test_a_plan_refuses_a_given_secret_its_devices_cannot_take(ctl, zone):
     with pytest.raises(PlanError, match="secret: holds a tab or another control character, "
                                         "which the CLI of sw-1 cannot take"):
         save_plan(spec, ctl.vault)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_is_a_dialogue_that_types_the_new_secret_at_its_change_step(name):
+    """The vendor presets are data nobody ran here against a real device: at least each one
+    parses, and types the new secret on its one change step."""
+    dialogue = dialogues.parse(preset_lines(name))
+    assert "{new_secret}" in dialogue.steps[dialogue.change_index].send
+    assert dialogue.fail and all(step.expect for step in dialogue.steps[dialogue.change_index:])
