@@ -221,3 +221,17 @@ def test_a_redelivered_command_whose_change_was_made_types_nothing_again(host, t
 def test_the_enable_account_itself_is_not_rotated(host, targets):
     result = rotate(command(host, "enable", fresh()), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "unsupported")
+
+
+def test_a_refused_privileged_login_is_not_tried_again_for_the_next_account(host, targets):
+    """A batch of accounts on a device whose privileged password is wrong costs the device one
+    refused login, not one per account (which could lock the account out)."""
+    time.sleep(0.3)
+    log_before = host.log_path.read_text()
+    wrong = ("ops", "not-the-ops-password")
+    results = [rotate(command(host, user, fresh(), login=wrong), targets, "w1", False)
+               for user in ("alice", "bob")]
+    assert [(r.status, r.error_code) for r in results] == [("failed", "login_failed")] * 2
+    assert "a moment ago" in results[1].error
+    time.sleep(0.3)
+    assert host.log_path.read_text()[len(log_before):].count("Failed password for ops") == 1

@@ -4,7 +4,8 @@
 proves it.
 
 Not pooled: a device CLI is a stateful terminal and many allow one shell per connection, so each
-command logs in on its own. Secrets reach the device only typed on that terminal, never in a
+command logs in on its own; a privileged login refused a moment ago is not tried again so soon
+(`DeviceLogins`), so a batch of accounts never locks that account out. Secrets reach the device only typed on that terminal, never in a
 shell line of ours; one holding a newline or other control character is refused before anything
 is sent (a CLI would take it as Enter or an interrupt).
 """
@@ -13,19 +14,45 @@ from __future__ import annotations
 from shared import dialogues
 from shared.dialogues import PLACEHOLDERS
 from shared.platforms import platform
+from worker.connectors.pooling import FailureMemory, Fingerprints
 from worker.connectors.ssh import SshLogins
 from worker.dialogue import Conversation
 from worker.errors import TargetError
-from worker.sessions import log_in
+from worker.sessions import LOCKOUT_RISKS, log_in
 
 LABELS = {"new_secret": "new password", "old_secret": "current password",
           "login_secret": "privileged account's password", "enable_secret": "enable secret"}
+
+
+class DeviceLogins:
+    """What a worker keeps for devices between commands: the privileged logins that were refused
+    or slow to fail, keyed by the place and salted fingerprints of the secrets tried."""
+
+    def __init__(self):
+        self._prints = Fingerprints()
+        self._failures = FailureMemory(LOCKOUT_RISKS)
+
+    def log_in(self, asset, username: str, secrets: list[str], secret_type: str, timeout: float):
+        key = (asset.address, asset.port, username, asset.host_key, secret_type,
+               *map(self._prints.of, secrets))
+        return self._failures.log_in(key, lambda: log_in(asset, username, secrets, secret_type,
+                                                         timeout))
+
+    def prune(self) -> None:
+        self._failures.prune()
+
+    def close(self) -> None:
+        """Nothing is held open."""
 
 
 class DeviceConnector(SshLogins):
     # A device may keep the old password working for sessions open already; a fresh login
     # with the old one is not claimed to fail.
     old_secret_refused = False
+
+    @classmethod
+    def new_pool(cls) -> DeviceLogins:
+        return DeviceLogins()
 
     def check(self) -> None:
         """A dialogue to run, every secret it types present and typeable; nothing sent yet."""
@@ -71,8 +98,8 @@ class DeviceConnector(SshLogins):
         second prompt changes nothing)."""
         c = self.command
         logins = self.candidates("login_secret")
-        connection, self.login_index = log_in(self.asset, c.login_username, logins,
-                                              c.login_secret_type, c.timeout)
+        connection, self.login_index = self.pool.log_in(self.asset, c.login_username, logins,
+                                                        c.login_secret_type, c.timeout)
         with connection:
             self.learn(connection.host_key)
             values = {name: found[0] for name in ("new_secret", "old_secret", "enable_secret")
