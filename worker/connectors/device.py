@@ -5,9 +5,11 @@ proves it.
 
 Not pooled: a device CLI is a stateful terminal and many allow one shell per connection, so each
 command logs in on its own; a privileged login refused a moment ago is not tried again so soon
-(`DeviceLogins`), so a batch of accounts never locks that account out. Secrets reach the device only typed on that terminal, never in a
-shell line of ours; one holding a newline or other control character is refused before anything
-is sent (a CLI would take it as Enter or an interrupt).
+(`DeviceLogins`), so a batch of accounts never locks that account out.
+
+Secrets reach the device only typed on that terminal, never in a shell line of ours; one holding
+a newline or other control character is refused before anything is sent (a CLI would take it as
+Enter or an interrupt).
 """
 from __future__ import annotations
 
