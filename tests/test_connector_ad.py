@@ -129,3 +129,13 @@ def test_a_message_seen_before_whose_new_password_works_is_a_success(samba_dc, u
     assert rotate(command(samba_dc, name, new, old), targets, "w1", False).status == "success"
     again = rotate(command(samba_dc, name, new, old), targets, "w1", True)
     assert (again.status, again.error) == ("success", None)
+
+
+def test_an_account_without_the_reset_right_fails_in_words(samba_dc, user, targets):
+    name, dn, old = user
+    helpdesk = (fresh("h"), password())
+    samba_dc.add_user(*helpdesk)
+    result = rotate(command(samba_dc, name, password(), old, login=helpdesk), targets, "w1", False)
+    assert (result.status, result.error_code) == ("failed", "privilege_failed"), result.error
+    assert "needs the Reset Password right" in result.error
+    assert samba_dc.logs_in(dn, old)

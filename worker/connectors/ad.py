@@ -103,6 +103,8 @@ class ActiveDirectoryConnector(DirectoryConnector):
             error, words = REFUSALS[int(code.group(1), 16)]
             detail = self._quote(self._detail(message))
             return error, f"{words}{f' ({detail})' if detail else ''}"
+        if result.get("result") == 50:        # insufficientAccessRights, whatever the code
+            return REFUSALS[0x5]
         return super().explain(result)
 
     def bind_refused(self, result: dict) -> str | None:
