@@ -164,7 +164,8 @@ def route_samples(app, ran):
     """Every rule of the app with its placeholders filled with ids that exist."""
     ids = {"plan_id": Plan.get().id, "execution_id": ran.id, "record_id": Record.get().id,
            "asset_id": Record.get().account.asset_id,
-           "user_id": User.get(User.username == "otto").id}
+           "user_id": User.get(User.username == "otto").id,
+           "integration_id": 1, "webhook_id": 1}       # none exists: a 404 is the answer
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue

@@ -41,8 +41,8 @@ def session_key(ctl: Controller) -> bytes:
 
 
 def create_app(ctl: Controller | None = None) -> Flask:
-    from controller.web import (audit, auth, executions, forms, inventory, overview, plans,
-                                records, security, team, templating, views)
+    from controller.web import (audit, auth, executions, forms, integrations, inventory,
+                                overview, plans, records, security, team, templating, views)
 
     ctl = ctl or start_controller(load_settings())
     app = Flask(__name__)
@@ -62,7 +62,8 @@ def create_app(ctl: Controller | None = None) -> Flask:
     app.url_map.converters["int"] = forms.IdConverter     # before any rule is added
     auth.login_manager.init_app(app)
     templating.install(app)
-    for module in (auth, overview, plans, executions, records, inventory, team, audit):
+    for module in (auth, overview, plans, executions, records, inventory, team, audit,
+                   integrations):
         app.register_blueprint(module.bp)
     app.register_blueprint(views.api)
     app.before_request(auth.guard_request)
