@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
+from ldap3.protocol.formatters.formatters import format_sid
 
 from tests.certs import make_certificates
 
@@ -24,6 +25,7 @@ BASE_DN = "DC=keyturn,DC=test"
 USERS = f"CN=Users,{BASE_DN}"
 ADMIN = ("Administrator", "Admin-pw-Samba-1")
 START_SECONDS = 60
+RESET_PASSWORD = "00299570-246d-11d0-a768-00aa006e0529"   # the extended right's GUID
 
 
 class SambaDC:
@@ -110,6 +112,22 @@ class SambaDC:
         finally:
             conn.unbind()
         return dn
+
+    def grant_reset_password(self, trustee: str, on: str) -> None:
+        """Give the account `trustee` (a sAMAccountName) the Reset Password extended right on
+        the entry `on`, as a domain's delegation to a help desk would."""
+        conn = self.admin()
+        try:
+            conn.search(BASE_DN, f"(sAMAccountName={trustee})", attributes=["objectSid"])
+            sid = format_sid(conn.entries[0].objectSid.raw_values[0])
+        finally:
+            conn.unbind()
+        done = subprocess.run(["samba-tool", "dsacl", "set", "-H",
+                               f"{self.directory}/dc/private/sam.ldb", f"--objectdn={on}",
+                               f"--sddl=(OA;;CR;{RESET_PASSWORD};;{sid})"],
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"samba-tool dsacl set failed: {done.stderr[-1000:]}")
 
     def logs_in(self, name: str, password: str) -> bool:
         """A fresh simple bind as `name` (a DN or a UPN)."""

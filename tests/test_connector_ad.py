@@ -139,3 +139,16 @@ def test_an_account_without_the_reset_right_fails_in_words(samba_dc, user, targe
     assert (result.status, result.error_code) == ("failed", "privilege_failed"), result.error
     assert "needs the Reset Password right" in result.error
     assert samba_dc.logs_in(dn, old)
+
+
+def test_a_help_desk_account_with_the_reset_right_rotates(samba_dc, user, targets):
+    """The privileged account need not be an administrator: the Reset Password right on the
+    account is enough (given the way a domain delegates it)."""
+    name, dn, old = user
+    helpdesk = (fresh("h"), password())
+    samba_dc.add_user(*helpdesk)
+    samba_dc.grant_reset_password(helpdesk[0], dn)
+    new = password()
+    result = rotate(command(samba_dc, name, new, old, login=helpdesk), targets, "w1", False)
+    assert (result.status, result.error) == ("success", None)
+    assert samba_dc.logs_in(dn, new) and not samba_dc.logs_in(dn, old)
