@@ -6,7 +6,7 @@ in order, every step newer than its recorded version; each step is a function of
 """
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField, Value
+from peewee import CharField, DateTimeField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
@@ -37,13 +37,22 @@ def add_integrations(migrator) -> list:
                                    WebhookSubscription)
 
     database.create_tables([Integration, RequestSeen, WebhookSubscription, WebhookDelivery])
-    (OutboxEvent.update(routing_key=Value("io.keyturn.").concat(OutboxEvent.routing_key))
-     .where(~OutboxEvent.routing_key.startswith("io.keyturn.")).execute())
-    return [migrator.add_column("outboxevent", "subject", CharField(null=True, max_length=255)),
-            migrator.add_column("outboxevent", "relayed_at", DateTimeField(null=True)),
-            migrator.add_column("outboxevent", "claimed_until", DateTimeField(null=True)),
-            migrator.add_index("outboxevent", ("relayed_at",)),
-            migrator.add_column("workerseen", "lost_at", DateTimeField(null=True))]
+    run_operations(migrator.add_column("outboxevent", "subject", CharField(null=True, max_length=255)),
+                   migrator.add_column("outboxevent", "relayed_at", DateTimeField(null=True)),
+                   migrator.add_column("outboxevent", "claimed_until", DateTimeField(null=True)),
+                   migrator.add_index("outboxevent", ("relayed_at",)))
+    for event in OutboxEvent.select().where(~OutboxEvent.routing_key.startswith("io.keyturn.")):
+        body = {key: value for key, value in event.body.items() if key != "at"}
+        kind = OLD_EVENT_TYPES.get(event.routing_key, "io.keyturn." + event.routing_key)
+        subject = (f"{body.get('asset')}/{body.get('account')}" if kind.startswith("io.keyturn.record.")
+                   else f"execution/{body.get('execution')}")
+        OutboxEvent.update(routing_key=kind, body=body, subject=subject).where(
+            OutboxEvent.id == event.id).execute()
+    return [migrator.add_column("workerseen", "lost_at", DateTimeField(null=True))]
+
+
+# How step 5 renames the events still queued in the old format (the rest get the prefix).
+OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.

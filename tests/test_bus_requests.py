@@ -9,11 +9,13 @@ import uuid
 
 import pika
 import pytest
+from click.testing import CliRunner
 from nacl.signing import SigningKey
 
 from controller.amqp_queue import dead_letter_queue
 from controller.bus_requests import REQUESTS_QUEUE, handle
 from controller.daemon import Daemon
+from controller.integration_cli import integration
 from controller.integrations import IntegrationError, add_integration, keygen, set_active
 from controller.models import AuditEvent, Execution, OutboxEvent, Record, RequestSeen
 from controller.planning import start_execution
@@ -54,7 +56,8 @@ def refusals() -> list[str]:
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl, fleet, rabbitmq_url):
+def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl, fleet, rabbitmq_url,
+                                                                         tmp_path):
     ctl = bus_ctl
     daemon = Daemon(ctl)
     daemon.start()
@@ -81,6 +84,13 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
         execution = Execution.get_by_id(accepted["execution"])
         assert (execution.trigger, execution.started_by, execution.total) == ("api", "integration:hr", 1)
         wait_until(lambda: Record.get().status == "dispatched", 30, what="the dispatcher")
+        key_file = tmp_path / "hr.key"
+        key_file.write_text(fleet)
+        sent = CliRunner().invoke(integration, ["send", "hr", "status", "--key-file", str(key_file),
+                                                "--execution", str(execution.id)],
+                                  env={"KEYTURN_BROKER_URL": rabbitmq_url})
+        assert sent.exit_code == 0, sent.output
+        assert json.loads(sent.output)["state"]["total"] == 1
 
         other_key, _ = keygen()
         cases = {
@@ -153,6 +163,16 @@ def test_scopes_rules_and_limits(ctl, fleet):
     assert reason(request(**ALICE), integration="ghost") == "unknown integration"
     assert Execution.select().count() == 4
     assert len(refusals()) == 8
+
+
+def test_a_redelivered_request_gets_its_answer_again_and_acts_once(ctl, fleet):
+    """RabbitMQ redelivers a request whose acknowledgement was lost: the same answer, no
+    second execution. The same copy sent again by anyone else is a replay."""
+    body = signed(fleet, request(**ALICE))
+    first = handle(ctl, body)
+    assert handle(ctl, body, redelivered=True) == first
+    assert handle(ctl, body)["reason"] == "replayed: this request id was seen before"
+    assert Execution.select().count() == 1 and len(refusals()) == 1
 
 
 def test_grants_and_keys_are_checked_when_added(ctl):

@@ -8,7 +8,7 @@ import time
 import pika
 import pytest
 
-from controller.events import CONTENT_TYPE, EXCHANGE, emit, relay_events
+from controller.events import CONTENT_TYPE, EXCHANGE, cloudevent, emit, relay_events
 from controller.models import OutboxEvent, Record
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
@@ -121,3 +121,40 @@ def test_two_relays_publish_each_event_once(bus_ctl, rabbitmq_url):
         ids += [json.loads(body)["id"] for _, _, body in drain(channel, queue)]
     connection.close()
     assert len(ids) == len(set(ids)) == count
+
+
+def test_lost_workers_host_key_mismatches_and_pruning(ctl):
+    from datetime import timedelta
+
+    from controller.events import RETENTION, announce_lost_workers, prune
+    from controller.models import WebhookDelivery, WebhookSubscription, WorkerSeen, utcnow
+    from controller import events
+
+    WorkerSeen.create(worker_id="w-1", zone="dmz", host="h", version="1",
+                      last_seen=utcnow() - timedelta(minutes=5))
+    WorkerSeen.create(worker_id="w-2", zone="dmz", host="h", version="1", last_seen=utcnow())
+    assert announce_lost_workers(ctl) == 1 and announce_lost_workers(ctl) == 0
+    lost = OutboxEvent.get(OutboxEvent.routing_key == "io.keyturn.worker.lost")
+    assert lost.subject == "w-1" and lost.body["zone"] == "dmz"
+
+    build_fleet(ctl, users=("alice",))
+    plan = save_plan(parse_spec({"name": "p", "usernames": ["alice"], "nodes": ["/prod"]}), ctl.vault)
+    record = start_execution(ctl, plan).records.get()
+    now = time.time()
+    apply_results([RotateResult(record_id=record.id, attempt=1, zone="dmz", worker_id="w",
+                                status="failed", error_code="host_key_mismatch",
+                                error="web-1: the host key changed", started_at=now,
+                                finished_at=now)])
+    mismatch = OutboxEvent.get(OutboxEvent.routing_key == "io.keyturn.asset.host_key_mismatch")
+    assert mismatch.subject == "web-1" and mismatch.body["record"] == record.id
+    for event in OutboxEvent.select():
+        validate(cloudevent(ctl, event))
+
+    old = utcnow() - RETENTION - timedelta(hours=1)
+    OutboxEvent.update(relayed_at=old).execute()
+    hook = WebhookSubscription.create(name="h", url="http://x/", event_types=["*"], secret=b"")
+    WebhookDelivery.create(subscription=hook, event=lost)           # still to be delivered
+    events._next_prune = 0.0
+    before = OutboxEvent.select().count()
+    assert prune() == before - 1
+    assert [e.id for e in OutboxEvent.select()] == [lost.id]

@@ -33,3 +33,35 @@ def test_a_newer_schema_is_refused(ctl, monkeypatch):
     monkeypatch.setattr(migrations, "LATEST", migrations.LATEST - 1)
     with pytest.raises(KeyturnError, match="newer than this keyturn"):
         migrations.migrate()
+
+
+OLD_BODY = {"record": 1, "execution": 1, "asset": "web-1", "account": "alice", "action": "rotate",
+            "status": "success", "error_code": None, "error": None, "worker": "w", "attempt": 1,
+            "at": "2026-01-01T00:00:00"}
+
+
+def test_step_5_adds_integrations_and_renames_queued_events(ctl):
+    """A version 4 database (events queued in the old format) upgrades to claimed CloudEvents."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run
+
+    from controller.db import is_postgres
+    from controller.events import cloudevent
+    from tests.event_schemas import validate
+    from controller.models import (Integration, OutboxEvent, RequestSeen, SchemaVersion,
+                                   WebhookDelivery, WebhookSubscription)
+
+    database.drop_tables([WebhookDelivery, WebhookSubscription, RequestSeen, Integration])
+    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    run(migrator.drop_index("outboxevent", "outboxevent_relayed_at"),
+        *[migrator.drop_column("outboxevent", c) for c in ("subject", "relayed_at", "claimed_until")],
+        migrator.drop_column("workerseen", "lost_at"))
+    OutboxEvent.insert(routing_key="record.success", body=OLD_BODY).execute()   # old columns only
+    SchemaVersion.update(version=4).execute()
+    assert migrations.migrate() == (4, migrations.LATEST)
+    assert {"subject", "relayed_at", "claimed_until"} <= {c.name for c in database.get_columns("outboxevent")}
+    assert "lost_at" in {c.name for c in database.get_columns("workerseen")}
+    event = OutboxEvent.get()
+    assert (event.routing_key, event.relayed_at, event.subject) == (
+        "io.keyturn.record.succeeded", None, "web-1/alice")
+    validate(cloudevent(ctl, event))
+    assert Integration.select().count() == 0 and WebhookDelivery.select().count() == 0
