@@ -4,7 +4,9 @@ with any AMQP client (no dramatiq envelope): it stands in for the broker (`decla
 delivery (`Delivery`: body, `reply_to`, `correlation_id`, redelivered flag and a `reply`).
 
 The queue is declared durable with a dead-letter queue `<name>.XQ` beside it, as dramatiq
-declares its own; a message `BatchConsumer` dead-letters goes there, untouched."""
+declares its own, and bound to the `keyturn.bus` exchange under its own name (where a
+least-privilege integration account may publish: `shared.broker_accounts`); a message
+`BatchConsumer` dead-letters goes to `<name>.XQ`, untouched."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,8 @@ from typing import Callable
 
 import pika
 from dramatiq.errors import ConnectionClosed
+
+from shared.broker import BUS_EXCHANGE
 
 REPLY_TYPE = "application/json"
 OWN_QUEUES = ("rotate.", "keyturn.")     # never a reply target: a reply is not a command
@@ -62,6 +66,8 @@ class RawConsumer:
             self.channel.queue_declare(dead_letter_queue(name), durable=True)
             self.channel.queue_declare(name, durable=True, arguments={
                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_queue(name)})
+            self.channel.exchange_declare(BUS_EXCHANGE, exchange_type="topic", durable=True)
+            self.channel.queue_bind(name, BUS_EXCHANGE, routing_key=name)
             self.channel.basic_qos(prefetch_count=prefetch)
             self.iterator = self.channel.consume(name, inactivity_timeout=idle_seconds)
         except pika.exceptions.AMQPError as exc:

@@ -35,14 +35,13 @@ from controller.models import (Account, Asset, AuditEvent, Execution, Integratio
                                RequestSeen, utcnow)
 from controller.planning import account_rows, start_execution, under_node
 from controller.runtime import Controller
+from shared.broker import REQUESTS_QUEUE  # noqa: F401 - the queue this module serves
 from shared.bounded import EPOCH_MAX, EPOCH_MIN, STRICT, Id, Text, Username
 from shared.errors import KeyturnError
 from shared.messages import first_error
 from shared.platforms import SecretType
 
 logger = logging.getLogger(__name__)
-REQUESTS_QUEUE = "keyturn.requests"
-VERSION = 1
 MAX_MESSAGE = 64 * 1024
 MAX_ACCOUNTS = 1000
 RequestId = Annotated[str, Field(pattern=r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")]

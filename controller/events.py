@@ -22,9 +22,10 @@ from controller.db import database, id_in
 from controller.models import (Account, Asset, Execution, OutboxEvent, Record, WebhookDelivery,
                                WorkerSeen, utcnow)
 from controller.runtime import Controller
+from shared.broker import EVENTS_EXCHANGE
 from shared.publisher import Publisher
 
-EXCHANGE = "keyturn.events"
+EXCHANGE = EVENTS_EXCHANGE
 CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 RELAY_BATCH = 1000
 INSERT_CHUNK = 500

@@ -17,6 +17,7 @@ from controller.cli import controller, operator, print_table
 from controller.integrations import (ACTIONS, add_integration, grant_text, keygen, set_active,
                                      signing_key)
 from controller.models import Integration, OutboxEvent, WebhookDelivery, WebhookSubscription
+from shared.broker import BUS_EXCHANGE, REQUESTS_QUEUE
 from shared.settings import load_settings
 
 REPLY_SECONDS = 30.0
@@ -115,7 +116,7 @@ def integration_send(name, action, key_file, accounts, node, usernames, plan_nam
     signature = signing_key(key_file.read_text()).sign(payload.encode()).signature
     message = {"integration": name, "payload": payload,
                "signature": base64.b64encode(signature).decode()}
-    answer = send_and_wait(settings.broker_url, message)
+    answer = send_and_wait(settings.broker_url, name, message)
     click.echo(json.dumps(answer))
     if answer.get("outcome") != "accepted":
         raise SystemExit(1)
@@ -128,14 +129,17 @@ def account_ref(text: str) -> tuple[str, str]:
     return asset, user
 
 
-def send_and_wait(broker_url: str, message: dict) -> dict:
-    """Publish to keyturn.requests with a reply queue of our own and wait for the answer."""
+def send_and_wait(broker_url: str, name: str, message: dict) -> dict:
+    """Publish to keyturn.requests through the bus exchange, with a reply queue of our own
+    (named `integration.NAME.…`, as an integration's broker account may declare), and wait
+    for the answer."""
     connection = pika.BlockingConnection(pika.URLParameters(broker_url))
     try:
         channel = connection.channel()
-        reply_queue = channel.queue_declare("", exclusive=True).method.queue
+        reply_queue = f"integration.{name}.reply.{uuid.uuid4()}"
+        channel.queue_declare(reply_queue, exclusive=True)
         correlation = str(uuid.uuid4())
-        channel.basic_publish("", "keyturn.requests", json.dumps(message).encode(),
+        channel.basic_publish(BUS_EXCHANGE, REQUESTS_QUEUE, json.dumps(message).encode(),
                               pika.BasicProperties(content_type="application/json",
                                                    reply_to=reply_queue,
                                                    correlation_id=correlation, delivery_mode=2))

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from controller.db import database
 from controller.models import AuditEvent, Integration
+from shared.bounded import ZONE_NAME
 from shared.errors import KeyturnError
 
-NAME = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,63}\Z")
+NAME = ZONE_NAME        # as `keyturn broker-account integration NAME` takes it (no dots)
 ACTIONS = ("rotate", "verify", "run_plan", "status")
 SCOPE_KINDS = {"rotate": ("asset", "node", "zone"), "verify": ("asset", "node", "zone"),
                "run_plan": ("plan",), "status": ("plan",)}
@@ -127,7 +127,7 @@ def plan_in_scope(held: list[str | None], plan_name: str) -> bool:
 def add_integration(name: str, public_key: str, grants: list[str], rate_limit: int,
                     actor: str) -> Integration:
     if not NAME.match(name or ""):
-        raise IntegrationError("name: 1-64 lower-case letters, digits, '_', '.' or '-'")
+        raise IntegrationError("name: 1-63 lower-case letters, digits, '_' or '-'")
     verify_key(public_key)
     if not grants or len(grants) > MAX_GRANTS:
         raise IntegrationError(f"give 1 to {MAX_GRANTS} grants (--allow ACTION[:SCOPE])")

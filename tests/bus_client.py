@@ -21,9 +21,10 @@ def main() -> None:
                        "signature": base64.b64encode(signature).decode()}).encode()
     connection = pika.BlockingConnection(pika.URLParameters(job["url"]))
     channel = connection.channel()
-    reply_to = channel.queue_declare("", exclusive=True).method.queue
+    reply_to = f"integration.{job['integration']}.reply.{uuid.uuid4()}"
+    channel.queue_declare(reply_to, exclusive=True)
     correlation_id = str(uuid.uuid4())
-    channel.basic_publish("", "keyturn.requests", body, pika.BasicProperties(
+    channel.basic_publish("keyturn.bus", "keyturn.requests", body, pika.BasicProperties(
         content_type="application/json", delivery_mode=2, reply_to=reply_to,
         correlation_id=correlation_id))
     deadline = time.monotonic() + 60

@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from nacl.signing import SigningKey
 
 from controller.amqp_queue import dead_letter_queue
-from controller.bus_requests import REQUESTS_QUEUE, handle
+from controller.bus_requests import handle
 from controller.daemon import Daemon
 from controller.integration_cli import integration
 from controller.integrations import IntegrationError, add_integration, keygen, set_active
 from controller.models import AuditEvent, Execution, OutboxEvent, Record, RequestSeen
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
+from shared.broker import BUS_EXCHANGE, REQUESTS_QUEUE
 from tests.inventory_helpers import build_fleet
 from tests.processes import wait_until
 
@@ -67,7 +68,7 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
     try:
         def send(body: bytes) -> dict:
             correlation_id = str(uuid.uuid4())
-            channel.basic_publish("", REQUESTS_QUEUE, body, pika.BasicProperties(
+            channel.basic_publish(BUS_EXCHANGE, REQUESTS_QUEUE, body, pika.BasicProperties(
                 reply_to=reply_to, correlation_id=correlation_id))
 
             def answered():
