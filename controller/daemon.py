@@ -15,12 +15,12 @@ from controller.consumers import BatchConsumer
 from controller.db import database
 from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
-from controller.models import WorkerSeen
+from controller.models import WorkerSeen, Zone
 from controller.reaper import reap
 from controller.results import apply_result_batch
 from controller.runtime import Controller
-from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE
-from shared.bus import check_bus
+from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE, rotate_queue
+from shared.bus import check_bus, declare_queues
 from shared.errors import KeyturnError
 from shared.messages import BadMessage, Heartbeat, RotateResult, open_envelope, parse_envelope
 
@@ -83,6 +83,9 @@ class Daemon:
             consumer.stop()
 
     def housekeeping_once(self) -> None:
+        # Workers may not create their queues: every zone's is declared here, soon after it is
+        # registered, so its workers find it before the first command.
+        declare_queues(self.ctl.broker, [rotate_queue(zone.name) for zone in Zone.select(Zone.name)])
         reap(self.ctl)
         dispatch_pending(self.ctl)
         announce_lost_workers(self.ctl)

@@ -10,7 +10,6 @@ exchange, which reaches every queue.
 """
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import shlex
@@ -61,11 +60,12 @@ def with_companions(queue: str) -> tuple[str, str, str]:
 
 def zone_account(zone: str, user: str | None = None) -> Account:
     """A zone's workers: consume and retry their own zone's queue, publish results and
-    heartbeats, nothing else (no other zone's queue, no results, no dead letters)."""
+    heartbeats, nothing else (no other zone's queue, no results, no dead letters; they create
+    and delete nothing: the controller declares their queues)."""
     check_name("zone", zone)
-    queue, delay, _dead = own = with_companions(rotate_queue(zone))
+    queue, delay, _dead = with_companions(rotate_queue(zone))
     return Account(f"the workers of zone {zone}", user or f"keyturn-zone-{zone}",
-                   configure=only(*own),                     # declare its queues
+                   configure=NOTHING,
                    write=only(BUS_EXCHANGE, queue, delay),   # publish; bind its queues to the bus
                    read=only(BUS_EXCHANGE, queue, delay),    # consume; bind from the bus
                    topics=((BUS_EXCHANGE, only(*WORKER_PUBLISHES, queue, delay),
@@ -104,12 +104,13 @@ def check_name(kind: str, name: str) -> None:
         raise KeyturnError(f"{kind} name {name!r}: use lowercase letters, digits, - and _")
 
 
-def permission_commands(account: Account, vhost: str) -> list[list[str]]:
-    """rabbitmqctl arguments that give `account` exactly its permissions (stale topic
-    permissions cleared first)."""
+def permission_commands(account: Account, vhost: str, *, new_user: bool = False) -> list[list[str]]:
+    """rabbitmqctl arguments that give `account` exactly its permissions (an existing user's
+    stale topic permissions cleared first)."""
     commands = [["set_permissions", "-p", vhost, account.user, account.configure, account.write,
-                 account.read],
-                ["clear_topic_permissions", "-p", vhost, account.user]]
+                 account.read]]
+    if not new_user:
+        commands.append(["clear_topic_permissions", "-p", vhost, account.user])
     commands += [["set_topic_permissions", "-p", vhost, account.user, exchange, write, read]
                  for exchange, write, read in account.topics]
     return commands
@@ -122,33 +123,34 @@ class Rabbitmqctl:
     def __init__(self, command: str):
         self.argv = shlex.split(command)
 
-    def run(self, args: list[str], stdin: str | None = None) -> str:
+    def run(self, args: list[str], stdin: str | None = None, *, unless: str | None = None) -> bool:
+        """Run one command; False if it failed saying `unless`, KeyturnError for other failures."""
         try:
             done = subprocess.run([*self.argv, "-q", *args], input=stdin, capture_output=True,
                                   text=True, timeout=120)
         except FileNotFoundError:
             raise KeyturnError(f"{self.argv[0]} not found: run this on a RabbitMQ node, or "
                                f"name it with --rabbitmqctl") from None
-        if done.returncode:
-            lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-            raise KeyturnError(f"rabbitmqctl {args[0]} failed: {lines[-1][:300]}")
-        return done.stdout
-
-    def user_exists(self, user: str) -> bool:
-        listed = json.loads(self.run(["list_users", "--formatter", "json"]) or "[]")
-        return any(entry.get("user") == user for entry in listed)
+        if done.returncode == 0:
+            return True
+        said = (done.stderr or done.stdout).strip()
+        if unless and unless in said:
+            return False
+        raise KeyturnError(f"rabbitmqctl {args[0]} failed: "
+                           f"{(said.splitlines() or ['no output'])[-1][:300]}")
 
 
 def apply(account: Account, vhost: str, ctl: Rabbitmqctl, password: str | None) -> str | None:
     """Create the user (or keep it, changing its password only if one is given) and set its
     permissions; returns the password when it was generated here."""
-    generated = None
-    if not ctl.user_exists(account.user):
-        generated = None if password else secrets.token_urlsafe(24)
-        ctl.run(["add_user", account.user], stdin=(password or generated) + "\n")
-    elif password:
-        ctl.run(["change_password", account.user], stdin=password + "\n")
-    for args in permission_commands(account, vhost):
+    generated = None if password else secrets.token_urlsafe(24)
+    created = ctl.run(["add_user", account.user], stdin=f"{password or generated}\n",
+                      unless="already exists")
+    if not created:
+        generated = None
+        if password:
+            ctl.run(["change_password", account.user], stdin=password + "\n")
+    for args in permission_commands(account, vhost, new_user=created):
         ctl.run(args)
     return generated
 

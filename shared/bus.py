@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import dq_name
+from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import BrokerConnectionError
 
 from shared.broker import BUS_EXCHANGE, WORKER_PUBLISHES
@@ -46,8 +46,10 @@ class _ViaBus:
 class BusBroker(RabbitmqBroker):
     """dramatiq's RabbitMQ broker publishing through `keyturn.bus`, where each queue it declares
     (and its delay queue, for retries) is bound under its own name. The controller's broker
-    declares the exchange; a worker's broker only binds its own zones' queues to it and declares
-    none of the controller's queues it publishes to (its account may not)."""
+    declares the exchange and every queue. A worker's account may create nothing (a queue
+    declared with a dead-letter exchange needs write access to the default exchange): its broker
+    only checks that its zones' queues exist (a passive declare) and binds them, and leaves alone
+    the controller's queues it publishes to."""
 
     channel = property(lambda self: _ViaBus(RabbitmqBroker.channel.fget(self)),
                        fdel=RabbitmqBroker.channel.fdel)
@@ -76,14 +78,22 @@ class BusBroker(RabbitmqBroker):
         super()._ensure_queue(canonical_queue_name)
 
     def _declare_queue(self, queue_name):
-        declared = super()._declare_queue(queue_name)
+        declared = (self._exists(queue_name) if self.worker else super()._declare_queue(queue_name))
         self._bind(queue_name)
         return declared
 
     def _declare_dq_queue(self, queue_name):
-        declared = super()._declare_dq_queue(queue_name)
+        declared = (self._exists(dq_name(queue_name)) if self.worker
+                    else super()._declare_dq_queue(queue_name))
         self._bind(dq_name(queue_name))
         return declared
+
+    def _declare_xq_queue(self, queue_name):
+        return self._exists(xq_name(queue_name)) if self.worker else super()._declare_xq_queue(queue_name)
+
+    def _exists(self, queue_name: str):
+        """A passive declare: RabbitMQ says NOT_FOUND (404) until the controller declared it."""
+        return self.channel.queue_declare(queue=queue_name, passive=True)
 
     def _bind(self, queue_name: str) -> None:
         if not self.worker:
@@ -108,10 +118,21 @@ def tls_context(tls: BrokerTls) -> ssl.SSLContext:
     return context
 
 
+def declare_queues(broker, queues) -> None:
+    """Declare (and bind) the queues this process has not declared yet (the controller's
+    daemon, for zones registered while it runs: their workers wait for their queue)."""
+    if isinstance(broker, StubBroker):
+        return
+    for queue in queues:
+        if queue not in broker.queues or queue in broker.queues_pending:
+            broker.declare_queue(queue, ensure=True)
+
+
 def check_bus(broker, queues) -> None:
     """Connect and declare `queues` once at start-up. A refusal that waiting will not fix raises
     BrokerSetupError; a broker that is down, or a bus exchange the controller has not declared
-    yet (a worker started first), is only logged: the consumers keep trying."""
+    or queue the controller has not declared yet (a worker started first), is only logged: the
+    consumers keep trying."""
     if isinstance(broker, StubBroker):
         return
     for queue in queues:
@@ -143,10 +164,12 @@ def diagnose(exc: Exception) -> tuple[str, bool]:
         text = _bounded(exc)
         hint = ("RabbitMQ asks for a client certificate: set KEYTURN_BROKER_CERT and "
                 "KEYTURN_BROKER_KEY" if "CERTIFICATE_REQUIRED" in text
-                else "is this port TLS (amqps://) or plain (amqp://)?")
+                else "does RabbitMQ want a client certificate (KEYTURN_BROKER_CERT and "
+                     "KEYTURN_BROKER_KEY), or does this port speak the other protocol "
+                     "(amqps:// or amqp://)?")
         return f"the connection ended during the handshake: {hint}", True
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
-        if exc.reply_code == 404:        # the controller has not declared the bus exchange yet
+        if exc.reply_code == 404:        # the controller has not declared the bus or queue yet
             return f"{exc.reply_text}: waiting for the controller to set up the bus", False
         return (f"{exc.reply_text}: give this account the permissions "
                 f"`keyturn broker-account` prints"), True

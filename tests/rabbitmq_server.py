@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,7 +83,7 @@ class RabbitNode:
         raise RuntimeError(f"the test RabbitMQ node did not start; see {self.directory}/server.out")
 
     def ctl_result(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "-n", self.name, *args],
+        return subprocess.run([*self.rabbitmqctl, "-q", *args],
                               env=self.env, capture_output=True, text=True, timeout=60)
 
     def ctl(self, *args: str) -> str:
@@ -91,18 +92,24 @@ class RabbitNode:
             raise RuntimeError(f"rabbitmqctl {args[0]} failed: {done.stderr.strip()[-2000:]}")
         return done.stdout
 
-    def apply_account(self, vhost: str, *role: str) -> tuple[str, str]:
+    @property
+    def rabbitmqctl(self) -> list[str]:
+        """rabbitmqctl for this node (with `env`, which holds its Erlang cookie)."""
+        return [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name]
+
+    def apply_account(self, vhost: str, *role: str, password: str | None = None) -> tuple[str, str]:
         """One of keyturn's least-privilege accounts, made as an operator would: `keyturn
-        broker-account ROLE [NAME] --apply` (rabbitmqctl with this node's cookie in `env`);
-        returns (user, generated password)."""
-        command = shlex.join([str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name])
-        done = subprocess.run([*KEYTURN, "broker-account", *role, "--apply", "--vhost", vhost,
-                               "--rabbitmqctl", command],
+        broker-account ROLE [NAME] --apply` (rabbitmqctl with this node's cookie in `env`), with
+        `password` (else a fresh one) on its standard input; returns (user, password)."""
+        password = password or secrets.token_urlsafe(18)
+        command = shlex.join(self.rabbitmqctl)
+        done = subprocess.run([*KEYTURN, "broker-account", *role, "--apply", "--password-stdin",
+                               "--vhost", vhost, "--rabbitmqctl", command], input=password + "\n",
                               env=self.env | {"PYTHONPATH": str(Path(__file__).parents[1])},
                               capture_output=True, text=True, timeout=120)
         if done.returncode:
             raise RuntimeError(f"broker-account {role} failed: {done.stderr}")
-        return done.stderr.split(":", 1)[0], done.stdout.strip()
+        return done.stderr.split(":", 1)[0], password
 
     def add_vhost(self, vhost: str) -> None:
         self.ctl("add_vhost", vhost)
@@ -125,6 +132,31 @@ class RabbitNode:
                 self.process.kill()
                 self.process.wait()
         self._output.close()
+
+
+@dataclass
+class BusAccounts:
+    """A virtual host of the tests' node with keyturn's least-privilege accounts."""
+    node: RabbitNode
+    vhost: str
+    accounts: dict[str, tuple[str, str]]     # role -> (user, password)
+
+    def url(self, role: str, *, tls: bool = False) -> str:
+        return self.node.url(self.vhost, self.accounts[role], tls=tls)
+
+
+@pytest.fixture(scope="session")
+def bus_accounts(rabbit_node):
+    """The accounts `keyturn broker-account --apply` makes, on a virtual host of their own: the
+    controller's, zone a's and zone t's workers', the integration tickets'. Their passwords
+    never reach RabbitMQ's log."""
+    vhost = f"kt_{secrets.token_hex(6)}"
+    rabbit_node.add_vhost(vhost)
+    roles = {"controller": ["controller"], "a": ["zone", "a"], "t": ["zone", "t"],
+             "tickets": ["integration", "tickets"]}
+    accounts = {role: rabbit_node.apply_account(vhost, *args) for role, args in roles.items()}
+    yield BusAccounts(rabbit_node, vhost, accounts)
+    assert not any(password in rabbit_node.log_text() for _, password in accounts.values())
 
 
 @pytest.fixture(scope="session")

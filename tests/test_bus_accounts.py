@@ -4,7 +4,10 @@ and refuse the same credentials everything else: another zone's queue, the resul
 letters, publishing to another zone, deleting or purging what is not theirs."""
 from __future__ import annotations
 
-import uuid
+import os
+import shlex
+import subprocess
+from pathlib import Path
 
 import dramatiq
 import pika
@@ -15,23 +18,15 @@ from controller.models import Execution
 from shared.broker import BUS_EXCHANGE, EVENTS_EXCHANGE, REQUESTS_QUEUE, RESULTS_QUEUE, rotate_queue
 from shared.bus import BusBroker
 from tests.e2e import current_secret, save
-from tests.processes import ProcessGroup, keyturn_env, wait_until
+from tests.processes import KEYTURN, ProcessGroup, keyturn_env, wait_until
 
 on_postgres = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 USERS = {"alice": "alice-old-1", "bob": "bob-old-1"}
 
 
-@pytest.fixture(scope="module")
-def bus(rabbit_node):
-    """A virtual host with the controller's, zone a's and an integration's accounts."""
-    vhost = f"kt_{uuid.uuid4().hex[:12]}"
-    rabbit_node.add_vhost(vhost)
-    accounts = {"controller": rabbit_node.apply_account(vhost, "controller"),
-                "a": rabbit_node.apply_account(vhost, "zone", "a"),
-                "tickets": rabbit_node.apply_account(vhost, "integration", "tickets")}
-    yield {role: rabbit_node.url(vhost, account) for role, account in accounts.items()}
-    assert not any(password in rabbit_node.log_text() for _, password in accounts.values())
-    rabbit_node.ctl("delete_vhost", vhost)
+@pytest.fixture
+def bus(bus_accounts):
+    return {role: bus_accounts.url(role) for role in bus_accounts.accounts}
 
 
 def channel_of(url: str):
@@ -128,6 +123,7 @@ def test_a_zones_account_is_refused_everything_else(ctl, bus, tmp_path):
         "purge rotate.b": lambda ch: ch.queue_purge(rotate_queue("b")),
         "delete the bus": lambda ch: ch.exchange_delete(BUS_EXCHANGE),
         "declare a queue of another name": lambda ch: ch.queue_declare("rotate.ab", durable=True),
+        "delete its own queue": lambda ch: ch.queue_delete(rotate_queue("a")),
     }
     for what, action in refused.items():
         assert refusal(zone_a, action).startswith("403 ACCESS_REFUSED"), what
@@ -165,3 +161,35 @@ def test_an_integration_account_sends_requests_and_reads_events_only(bus):
         "declare another's queue": lambda ch: ch.queue_declare("integration.other.events"),
     }.items():
         assert refusal(tickets, action).startswith("403 ACCESS_REFUSED"), what
+
+
+def test_broker_account_prints_the_commands_or_applies_them_once(rabbit_node, bus_accounts):
+    printed = subprocess.run([*KEYTURN, "zone", "broker-account", "g", "--vhost", "prod"],
+                             capture_output=True, text=True, timeout=60, env=keyturn_env_only())
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert lines[1] == "rabbitmqctl add_user keyturn-zone-g   # asks for the password"
+    assert lines[2].startswith("rabbitmqctl set_permissions -p prod keyturn-zone-g '^$' ")
+    assert any(line.startswith("rabbitmqctl set_topic_permissions -p prod keyturn-zone-g "
+                               "keyturn.bus ") for line in lines)
+
+    vhost = bus_accounts.vhost
+    command = shlex.join(rabbit_node.rabbitmqctl)
+    apply = [*KEYTURN, "broker-account", "zone", "g", "--apply", "--vhost", vhost,
+             "--rabbitmqctl", command]
+    first = subprocess.run(apply, capture_output=True, text=True, timeout=120, env=rabbit_node.env
+                           | keyturn_env_only())
+    assert first.returncode == 0, first.stderr
+    password = first.stdout.strip()
+    assert len(password) >= 24 and password not in first.stderr
+    again = subprocess.run(apply, capture_output=True, text=True, timeout=120, env=rabbit_node.env
+                           | keyturn_env_only())
+    assert again.returncode == 0 and again.stdout == ""          # kept: no new password
+    url = rabbit_node.url(vhost, ("keyturn-zone-g", password))
+    assert refusal(url, lambda ch: ch.basic_get(rotate_queue("g"))).startswith("404")  # not yet declared
+    assert password not in rabbit_node.log_text()
+    rabbit_node.ctl("delete_user", "keyturn-zone-g")
+
+
+def keyturn_env_only() -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).parents[1])}
