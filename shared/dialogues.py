@@ -17,6 +17,11 @@ TEXT and REGEX are the rest of the line after one space, stripped. In TEXT, `{us
 `{new_secret}`, `{old_secret}`, `{login_secret}` and `{enable_secret}` are replaced by their
 values in one pass (`substitute`), and nothing else is interpreted: `{{`, `%`, `$(...)`,
 quotes and backslashes are typed as they are. No template engine ever sees a secret.
+
+A *proof* dialogue (the `proof` param) checks a secret instead of changing one, where no SSH
+login as the account can (an enable secret, a user the device lets in only on its console): it
+types `{secret}`, the secret being tried, has no `change` step, and needs a `fail` line, which
+is how the device says that secret is wrong; every `expect` matched means it is right.
 """
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ import re
 from dataclasses import dataclass, field
 
 PLACEHOLDERS = ("username", "new_secret", "old_secret", "login_secret", "enable_secret")
-_PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+PROOF_PLACEHOLDERS = ("username", "secret", "login_secret", "enable_secret")
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(dict.fromkeys(PLACEHOLDERS + PROOF_PLACEHOLDERS))
+                          + r")\}")
 _LOOKS_LIKE_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -76,8 +83,9 @@ def lines_of(value: object) -> object:
     return value
 
 
-def parse(lines: list[str]) -> Dialogue:
-    """The dialogue of `lines`; DialogueError names the first line that cannot be used."""
+def parse(lines: list[str], *, proof: bool = False) -> Dialogue:
+    """The dialogue of `lines` (a proof dialogue with `proof`); DialogueError names the first
+    line that cannot be used."""
     if len(lines) > MAX_LINES:
         raise DialogueError(f"has {len(lines)} lines; at most {MAX_LINES}")
     steps: list[Step] = []
@@ -93,7 +101,9 @@ def parse(lines: list[str]) -> Dialogue:
         word, _, argument = text.partition(" ")
         argument = argument.strip()
         if word in ("send", "change"):
-            _check_placeholders(number, argument)
+            if proof and word == "change":
+                raise DialogueError(f"line {number}: a proof changes nothing: use send")
+            _check_placeholders(number, argument, PROOF_PLACEHOLDERS if proof else PLACEHOLDERS)
             steps.append(Step(argument, None, timeout, word == "change", number))
         elif word == "expect":
             pattern = _pattern(number, argument)
@@ -110,7 +120,10 @@ def parse(lines: list[str]) -> Dialogue:
             raise DialogueError(f"line {number}: starts with {word[:20]!r}; use send, change, "
                                 f"expect, fail or timeout")
     dialogue = Dialogue(tuple(steps), tuple(fail))
-    _check_change_step(dialogue)
+    if proof:
+        _check_proof(dialogue)
+    else:
+        _check_change_step(dialogue)
     return dialogue
 
 
@@ -137,12 +150,21 @@ def _seconds(number: int, text: str) -> float:
     return seconds
 
 
-def _check_placeholders(number: int, text: str) -> None:
+def _check_placeholders(number: int, text: str, known: tuple[str, ...]) -> None:
     """A misspelt placeholder would be typed as it is, e.g. set `{new_secert}` as the secret."""
     for name in _LOOKS_LIKE_PLACEHOLDER.findall(text):
-        if name not in PLACEHOLDERS:
+        if name not in known:
             raise DialogueError(f"line {number}: unknown placeholder {{{name}}}; use "
-                                f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+                                f"{', '.join('{' + p + '}' for p in known)}")
+
+
+def _check_proof(dialogue: Dialogue) -> None:
+    """A proof must type the secret tried, and be able to say no: else a wrong secret would
+    only run out of time, which proves nothing either way."""
+    if not dialogue.uses("secret"):
+        raise DialogueError("never sends {secret}, the secret it checks")
+    if not dialogue.fail:
+        raise DialogueError("needs a fail line: what the device prints when the secret is wrong")
 
 
 def _check_change_step(dialogue: Dialogue) -> None:

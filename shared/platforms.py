@@ -143,30 +143,39 @@ class AdParams(DirectoryParams):
     `base_dn`, by default the domain's own naming context."""
 
 
-def _checked_dialogue(lines: list[str]) -> list[str]:
-    """A dialogue that can run (none at all: the preset's)."""
-    try:
-        if lines:
-            dialogues.parse(lines)
-    except dialogues.DialogueError as exc:
-        raise PydanticCustomError("dialogue", str(exc)) from None
-    return lines
+def _checked(proof: bool):
+    def check(lines: list[str]) -> list[str]:
+        """A dialogue that can run (none at all: the preset's, or a proof by SSH login)."""
+        try:
+            if lines:
+                dialogues.parse(lines, proof=proof)
+        except dialogues.DialogueError as exc:
+            raise PydanticCustomError("dialogue", str(exc)) from None
+        return lines
+    return check
 
 
 DialogueLines = Annotated[list[str], BeforeValidator(dialogues.lines_of),
-                          AfterValidator(_checked_dialogue)]
+                          AfterValidator(_checked(proof=False))]
+ProofLines = Annotated[list[str], BeforeValidator(dialogues.lines_of),
+                       AfterValidator(_checked(proof=True))]
 
 
 class DeviceParams(PlatformParams):
     """Network devices and appliances by SSH dialogue (`shared.dialogues`): the `dialogue`
-    lines if given, else the `preset`'s. `enable_secret` travels sealed: the current secret of
-    the asset's `enable` account."""
+    lines if given, else the `preset`'s; `proof`, if given, checks a secret where no SSH login
+    as the account can. `enable_secret` travels sealed: the current secret of the asset's
+    `enable` account."""
 
     preset: Literal[tuple(PRESETS)] | None = None
     dialogue: DialogueLines = Field([], description=(
         "one instruction a line: send TEXT, change TEXT (the line that changes the secret), "
         "expect REGEX, fail REGEX, timeout SECONDS, # comment; placeholders {username} "
         "{new_secret} {old_secret} {login_secret} {enable_secret}; blank: the preset's"))
+    proof: ProofLines = Field([], description=(
+        "blank: a fresh SSH login as the account proves its new secret; else a dialogue run "
+        "after a fresh privileged login, typing {secret} (the secret tried), with a fail line "
+        "for a wrong one and no change line"))
     enable_secret: Secret | None = None
 
     def dialogue_lines(self) -> list[str]:

@@ -218,9 +218,66 @@ def test_a_redelivered_command_whose_change_was_made_types_nothing_again(host, t
     assert host.shadow_line("alice") == shadow and host.password_works("alice", new)
 
 
-def test_the_enable_account_itself_is_not_rotated(host, targets):
+def test_the_enable_account_is_not_rotated_without_a_proof_dialogue(host, targets):
     result = rotate(command(host, "enable", fresh()), targets, "w1", False)
     assert (result.status, result.error_code) == ("failed", "unsupported")
+    assert "proof" in result.error
+
+
+def su_proof(user: str = "{username}") -> list[str]:
+    """`su` to the account with the secret tried: the shell's arithmetic, not the echo of the
+    typed line, prints proof-ok-42."""
+    return [f"send su - {user} -c 'echo proof-ok-$((6*7))'", "expect (?i)password: ?$",
+            "send {secret}", "expect proof-ok-42", "fail (?i)authentication failure"]
+
+
+def test_a_proof_dialogue_proves_the_new_secret_without_a_login_as_the_account(host, targets,
+                                                                            caplog):
+    caplog.set_level(logging.DEBUG)
+    old, new = with_old(host, "alice"), fresh("new")
+    time.sleep(0.3)
+    log_before = host.log_path.read_text()
+
+    result = rotate(command(host, "alice", new, old_secret=old,
+                            params={"preset": "linux-passwd", "proof": su_proof()}),
+                    targets, "w1", False)
+
+    assert (result.status, result.error, result.refusal_seen) == ("success", None, True)
+    time.sleep(0.3)
+    assert "for alice" not in host.log_path.read_text()[len(log_before):]   # no SSH login as her
+    assert host.password_works("alice", new)
+    no_secret_anywhere(host, caplog, result, new, old)
+
+
+def test_the_enable_secret_rotates_when_a_proof_dialogue_checks_it(host, targets, caplog):
+    """Root's password plays the enable secret: the login that may not sudo types the current
+    one to `su`, sets the new one with `passwd`, and the proof types it to `su` again."""
+    caplog.set_level(logging.DEBUG)
+    new = fresh("enable")
+    change = ["timeout 5", "expect [$#] ?$", "send su -", "expect (?i)password: ?$",
+              "send {enable_secret}", "expect # ?$", "send passwd",
+              "expect (?i)new password: ?$", "change {new_secret}",
+              "expect (?i)retype new password: ?$", "send {new_secret}",
+              "expect (?i)updated successfully"]
+    try:
+        result = rotate(command(host, "enable", new, old_secret=ROOT_PW, login=PLAIN,
+                                params={"dialogue": change, "proof": su_proof(""),
+                                        "enable_secret": ROOT_PW}), targets, "w1", False)
+        assert (result.status, result.error) == ("success", None)
+        assert host.password_works("root", new) and not host.password_works("root", ROOT_PW)
+        no_secret_anywhere(host, caplog, result, new, ROOT_PW)
+    finally:
+        host.set_password("root", ROOT_PW)
+
+
+def test_a_proof_that_cannot_tell_leaves_the_change_unverified(host, targets):
+    proof = ["send su - {username} -c true", "expect (?i)password: ?$", "send {secret}",
+             "timeout 1", "expect never printed", "fail (?i)authentication failure"]
+    result = rotate(command(host, "alice", fresh(), params={"preset": "linux-passwd",
+                                                            "proof": proof}),
+                    targets, "w1", False)
+    assert (result.status, result.error_code) == ("unverified", "timeout")
+    assert "the proof failed" in result.error
 
 
 def test_a_refused_privileged_login_is_not_tried_again_for_the_next_account(host, targets):

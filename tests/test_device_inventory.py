@@ -61,6 +61,9 @@ def test_the_cli_adds_a_device_with_a_preset_or_a_dialogue_and_says_what_is_wron
     ({"dialogue": ["expect " + "x" * 600, "change {new_secret}"]}, "longer than 512"),
     ({"preset": "juniper"}, "params.preset: Input should be 'linux-passwd', 'cisco-ios'"),
     ({"enable_secret": "pw"}, "enable_secret is not a parameter of Network device"),
+    ({"proof": ["send {secret}", "expect ok"]}, "params.proof: needs a fail line"),
+    ({"proof": ["change {secret}", "fail no"]}, "line 1: a proof changes nothing: use send"),
+    ({"proof": ["send {new_secret}", "fail no"]}, "line 1: unknown placeholder {new_secret}"),
 ])
 def test_the_api_refuses_a_bad_dialogue_by_line(as_admin, fleet, params, words):
     answer = as_admin.post_json("/api/v1/assets/new", {

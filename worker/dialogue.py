@@ -36,10 +36,11 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 class Conversation:
     """One dialogue on one shell channel. `before_change` runs right before the change step is
-    sent (the protocol's expiry check); from then on every failure says `command_sent`."""
+    sent (the protocol's expiry check; a proof has none); from then on every failure says
+    `command_sent`."""
 
     def __init__(self, channel: paramiko.Channel, where: str, secrets: Iterable[str],
-                 before_change: Callable[[], None]):
+                 before_change: Callable[[], None] | None = None):
         self.channel = channel
         self.where = where
         self.secrets = [s for s in secrets if s]
