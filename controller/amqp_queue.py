@@ -3,8 +3,8 @@ with any AMQP client (no dramatiq envelope): it stands in for the broker (`decla
 `consume`), and its consumer hands `BatchConsumer` messages whose one argument is the raw
 delivery (`Delivery`: body, `reply_to`, `correlation_id`, redelivered flag and a `reply`).
 
-The queue is declared durable with a dead-letter queue `<name>.XQ` beside it, as dramatiq
-declares its own, and bound to the `keyturn.bus` exchange under its own name (where a
+The queue is declared durable with a dead-letter queue `<name>.XQ` beside it, with the very
+arguments dramatiq declares its own with (dead letters kept 7 days), and bound to the `keyturn.bus` exchange under its own name (where a
 least-privilege integration account may publish: `shared.broker_accounts`); a message
 `BatchConsumer` dead-letters goes to `<name>.XQ`, untouched."""
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pika
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
+from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from shared.broker import BUS_EXCHANGE
@@ -40,7 +42,7 @@ class Message:
 
 
 def dead_letter_queue(name: str) -> str:
-    return f"{name}.XQ"
+    return xq_name(name)
 
 
 class RawQueues:
@@ -63,7 +65,8 @@ class RawConsumer:
         self.connection = connection
         try:
             self.channel = connection.channel()
-            self.channel.queue_declare(dead_letter_queue(name), durable=True)
+            self.channel.queue_declare(dead_letter_queue(name), durable=True,
+                                       arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
             self.channel.queue_declare(name, durable=True, arguments={
                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_queue(name)})
             self.channel.exchange_declare(BUS_EXCHANGE, exchange_type="topic", durable=True)

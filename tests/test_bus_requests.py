@@ -78,7 +78,7 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
                     return json.loads(answer)
             return wait_until(answered, 30, what="the reply")
 
-        wait_until(lambda: queue_exists(connection, REQUESTS_QUEUE), 30, what="the requests queue")
+        wait_until(lambda: consumed(connection, REQUESTS_QUEUE), 30, what="the requests consumer")
         good = signed(fleet, request(**ALICE))
         accepted = send(good)
         assert accepted["outcome"] == "accepted"
@@ -108,6 +108,7 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
             assert answer["outcome"] == "refused" and reason in answer["reason"], (reason, answer)
         wait_until(lambda: channel.queue_declare(dead_letter_queue(REQUESTS_QUEUE), passive=True)
                    .method.message_count == len(cases), 30, what="the dead letters")
+        ctl.broker.declare_queue(REQUESTS_QUEUE, ensure=True)   # dramatiq's arguments agree
     finally:
         connection.close()
         daemon.stop()
@@ -119,13 +120,14 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
     assert accepted_audit.actor == "integration:hr" and str(execution.id) in accepted_audit.detail
 
 
-def queue_exists(connection, name) -> bool:
-    """Asked on a channel of its own: RabbitMQ closes the channel that asks for a missing queue."""
+def consumed(connection, name) -> bool:
+    """Whether the daemon consumes the queue (so it is bound to the bus exchange too). Asked on
+    a channel of its own: RabbitMQ closes the channel that asks for a missing queue."""
     try:
         probe = connection.channel()
-        probe.queue_declare(name, passive=True)
+        consumers = probe.queue_declare(name, passive=True).method.consumer_count
         probe.close()
-        return True
+        return consumers > 0
     except pika.exceptions.ChannelClosedByBroker:
         return False
 

@@ -64,8 +64,8 @@ def test_a_signed_request_rotates_and_its_events_arrive_once(ctl, zone_fleet, ra
         for zone in ZONES:
             group.start(f"worker-{zone}", "worker", "--zone", zone)
         private = key_file.read_text().strip()
-        wait_until(lambda: queue_exists(rabbitmq_url, "keyturn.requests"), 60,
-                   what="the daemon's requests queue")
+        wait_until(lambda: consumed(rabbitmq_url, "keyturn.requests"), 60,
+                   what="the daemon's requests consumer")
 
         first = client(rabbitmq_url, private, rotate_request())
         reply = first["reply"]
@@ -155,11 +155,11 @@ def replay(url: str, body: str) -> dict:
         connection.close()
 
 
-def queue_exists(url: str, name: str) -> bool:
+def consumed(url: str, name: str) -> bool:
+    """Whether the daemon consumes the queue (it is bound to the bus exchange by then)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        connection.channel().queue_declare(name, passive=True)
-        return True
+        return connection.channel().queue_declare(name, passive=True).method.consumer_count > 0
     except pika.exceptions.ChannelClosedByBroker:
         return False
     finally:
