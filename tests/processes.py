@@ -15,11 +15,12 @@ KEYTURN = [sys.executable, "-m", "shared.cli"]
 
 
 class KeyturnProcess:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path):
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
+                 command: list[str] = KEYTURN):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(KEYTURN + args, env=env, stdout=self._log,
+        self.popen = subprocess.Popen(command + args, env=env, stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     @property
@@ -59,8 +60,9 @@ class ProcessGroup:
         self.log_dir = log_dir
         self.processes: list[KeyturnProcess] = []
 
-    def start(self, name: str, *args: str, **env) -> KeyturnProcess:
-        process = KeyturnProcess(name, list(args), self.env | env, self.log_dir)
+    def start(self, name: str, *args: str, command: list[str] = KEYTURN, **env) -> KeyturnProcess:
+        """`command` (the main install's `keyturn` unless given) with `args`, more `env`."""
+        process = KeyturnProcess(name, list(args), self.env | env, self.log_dir, command)
         self.processes.append(process)
         return process
 

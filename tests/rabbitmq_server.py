@@ -148,12 +148,12 @@ class BusAccounts:
 @pytest.fixture(scope="session")
 def bus_accounts(rabbit_node):
     """The accounts `keyturn broker-account --apply` makes, on a virtual host of their own: the
-    controller's, zone a's and zone t's workers', the integration tickets'. Their passwords
+    controller's, zones a's, t's and w's workers', the integration tickets'. Their passwords
     never reach RabbitMQ's log."""
     vhost = f"kt_{secrets.token_hex(6)}"
     rabbit_node.add_vhost(vhost)
     roles = {"controller": ["controller"], "a": ["zone", "a"], "t": ["zone", "t"],
-             "tickets": ["integration", "tickets"]}
+             "w": ["zone", "w"], "tickets": ["integration", "tickets"]}
     accounts = {role: rabbit_node.apply_account(vhost, *args) for role, args in roles.items()}
     yield BusAccounts(rabbit_node, vhost, accounts)
     assert not any(password in rabbit_node.log_text() for _, password in accounts.values())
