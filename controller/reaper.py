@@ -2,12 +2,10 @@
 are dispatched again with the same new secret, and after the last attempt marked `unverified`."""
 from __future__ import annotations
 
-from collections import Counter
-
 from controller.db import database
-from controller.executions import finish_if_done, log
+from controller.executions import log
 from controller.models import Account, Asset, Record, Zone, utcnow
-from controller.results import Outcome, bump_counts, settle_records
+from controller.results import Outcome, count_settled, settle_records
 from controller.runtime import Controller
 from shared.broker import ready_messages, rotate_queue
 
@@ -24,23 +22,25 @@ def reap(ctl: Controller) -> tuple[int, int]:
     zones = {record.account.asset.zone.name for record in late}
     waiting = {zone for zone in zones if ready_messages(ctl.broker, rotate_queue(zone))}
     overdue = [record for record in late if record.account.asset.zone.name not in waiting]
-    requeued, given_up = 0, Counter()
+    requeued, gave_up = 0, []
     with database.atomic():
         for record in overdue:
-            if record.attempt >= ctl.settings.max_dispatch_attempts:
-                settle_records([Outcome(record.id, "unverified", "no_result",
-                                        f"no result after {record.attempt} attempts; both "
-                                        f"candidate secrets are kept until verify or restore "
-                                        f"settles the account")])
-                given_up[record.execution_id] += 1
-                log(record.execution_id, f"record {record.id} ({record.account.username}): "
-                                         f"no result after {record.attempt} attempts, unverified",
-                    level="warning")
+            if record.attempt < ctl.settings.max_dispatch_attempts:
+                # As read: another daemon's reaper may have re-queued it, and the dispatcher
+                # sent it again, since.
+                requeued += (Record.update(status="pending", attempt=Record.attempt + 1)
+                             .where((Record.id == record.id) & (Record.status == "dispatched")
+                                    & (Record.attempt == record.attempt)).execute())
             else:
-                (Record.update(status="pending", attempt=Record.attempt + 1)
-                 .where((Record.id == record.id) & (Record.status == "dispatched")).execute())
-                requeued += 1
-        for execution_id, count in given_up.items():
-            bump_counts(execution_id, Counter(unverified=count))
-            finish_if_done(execution_id)
-    return requeued, sum(given_up.values())
+                gave_up.append(Outcome(record.id, "dispatched", "unverified", "no_result",
+                                       f"no result after {record.attempt} attempts; both "
+                                       f"candidate secrets are kept until verify or restore "
+                                       f"settles the account"))
+        settled = settle_records(gave_up)     # not a record whose result arrived meanwhile
+        by_id = {record.id: record for record in overdue}
+        for s in settled:
+            record = by_id[s.record_id]
+            log(s.execution_id, f"record {record.id} ({record.account.username}): no result after "
+                                f"{record.attempt} attempts, unverified", level="warning")
+        count_settled(settled)
+    return requeued, len(settled)

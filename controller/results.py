@@ -13,6 +13,12 @@ asset is refused (dead-lettered by the consumer) and audited, never applied.
 
 A batch costs a handful of statements whatever its size: records, accounts and counters are
 each updated by one statement over the whole batch.
+
+Several daemons (and a daemon's own consumer and housekeeping threads) settle records at once,
+so a record is written only if it still has the status it was read with, and the counters and
+accounts follow the rows that statement changed (`RETURNING`), never a separate read: a
+duplicate applied by two daemons counts once, and a success is never overwritten by a reaper
+that read the record before it arrived.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from peewee import Cast, ValuesList
 
 from controller.db import database, id_in, is_postgres
 from controller.events import record_events
-from controller.executions import finish_if_done, log, log_many
+from controller.executions import finish_if_done, log_many
 from controller.models import Account, Asset, AuditEvent, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
 from shared.platforms import platform
@@ -36,15 +42,34 @@ COUNTER = {"success": "succeeded", "failed": "failed", "unverified": "unverified
 
 
 class Outcome(NamedTuple):
-    """How one record ended (what `settle_records` writes)."""
+    """How one record ended (what `settle_records` writes), if it still has status `expected`."""
 
     record_id: int
+    expected: str
     status: str
     error_code: str | None
     error: str | None
     worker_id: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class Change(NamedTuple):
+    """What one result does: the record's outcome, what its account gets if that outcome is
+    written (`settle_accounts`'s status, or None), and a line for the execution log then."""
+
+    outcome: Outcome
+    account: str | None = None
+    line: str | None = None
+
+
+class Settled(NamedTuple):
+    """A record an outcome was written to: its execution, and its status before and after."""
+
+    record_id: int
+    execution_id: int
+    was: str
+    status: str
 
 
 class Applied(NamedTuple):
@@ -64,12 +89,11 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
             Record.dispatched_at, Record.old_secret, Record.new_secret, Asset.id.alias("asset_id"),
             Asset.host_key, Asset.platform, Account.username, Account.secret_type,
-            Asset.name.alias("asset"),
-            Zone.name.alias("zone"))
+            Asset.name.alias("asset"), Zone.name.alias("zone"))
             .join(Account).join(Asset).join(Zone)
             .where(id_in(Record.id, [result.record_id for result in results])).objects()}
-        outcomes, counts, pins, again, refused, notes, applied = [], {}, {}, [], {}, {}, 0
-        refusals: dict[int, dict[str, float]] = {}
+        changes: dict[int, Change] = {}      # record id -> its last change in this batch
+        pins, again, refused, refusals = {}, [], {}, {}
         for index, result in enumerate(results):
             record = records.get(result.record_id)
             if record is None:
@@ -88,28 +112,29 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
                     again.append(record.id)
                     record.status = "pending"
                 continue
-            changed = (apply_verify(record, result) if record.action == "verify"
-                       else rotation_outcome(record, result, outcomes))
-            if changed and result.note:
-                notes.setdefault(record.execution_id, []).append(
-                    f"record {record.id} ({record.username}@{record.asset}): {result.note}")
-            if changed:
-                applied += 1
-                counts.setdefault(record.execution_id, Counter()).update(changed)
-                record.status = result.status      # a duplicate later in the batch is stale
+            change = (verify_change(record, result) if record.action == "verify"
+                      else rotation_change(record, result))
+            if change is not None:
+                first = changes.get(record.id)   # a duplicate in the batch: one write, from the first status
+                changes[record.id] = change._replace(outcome=change.outcome._replace(
+                    expected=first.outcome.expected)) if first else change
+                record.status = change.outcome.status   # a duplicate later in the batch is stale
         redispatch(again)
-        settle_records(outcomes)
+        settled = settle_records([change.outcome for change in changes.values()])
         for status in ("success", "failed"):
-            settle_accounts([o.record_id for o in outcomes if o.status == status], status)
+            settle_accounts([s.record_id for s in settled
+                             if changes[s.record_id].account == status], status)
         for asset_id, host_key in pins.items():
             pin_host_key(asset_id, host_key)
         remember_refusals(refusals)
-        for execution_id, lines in notes.items():
-            log_many(execution_id, lines)
-        for execution_id, counter in counts.items():
-            bump_counts(execution_id, counter)
-            finish_if_done(execution_id)
-    return Applied(applied, refused)
+        lines: dict[int, list[str]] = {}
+        for s in settled:
+            if changes[s.record_id].line:
+                lines.setdefault(s.execution_id, []).append(changes[s.record_id].line)
+        for execution_id, execution_lines in lines.items():
+            log_many(execution_id, execution_lines)
+        count_settled(settled)
+    return Applied(len(settled), refused)
 
 
 def refuse_foreign(record, result: RotateResult) -> str:
@@ -139,20 +164,20 @@ def redispatch(record_ids: list[int]) -> None:
             id_in(Record.id, record_ids) & (Record.status == "dispatched")).execute()
 
 
-def rotation_outcome(record, result: RotateResult, outcomes: list[Outcome]) -> dict | None:
-    """Decide what a rotation result does to its record; returns the counter changes."""
+def rotation_change(record, result: RotateResult) -> Change | None:
+    """What a rotation result does to its record and account (None: nothing)."""
     if record.status == "success" or (record.status in COUNTER and result.status != "success"):
         return None   # already ended: a redelivered or stale result changes nothing
     if result.attempt < record.attempt and result.status != "success":
         return None   # an earlier dispatch's failure says nothing about the one now in flight
     success = result.status == "success"
-    outcomes.append(Outcome(record.id, result.status, None if success else result.error_code,
-                            None if success else result.error, result.worker_id,
-                            _time(result.started_at), _time(result.finished_at)))
-    changed = {COUNTER[result.status]: 1}
-    if record.status in COUNTER:   # a late success replaces a given-up outcome
-        changed[COUNTER[record.status]] = -1
-    return changed
+    outcome = Outcome(record.id, record.status, result.status,
+                      None if success else result.error_code, None if success else result.error,
+                      result.worker_id, _time(result.started_at), _time(result.finished_at))
+    line = (f"record {record.id} ({record.username}@{record.asset}): {result.note}"
+            if result.note else None)
+    return Change(outcome, result.status if result.status in ("success", "failed") else None,
+                  line)
 
 
 def verify_candidates(current, pending) -> list:
@@ -161,39 +186,55 @@ def verify_candidates(current, pending) -> list:
     return [secret for secret in (current, pending) if secret is not None]
 
 
-def apply_verify(record, result: RotateResult) -> dict | None:
+def verify_change(record, result: RotateResult) -> Change | None:
     """Settle an account on the candidate that logs in: current (0) or pending (1)."""
     if record.status in COUNTER:
         return None
     tried = verify_candidates(record.old_secret and "current", record.new_secret and "pending")
     found = tried[result.working_index] if result.working_index is not None else None
-    where = f"record {record.id} ({record.username}@{record.asset})"
     if result.status == "success" and found is not None:
-        settle_accounts([record.id], "success" if found == "pending" else "failed")
-        settle_records([Outcome(record.id, "success", None, None, result.worker_id)])
-        log(record.execution_id, f"{where}: the {found} secret logs in"
-                                 + (": made current" if found == "pending" else ""))
-        return {"succeeded": 1}
+        line = (f"record {record.id} ({record.username}@{record.asset}): the {found} secret "
+                f"logs in" + (": made current" if found == "pending" else ""))
+        return Change(Outcome(record.id, record.status, "success", None, None, result.worker_id),
+                      "success" if found == "pending" else "failed", line)
     error = result.error or "neither the current nor the pending secret logs in"
-    settle_records([Outcome(record.id, "failed", result.error_code or "no_candidate", error,
-                            result.worker_id)])
-    return {"failed": 1}
+    return Change(Outcome(record.id, record.status, "failed", result.error_code or "no_candidate",
+                          error, result.worker_id))
 
 
-def settle_records(outcomes: list[Outcome]) -> None:
-    """Write how records ended, in one statement."""
+def settle_records(outcomes: list[Outcome]) -> list[Settled]:
+    """Write how records ended, in one statement, each only while it has the status its outcome
+    expects; returns the records written (one outcome per record)."""
     if not outcomes:
-        return
-    now = utcnow()
+        return []
+    expected = {o.record_id: o.expected for o in outcomes}
     values = ValuesList([tuple(o) for o in outcomes], alias="v").cte("outcome", columns=Outcome._fields)
-    (Record.update(status=values.c.status, error_code=values.c.error_code, error=values.c.error,
-                   worker_id=values.c.worker_id, started_at=as_timestamp(values.c.started_at),
-                   finished_at=as_timestamp(values.c.finished_at))
-     .with_cte(values).from_(values).where(Record.id == values.c.record_id).execute())
+    written = (Record.update(status=values.c.status, error_code=values.c.error_code,
+                             error=values.c.error, worker_id=values.c.worker_id,
+                             started_at=as_timestamp(values.c.started_at),
+                             finished_at=as_timestamp(values.c.finished_at))
+               .with_cte(values).from_(values)
+               .where((Record.id == values.c.record_id) & (Record.status == values.c.expected))
+               .returning(Record.id, Record.execution, Record.status).execute())
+    settled = [Settled(row.id, row.execution_id, expected[row.id], row.status) for row in written]
     # Outcomes without times (the reaper's, an operator's) end now.
-    ids = [o.record_id for o in outcomes]
-    Record.update(finished_at=now).where(id_in(Record.id, ids) & Record.finished_at.is_null()).execute()
+    ids = [s.record_id for s in settled]
+    Record.update(finished_at=utcnow()).where(id_in(Record.id, ids) & Record.finished_at.is_null()).execute()
     record_events(ids)
+    return settled
+
+
+def count_settled(settled: list[Settled]) -> None:
+    """Move each execution's counters by the records written, and end those that are done."""
+    counts: dict[int, Counter] = {}
+    for s in settled:
+        counter = counts.setdefault(s.execution_id, Counter())
+        counter[COUNTER[s.status]] += 1
+        if s.was in COUNTER:    # a late success replaces a given-up outcome
+            counter[COUNTER[s.was]] -= 1
+    for execution_id, counter in counts.items():
+        bump_counts(execution_id, counter)
+        finish_if_done(execution_id)
 
 
 def settle_accounts(record_ids: list[int], status: str) -> None:
