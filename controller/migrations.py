@@ -26,7 +26,7 @@ def add_asset_params(migrator) -> list:
 
 def add_asset_refusals(migrator) -> list:
     """4: when each asset was last seen to refuse a wrong secret (`Asset.refusals`)."""
-    return [migrator.add_column("asset", "refusals", JSONField(default=dict))]
+    return [migrator.add_column("asset", "refusals", JSONField(null=True))]
 
 
 def add_integrations(migrator) -> list:

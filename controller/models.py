@@ -55,7 +55,7 @@ class Asset(BaseModel):
     node = pw.ForeignKeyField(Node, backref="assets", null=True, on_delete="SET NULL")
     host_key = pw.TextField(null=True)            # pinned OpenSSH public key line
     params = JSONField(default=dict)              # its platform's params (a plan's win over them)
-    refusals = JSONField(default=dict)            # secret type -> when it refused a wrong one (epoch)
+    refusals = JSONField(null=True)               # secret type -> when it refused a wrong one (epoch)
     created_at = pw.DateTimeField(default=utcnow)
 
 
