@@ -70,6 +70,10 @@ def is_admin_group(sid: str) -> bool:
 
 
 class ActiveDirectoryConnector(DirectoryConnector):
+    # A domain may let the previous password in for a while ("old password allowed period",
+    # 60 minutes by default on Windows and Samba): that is its policy, not a change that failed,
+    # so the new password's fresh bind is the proof.
+    old_secret_refused = False
 
     def __init__(self, command, targets):
         super().__init__(command, targets)
