@@ -19,6 +19,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, P
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
 from shared.logs import configure_logging
+from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, RecordStatus, SecretType
 from shared.settings import load_settings
 
@@ -95,8 +96,16 @@ def zone_list():
     controller()
     print_table("zones", ["zone", "assets", "key", "workers (last seen)"],
                 [[z.name, z.assets.count(), "yes" if z.public_key else "missing",
-                  ", ".join(f"{w.worker_id} ({w.last_seen:%H:%M:%S})" for w in inventory.workers(z))]
+                  ", ".join(f"{w.worker_id} ({w.last_seen:%H:%M:%S}{schema_note(w)})"
+                            for w in inventory.workers(z))]
                  for z in Zone.select().order_by(Zone.name)])
+
+
+def schema_note(worker) -> str:
+    """What `zone list` says of a worker speaking another message schema than ours."""
+    if worker.message_schema == SCHEMA_VERSION:
+        return ""
+    return f", speaks message schema {worker.message_schema}, not {SCHEMA_VERSION}"
 
 
 # ---- assets and accounts -------------------------------------------------------------------

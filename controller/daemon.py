@@ -15,38 +15,55 @@ from controller.consumers import BatchConsumer
 from controller.db import database
 from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
-from controller.models import WorkerSeen, Zone
+from controller.models import WorkerSeen, Zone, utcnow
 from controller.reaper import reap
 from controller.results import apply_result_batch
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE, rotate_queue
 from shared.bus import check_bus, declare_queues
 from shared.errors import KeyturnError
-from shared.messages import BadMessage, Heartbeat, RotateResult, open_envelope, parse_envelope
+from shared.messages import (SCHEMA_VERSION, BadMessage, ForeignHeartbeat, Heartbeat, RotateResult,
+                             claimed_version, open_envelope, open_foreign_heartbeat,
+                             parse_envelope)
 
 logger = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 1.0
 
 
-def open_body(ctl: Controller, raw: object, expected: type):
-    envelope = parse_envelope(raw)
+def zone_channel(ctl: Controller, zone: str):
     try:
-        channel = ctl.channel_for_zone_name(envelope.zone)
+        return ctl.channel_for_zone_name(zone)
     except KeyturnError as exc:
         raise BadMessage(str(exc)) from None
-    body = open_envelope(envelope, channel)
+
+
+def open_body(ctl: Controller, raw: object, expected: type):
+    envelope = parse_envelope(raw)
+    body = open_envelope(envelope, zone_channel(ctl, envelope.zone))
     if not isinstance(body, expected):
         raise BadMessage(f"expected a {expected.__name__}, got {envelope.kind}")
     return body
 
 
-def record_heartbeats(beats: list[Heartbeat]) -> None:
-    """Remember the latest heartbeat of each worker (for the zones page)."""
+def open_heartbeat(ctl: Controller, raw: object) -> Heartbeat | ForeignHeartbeat:
+    """A heartbeat of our schema, or of a worker speaking another one (the zones page says so)."""
+    if claimed_version(raw) in (None, SCHEMA_VERSION):
+        return open_body(ctl, raw, Heartbeat)
+    return open_foreign_heartbeat(raw, lambda zone: zone_channel(ctl, zone))
+
+
+def record_heartbeats(beats: list[Heartbeat | ForeignHeartbeat]) -> None:
+    """Remember the latest heartbeat of each worker (for the zones page); of a worker speaking
+    another schema, only who it is, which schema it speaks, and when we heard it."""
     with database.atomic():
         for beat in beats:
             seen = {"zone": beat.zone, "host": beat.host, "version": beat.version,
-                    "in_flight": beat.in_flight, "lost_at": None,
-                    "last_seen": datetime.fromtimestamp(beat.sent_at, timezone.utc).replace(tzinfo=None)}
+                    "message_schema": beat.v, "lost_at": None}
+            if isinstance(beat, Heartbeat):
+                seen |= {"in_flight": beat.in_flight, "last_seen": datetime.fromtimestamp(
+                    beat.sent_at, timezone.utc).replace(tzinfo=None)}
+            else:
+                seen |= {"in_flight": 0, "last_seen": utcnow()}
             (WorkerSeen.insert(worker_id=beat.worker_id, **seen)
              .on_conflict(conflict_target=[WorkerSeen.worker_id], update=seen).execute())
 
@@ -62,7 +79,7 @@ class Daemon:
         self._consumers = [
             BatchConsumer(ctl.broker, RESULTS_QUEUE, lambda raw: open_body(ctl, raw, RotateResult),
                           lambda results: apply_result_batch(results).refused),
-            BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_body(ctl, raw, Heartbeat),
+            BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_heartbeat(ctl, raw),
                           record_heartbeats),
         ]
         if not ctl.settings.embedded:   # other systems reach keyturn over RabbitMQ only

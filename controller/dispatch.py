@@ -11,13 +11,14 @@ from peewee import JOIN, chunked
 from pydantic import ValidationError
 
 from controller.db import id_in
-from controller.models import Account, Asset, Execution, Plan, Record, Zone, utcnow
+from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen, Zone, utcnow
 from controller.planning import command_expiry, command_timeout, dispatch_deadline, login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
 from shared.broker import ROTATE_ACTOR, rotate_queue
 from shared.errors import KeyturnError
-from shared.messages import AssetTarget, RotateCommand, RotateResult, first_error, seal
+from shared.messages import (SCHEMA_VERSION, AssetTarget, RotateCommand, RotateResult, first_error,
+                             seal)
 from shared.platforms import Borrowed, PlatformParams, platform
 from shared.publisher import Publisher
 
@@ -98,9 +99,21 @@ def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: li
     return publish_rows(ctl, chunked(rows, BATCH))
 
 
+def held_zones() -> set[str]:
+    """Zones served by a live worker speaking another message schema: it could not read their
+    commands, nor we its results, so their records wait as `pending` (the zones page says why)
+    until it is upgraded or stops."""
+    return {w.zone for w in WorkerSeen.select(WorkerSeen.zone).where(
+        WorkerSeen.lost_at.is_null() & (WorkerSeen.message_schema != SCHEMA_VERSION))}
+
+
 def claim_batch(ctl: Controller, condition) -> list[int]:
     """Move up to BATCH pending records to `dispatched`; only the claimer publishes them."""
     now = utcnow()
+    held = held_zones()
+    if held:
+        condition &= Record.account.not_in(
+            Account.select(Account.id).join(Asset).join(Zone).where(Zone.name.in_(held)))
     batch = (Record.select(Record.id).where(condition & (Record.status == "pending"))
              .order_by(Record.id).limit(BATCH))
     query = (Record.update(status="dispatched", dispatched_at=now,
@@ -118,8 +131,12 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
     published: list[int] = []
     publisher = None
     commands = Commands(ctl)
+    held = held_zones()
     try:
         for rows in batches:
+            if held:
+                back_to_pending([row.id for row in rows if row.zone in held])
+                rows = [row for row in rows if row.zone not in held]
             handed += [row.id for row in rows]
             publisher = publisher or Publisher(ctl.broker)
             for row in commands.usable(rows):

@@ -6,7 +6,7 @@ in order, every step newer than its recorded version; each step is a function of
 """
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField
+from peewee import CharField, DateTimeField, IntegerField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
@@ -51,12 +51,20 @@ def add_integrations(migrator) -> list:
     return [migrator.add_column("workerseen", "lost_at", DateTimeField(null=True))]
 
 
+def add_worker_schema(migrator) -> list:
+    """6: the message schema version each worker speaks (`WorkerSeen.message_schema`), and room
+    for the 64 characters a heartbeat's version may have."""
+    return [migrator.add_column("workerseen", "message_schema", IntegerField(default=1)),
+            migrator.alter_column_type("workerseen", "version", CharField(max_length=64))]
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
-STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations]
+STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
+               add_worker_schema]
 LATEST = 1 + len(STEPS)
 
 

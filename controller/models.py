@@ -209,7 +209,8 @@ class WorkerSeen(BaseModel):
     worker_id = pw.CharField(primary_key=True, max_length=128)
     zone = pw.CharField(max_length=63, index=True)
     host = pw.CharField(max_length=255)
-    version = pw.CharField(max_length=32)
+    version = pw.CharField(max_length=64)
+    message_schema = pw.IntegerField(default=1)   # the message schema version it speaks
     in_flight = pw.IntegerField(default=0)
     last_seen = pw.DateTimeField(default=utcnow)
     lost_at = pw.DateTimeField(null=True)         # when its silence was announced (worker.lost)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.bounded import STRICT, Attempt, Epoch, ErrorCode, Id, Secret, Text, ZoneName
 from shared.errors import KeyturnError
@@ -16,6 +16,8 @@ from shared.platforms import PLATFORMS, SecretType, platform
 from shared.zonecrypto import Channel, SealError
 
 SCHEMA_VERSION = 1
+MAX_SCHEMA_VERSION = 1000        # a bound for the versions a message may claim
+MAX_BOX = 1024 * 1024            # characters of a sealed body
 Status = Literal["success", "failed", "unverified"]
 
 
@@ -122,6 +124,29 @@ class Heartbeat(_Strict):
     sent_at: Epoch
 
 
+class ForeignHeartbeat(BaseModel):
+    """What a controller reads of a heartbeat of a schema version it does not speak: who the
+    worker is and which schema it speaks (newer fields ignored), so the zones page can say so
+    rather than drop its heartbeats. Sealed like any heartbeat: only the zone's key makes one."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, regex_engine="python-re")
+    v: int = Field(ge=1, le=MAX_SCHEMA_VERSION)
+    worker_id: Text(255, line=True)
+    zone: ZoneName
+    host: Text(255, line=True)
+    version: Text(64, line=True)
+
+
+class ForeignEnvelope(BaseModel):
+    """The envelope of a heartbeat of any schema version (the fields every version keeps)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, regex_engine="python-re")
+    v: int = Field(ge=1, le=MAX_SCHEMA_VERSION)
+    kind: Literal["heartbeat"]
+    zone: ZoneName
+    box: Annotated[str, Field(max_length=MAX_BOX)]
+
+
 class Envelope(_Strict):
     """What travels on the bus: routing facts in the clear, the body sealed."""
 
@@ -130,7 +155,7 @@ class Envelope(_Strict):
     zone: ZoneName
     record_id: Id | None = None
     attempt: Attempt | None = None
-    box: Annotated[str, Field(max_length=1024 * 1024)]
+    box: Annotated[str, Field(max_length=MAX_BOX)]
 
 
 _KINDS = {"rotate": RotateCommand, "result": RotateResult, "heartbeat": Heartbeat}
@@ -148,7 +173,37 @@ def parse_envelope(data: object) -> Envelope:
     try:
         return Envelope.model_validate(data)
     except ValidationError as exc:
+        version = claimed_version(data)
+        if version not in (None, SCHEMA_VERSION):
+            raise BadMessage(f"message schema {version}: this keyturn speaks "
+                             f"{SCHEMA_VERSION}") from None
         raise BadMessage(f"not a keyturn envelope: {first_error(exc)}") from None
+
+
+def claimed_version(data: object) -> int | None:
+    """The schema version a message says it has, if it says one within bounds."""
+    version = data.get("v") if isinstance(data, dict) else None
+    return version if type(version) is int and 1 <= version <= MAX_SCHEMA_VERSION else None
+
+
+def open_foreign_heartbeat(data: object, channel_for_zone) -> ForeignHeartbeat:
+    """A heartbeat of another schema version, opened with its zone's key (`channel_for_zone`
+    looks it up); BadMessage unless it is one."""
+    try:
+        envelope = ForeignEnvelope.model_validate(data)
+    except ValidationError as exc:
+        raise BadMessage(f"not a heartbeat of another schema: {first_error(exc)}") from None
+    if envelope.v == SCHEMA_VERSION:
+        raise BadMessage("not a heartbeat of another schema")
+    try:
+        body = ForeignHeartbeat.model_validate_json(channel_for_zone(envelope.zone).open(envelope.box))
+    except SealError as exc:
+        raise BadMessage(str(exc)) from None
+    except ValidationError as exc:
+        raise BadMessage(f"bad heartbeat of schema {envelope.v}: {first_error(exc)}") from None
+    if (body.zone, body.v) != (envelope.zone, envelope.v):
+        raise BadMessage("envelope routing does not match its sealed body")
+    return body
 
 
 def open_envelope(envelope: Envelope, channel: Channel):

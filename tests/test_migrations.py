@@ -54,7 +54,8 @@ def test_step_5_adds_integrations_and_renames_queued_events(ctl):
     migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
     run(migrator.drop_index("outboxevent", "outboxevent_relayed_at"),
         *[migrator.drop_column("outboxevent", c) for c in ("subject", "relayed_at", "claimed_until")],
-        migrator.drop_column("workerseen", "lost_at"))
+        migrator.drop_column("workerseen", "lost_at"),
+        migrator.drop_column("workerseen", "message_schema"))     # step 6's
     OutboxEvent.insert(routing_key="record.success", body=OLD_BODY).execute()   # old columns only
     SchemaVersion.update(version=4).execute()
     assert migrations.migrate() == (4, migrations.LATEST)
@@ -65,3 +66,23 @@ def test_step_5_adds_integrations_and_renames_queued_events(ctl):
         "io.keyturn.record.succeeded", None, "web-1/alice")
     validate(cloudevent(ctl, event))
     assert Integration.select().count() == 0 and WebhookDelivery.select().count() == 0
+
+
+def test_step_6_records_which_message_schema_each_worker_speaks(ctl):
+    """A version 5 database (workers without a schema, 32-character versions) upgrades in place."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run
+
+    from controller.db import is_postgres
+    from controller.models import SchemaVersion, WorkerSeen
+
+    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    run(migrator.drop_column("workerseen", "message_schema"),
+        migrator.alter_column_type("workerseen", "version", peewee.CharField(max_length=32)))
+    database.execute_sql("INSERT INTO workerseen (worker_id, zone, host, version, in_flight, "
+                         "last_seen) VALUES ('w1', 'dmz', 'h', '0.1.0', 0, '2026-01-01 00:00:00')")
+    SchemaVersion.update(version=5).execute()
+    assert migrations.migrate() == (5, migrations.LATEST)
+    old = WorkerSeen.get_by_id("w1")
+    assert (old.message_schema, old.version) == (1, "0.1.0")
+    WorkerSeen.update(version="v" * 64).execute()        # a heartbeat's version fits
+    assert WorkerSeen.get_by_id("w1").version == "v" * 64

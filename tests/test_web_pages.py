@@ -153,8 +153,8 @@ def test_zones_show_the_workers_seen_in_them(ctl, as_admin, fleet):
     zone = as_admin.get("/api/v1/zones").json["zones"][0]
     assert (zone["name"], zone["assets"], zone["has_key"]) == ("dmz", 2, True)
     assert zone["workers"][0] | {"last_seen": None} == {
-        "id": "box:77", "zone": "dmz", "host": "box", "version": "0.1.0", "in_flight": 3,
-        "last_seen": None}
+        "id": "box:77", "zone": "dmz", "host": "box", "version": "0.1.0", "schema": 1,
+        "in_flight": 3, "last_seen": None}
     page = as_admin.get("/zones").text
     assert "box:77" in page and "rotate.dmz" in page
     added = as_admin.post("/zones/new", {"name": "lab", "trust_first_use": "on"})

@@ -16,6 +16,7 @@ from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
+from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
 
 bp = Blueprint("inventory", __name__)
@@ -33,9 +34,12 @@ def zones():
     for worker in WorkerSeen.select().order_by(WorkerSeen.last_seen.desc()):
         seen[worker.zone].append(serialize.worker_row(worker))
     assets = Asset.select(fn.COUNT(Asset.id)).where(Asset.zone == Zone.id)
-    return {"zones": [{"id": z.id, "name": z.name, "has_key": bool(z.public_key),
+    return {"schema": SCHEMA_VERSION,
+            "zones": [{"id": z.id, "name": z.name, "has_key": bool(z.public_key),
                        "trust_first_use": z.trust_first_use, "assets": z.asset_count,
-                       "workers": seen.get(z.name, [])}
+                       "workers": seen.get(z.name, []),
+                       "other_schemas": sorted({w["schema"] for w in seen.get(z.name, [])}
+                                               - {SCHEMA_VERSION})}
                       for z in Zone.select(Zone, assets.alias("asset_count")).order_by(Zone.name)]}
 
 

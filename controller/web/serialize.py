@@ -49,7 +49,7 @@ def log_row(line: LogLine) -> dict:
 
 def worker_row(w: WorkerSeen) -> dict:
     return {"id": w.worker_id, "zone": w.zone, "host": w.host, "version": w.version,
-            "in_flight": w.in_flight, "last_seen": w.last_seen}
+            "schema": w.message_schema, "in_flight": w.in_flight, "last_seen": w.last_seen}
 
 
 def account_row(a: Account) -> dict:
