@@ -20,6 +20,7 @@ import binascii
 import hashlib
 import json
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
@@ -47,6 +48,7 @@ MAX_ACCOUNTS = 1000
 RequestId = Annotated[str, Field(pattern=r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")]
 EpochSeconds = Annotated[int, Field(ge=int(EPOCH_MIN), le=int(EPOCH_MAX))]
 RATE_WINDOW = timedelta(minutes=1)
+UNVOUCHED_PER_MINUTE = 120
 REASON_CHARS = 300
 
 
@@ -125,6 +127,7 @@ class RequestHandler:
 def handle(ctl: Controller, body: bytes, redelivered: bool = False) -> dict:
     """Check and act on one request message; returns the reply."""
     integration = request = None
+    vouched = False
     try:
         wire = parse_wire(body)
         integration = Integration.get_or_none(Integration.name == wire.integration)
@@ -135,12 +138,13 @@ def handle(ctl: Controller, body: bytes, redelivered: bool = False) -> dict:
         payload = wire.payload.encode()
         if not signature_valid(integration, payload, decode_signature(wire.signature)):
             raise Refusal("bad signature")
+        vouched = True
         request = parse_request(payload)
         if request.integration != integration.name:
             raise Refusal("the payload names another integration")
         check_times(ctl, request)
     except Refusal as refusal:
-        return refuse(integration, request, str(refusal), recorded=False)
+        return refuse(integration, request, str(refusal), vouched)
     return act(ctl, integration, request, hashlib.sha256(payload).hexdigest(), redelivered)
 
 
@@ -219,14 +223,50 @@ def act(ctl: Controller, integration: Integration, request: Request, digest: str
     return answer
 
 
+class Budget:
+    """How many refusals of messages no key vouches for (forged, unknown, malformed) are
+    audited and announced a minute. Past it (a flood from anyone with bus access) they are
+    still answered and dead-lettered, and counted in one audit line when the minute ends, so a
+    flood fills neither the audit log nor the outbox. Per process."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._window_end = 0.0
+        self._used = self._over = 0
+
+    def take(self) -> bool:
+        """True: audit this refusal one by one."""
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._window_end:
+                over, self._over, self._used = self._over, 0, 0
+                self._window_end = now + 60
+                if over:
+                    AuditEvent.create(actor="integration:?", action="request.refused",
+                                      target="request/?", detail=f"{over} more messages no key "
+                                      f"vouches for were refused in a minute, not recorded one by one")
+            self._used += 1
+            if self._used > self.per_minute:
+                self._over += 1
+                return False
+            return True
+
+
+UNVOUCHED = Budget(UNVOUCHED_PER_MINUTE)
+
+
 def refuse(integration: Integration | None, request: Request | None, reason: str,
-           recorded: bool = True) -> dict:
-    """Audit and announce a refusal; returns the reply. Not `recorded`: no request of this
-    integration was identified (forged, unknown, malformed), so none is remembered."""
+           vouched: bool = True) -> dict:
+    """Audit and announce a refusal; returns the reply. Not `vouched`: no valid signature
+    stands behind the message, so it is recorded only within the `UNVOUCHED` budget."""
     reason = reason[:REASON_CHARS]
     name = integration.name if integration is not None else None
     request_id = request.id if request is not None else None
     action = request.action if request is not None else None
+    answer = {"request": request_id, "outcome": "refused", "reason": reason}
+    if not vouched and not UNVOUCHED.take():
+        return answer
     with database.atomic():
         AuditEvent.create(actor=f"integration:{name or '?'}", action="request.refused",
                           target=f"request/{request_id or '?'}",
@@ -234,7 +274,7 @@ def refuse(integration: Integration | None, request: Request | None, reason: str
         events.request_refused(name, request_id, action, reason)
     logger.warning("refused a request (integration %s, id %s): %s", name or "?",
                    request_id or "?", reason)
-    return {"request": request_id, "outcome": "refused", "reason": reason}
+    return answer
 
 
 def perform(ctl: Controller, integration: Integration, request: Request) -> dict:

@@ -186,3 +186,19 @@ def test_grants_and_keys_are_checked_when_added(ctl):
                                  (["status"], "bm90IGEga2V5", "32 bytes")):
         with pytest.raises(IntegrationError, match=problem):
             add_integration("x", key, grants, 60, "test")
+
+
+def test_a_flood_of_forged_messages_is_audited_in_one_line_past_the_budget(ctl, fleet, monkeypatch):
+    from controller import bus_requests
+
+    monkeypatch.setattr(bus_requests, "UNVOUCHED", bus_requests.Budget(3))
+    forger, _ = keygen()
+    answers = [handle(ctl, signed(forger, request(**ALICE))) for _ in range(10)]
+    assert {a["reason"] for a in answers} == {"bad signature"}
+    assert len(refusals()) == 3 and OutboxEvent.select().count() == 3
+    valid = handle(ctl, signed(fleet, request(validity=86400, **ALICE)))   # vouched: recorded
+    assert "longer than" in valid["reason"] and len(refusals()) == 4
+    bus_requests.UNVOUCHED._window_end = 0              # the minute ends
+    handle(ctl, signed(forger, request(**ALICE)))
+    assert "7 more messages no key vouches for" in refusals()[-2]
+    assert Execution.select().count() == 0
