@@ -65,7 +65,8 @@ def record_heartbeats(beats: list[Heartbeat | ForeignHeartbeat]) -> None:
             else:
                 seen |= {"in_flight": 0, "last_seen": utcnow()}
             (WorkerSeen.insert(worker_id=beat.worker_id, **seen)
-             .on_conflict(conflict_target=[WorkerSeen.worker_id], update=seen).execute())
+             .on_conflict(conflict_target=[WorkerSeen.worker_id, WorkerSeen.zone], update=seen)
+             .execute())
 
 
 class Daemon:

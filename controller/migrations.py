@@ -58,13 +58,31 @@ def add_worker_schema(migrator) -> list:
             migrator.alter_column_type("workerseen", "version", CharField(max_length=64))]
 
 
+def key_workers_by_zone(migrator) -> list:
+    """7: a row per worker and zone (`WorkerSeen`, unique on both): a worker serving two zones
+    beat for each into one row, so the zones page showed one of them without it. The table
+    is made anew and its rows copied."""
+    from controller.models import WorkerSeen
+
+    fields = [WorkerSeen.worker_id, WorkerSeen.zone, WorkerSeen.host, WorkerSeen.version,
+              WorkerSeen.message_schema, WorkerSeen.in_flight, WorkerSeen.last_seen,
+              WorkerSeen.lost_at]
+    rows = database.execute_sql("SELECT " + ", ".join(f.column_name for f in fields)
+                                + " FROM workerseen").fetchall()
+    database.drop_tables([WorkerSeen])
+    database.create_tables([WorkerSeen])
+    if rows:
+        WorkerSeen.insert_many(rows, fields=fields).execute()
+    return []
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
-               add_worker_schema]
+               add_worker_schema, key_workers_by_zone]
 LATEST = 1 + len(STEPS)
 
 

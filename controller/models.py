@@ -206,7 +206,10 @@ class OutboxEvent(BaseModel):
 
 
 class WorkerSeen(BaseModel):
-    worker_id = pw.CharField(primary_key=True, max_length=128)
+    """The latest heartbeat of a worker in one zone: a worker serving several zones beats for
+    each, and has a row in each."""
+
+    worker_id = pw.CharField(max_length=128)
     zone = pw.CharField(max_length=63, index=True)
     host = pw.CharField(max_length=255)
     version = pw.CharField(max_length=64)
@@ -214,6 +217,9 @@ class WorkerSeen(BaseModel):
     in_flight = pw.IntegerField(default=0)
     last_seen = pw.DateTimeField(default=utcnow)
     lost_at = pw.DateTimeField(null=True)         # when its silence was announced (worker.lost)
+
+    class Meta:
+        indexes = ((("worker_id", "zone"), True),)
 
 
 class Integration(BaseModel):

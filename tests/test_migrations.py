@@ -82,7 +82,33 @@ def test_step_6_records_which_message_schema_each_worker_speaks(ctl):
                          "last_seen) VALUES ('w1', 'dmz', 'h', '0.1.0', 0, '2026-01-01 00:00:00')")
     SchemaVersion.update(version=5).execute()
     assert migrations.migrate() == (5, migrations.LATEST)
-    old = WorkerSeen.get_by_id("w1")
+    old = WorkerSeen.get(WorkerSeen.worker_id == "w1")
     assert (old.message_schema, old.version) == (1, "0.1.0")
     WorkerSeen.update(version="v" * 64).execute()        # a heartbeat's version fits
-    assert WorkerSeen.get_by_id("w1").version == "v" * 64
+    assert WorkerSeen.get(WorkerSeen.worker_id == "w1").version == "v" * 64
+
+
+def test_step_7_keeps_a_row_per_worker_and_zone(ctl):
+    """A version 6 database (one row per worker) upgrades with its rows; a worker then has a
+    row in each zone it beats for."""
+    from controller.daemon import record_heartbeats
+    from controller.models import SchemaVersion, WorkerSeen
+    from shared.messages import Heartbeat
+
+    database.drop_tables([WorkerSeen])
+    database.execute_sql("CREATE TABLE workerseen (worker_id VARCHAR(128) PRIMARY KEY, "
+                         "zone VARCHAR(63) NOT NULL, host VARCHAR(255) NOT NULL, "
+                         "version VARCHAR(64) NOT NULL, message_schema INTEGER NOT NULL, "
+                         "in_flight INTEGER NOT NULL, last_seen TIMESTAMP NOT NULL, "
+                         "lost_at TIMESTAMP)")
+    database.execute_sql("INSERT INTO workerseen VALUES ('w1', 'dmz', 'h', '0.1.0', 1, 2, "
+                         "'2026-01-01 00:00:00', NULL)")
+    SchemaVersion.update(version=6).execute()
+    assert migrations.migrate() == (6, migrations.LATEST)
+    kept = WorkerSeen.get(WorkerSeen.worker_id == "w1")
+    assert (kept.zone, kept.in_flight, kept.last_seen.year) == ("dmz", 2, 2026)
+    beats = [Heartbeat(worker_id="w1", zone=zone, host="h", version="0.1.0", in_flight=0,
+                       sent_at=1_800_000_000) for zone in ("dmz", "lab", "dmz")]
+    record_heartbeats(beats)
+    assert sorted(WorkerSeen.select(WorkerSeen.zone).where(WorkerSeen.worker_id == "w1")
+                  .tuples()) == [("dmz",), ("lab",)]
