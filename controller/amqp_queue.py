@@ -4,7 +4,8 @@ with any AMQP client (no dramatiq envelope): it stands in for the broker (`decla
 delivery (`Delivery`: body, `reply_to`, `correlation_id`, redelivered flag and a `reply`).
 
 The queue is declared durable with a dead-letter queue `<name>.XQ` beside it, with the very
-arguments dramatiq declares its own with (dead letters kept 7 days), and bound to the `keyturn.bus` exchange under its own name (where a
+arguments keyturn's dramatiq broker declares its own with (`shared.bus.queue_arguments`: a
+quorum queue unless configured classic, dead letters kept 7 days), and bound to the `keyturn.bus` exchange under its own name (where a
 least-privilege integration account may publish: `shared.broker_accounts`); a message
 `BatchConsumer` dead-letters goes to `<name>.XQ`, untouched."""
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pika
-from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from shared.broker import BUS_EXCHANGE
+from shared.bus import dead_letter_arguments, queue_arguments
 
 REPLY_TYPE = "application/json"
 OWN_QUEUES = ("rotate.", "keyturn.")     # never a reply target: a reply is not a command
@@ -46,8 +47,9 @@ def dead_letter_queue(name: str) -> str:
 
 
 class RawQueues:
-    def __init__(self, parameters):
+    def __init__(self, parameters, *, quorum: bool):
         self.parameters = parameters if isinstance(parameters, list) else [parameters]
+        self.quorum = quorum
 
     def declare_queue(self, name: str) -> None:
         """Nothing to do yet: `consume` declares the queue once connected."""
@@ -57,18 +59,19 @@ class RawQueues:
             connection = pika.BlockingConnection(self.parameters)
         except pika.exceptions.AMQPError as exc:
             raise ConnectionClosed(exc) from None
-        return RawConsumer(connection, name, prefetch, timeout / 1000)
+        return RawConsumer(connection, name, prefetch, timeout / 1000, quorum=self.quorum)
 
 
 class RawConsumer:
-    def __init__(self, connection, name: str, prefetch: int, idle_seconds: float):
+    def __init__(self, connection, name: str, prefetch: int, idle_seconds: float, *,
+                 quorum: bool):
         self.connection = connection
         try:
             self.channel = connection.channel()
             self.channel.queue_declare(dead_letter_queue(name), durable=True,
-                                       arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
-            self.channel.queue_declare(name, durable=True, arguments={
-                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead_letter_queue(name)})
+                                       arguments=dead_letter_arguments(quorum=quorum))
+            self.channel.queue_declare(name, durable=True,
+                                       arguments=queue_arguments(name, quorum=quorum))
             self.channel.exchange_declare(BUS_EXCHANGE, exchange_type="topic", durable=True)
             self.channel.queue_bind(name, BUS_EXCHANGE, routing_key=name)
             self.channel.basic_qos(prefetch_count=prefetch)

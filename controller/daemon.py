@@ -85,8 +85,9 @@ class Daemon:
         ]
         if not ctl.settings.embedded:   # other systems reach keyturn over RabbitMQ only
             requests = RequestHandler(ctl)
-            self._consumers.append(BatchConsumer(RawQueues(ctl.broker.parameters), REQUESTS_QUEUE,
-                                                 requests.parse, requests.apply, batch_size=1))
+            queues = RawQueues(ctl.broker.parameters, quorum=ctl.broker.quorum)
+            self._consumers.append(BatchConsumer(queues, REQUESTS_QUEUE, requests.parse,
+                                                 requests.apply, batch_size=1))
 
     def start(self) -> None:
         check_bus(self.ctl.broker, [RESULTS_QUEUE, HEARTBEATS_QUEUE])   # and sets up the bus

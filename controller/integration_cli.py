@@ -18,6 +18,7 @@ from controller.integrations import (ACTIONS, add_integration, grant_text, keyge
                                      signing_key)
 from controller.models import Integration, OutboxEvent, WebhookDelivery, WebhookSubscription
 from shared.broker import BUS_EXCHANGE, REQUESTS_QUEUE
+from shared.bus import broker_parameters
 from shared.settings import load_settings
 
 REPLY_SECONDS = 30.0
@@ -133,7 +134,7 @@ def send_and_wait(broker_url: str, name: str, message: dict) -> dict:
     """Publish to keyturn.requests through the bus exchange, with a reply queue of our own
     (named `integration.NAME.…`, as an integration's broker account may declare), and wait
     for the answer."""
-    connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+    connection = pika.BlockingConnection(broker_parameters(broker_url))
     try:
         channel = connection.channel()
         reply_queue = f"integration.{name}.reply.{uuid.uuid4()}"

@@ -27,7 +27,8 @@ class Controller:
 
     @cached_property
     def broker(self) -> dramatiq.Broker:
-        return make_broker(self.settings.broker_url, self.settings.broker_tls)
+        return make_broker(self.settings.broker_url, self.settings.broker_tls,
+                           quorum=self.settings.broker_queue_type == "quorum")
 
     @cached_property
     def private_key(self):

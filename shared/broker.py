@@ -32,9 +32,10 @@ def rotate_queue(zone: str) -> str:
 
 
 def make_broker(broker_url: str | None, tls: BrokerTls | None = None, *,
-                worker: bool = False) -> dramatiq.Broker:
-    """A RabbitMQ broker with publisher confirms (TLS for amqps:// URLs), or the in-process one
-    when no URL is set. A worker's broker declares only its zones' queues."""
+                worker: bool = False, quorum: bool = True) -> dramatiq.Broker:
+    """A RabbitMQ broker with publisher confirms (TLS for amqps:// URLs; several nodes of a
+    cluster as `;`-separated URLs), or the in-process one when no URL is set. A worker's broker
+    declares nothing; the controller's declares quorum queues unless `quorum` is false."""
     middleware = [factory() for factory in default_middleware] + [CurrentMessage()]
     if broker_url is None:
         broker = StubBroker(middleware=middleware)
@@ -43,7 +44,7 @@ def make_broker(broker_url: str | None, tls: BrokerTls | None = None, *,
         from shared.bus import BusBroker
 
         broker = BusBroker(url=broker_url, confirm_delivery=True, middleware=middleware,
-                           tls=tls, worker=worker)
+                           tls=tls, worker=worker, quorum=quorum)
     dramatiq.set_broker(broker)
     return broker
 

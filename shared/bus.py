@@ -8,7 +8,7 @@ import ssl
 
 import pika
 import pika.exceptions
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import BrokerConnectionError
@@ -19,6 +19,7 @@ from shared.settings import BrokerTls, SettingsError
 
 logger = logging.getLogger(__name__)
 REASON_CHARS = 300
+DELIVERY_LIMIT = 5     # deliveries of one message, never settled, before it is dead-lettered
 
 
 class BrokerSetupError(KeyturnError):
@@ -54,9 +55,10 @@ class BusBroker(RabbitmqBroker):
     channel = property(lambda self: _ViaBus(RabbitmqBroker.channel.fget(self)),
                        fdel=RabbitmqBroker.channel.fdel)
 
-    def __init__(self, *, tls: BrokerTls | None, worker: bool, **kwargs):
+    def __init__(self, *, tls: BrokerTls | None, worker: bool, quorum: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.worker = worker
+        self.quorum = quorum
         for parameters in self.parameter_list:
             if parameters.ssl_options is not None:      # an amqps:// URL
                 parameters.ssl_options = pika.SSLOptions(
@@ -88,8 +90,15 @@ class BusBroker(RabbitmqBroker):
         self._bind(dq_name(queue_name))
         return declared
 
+    def _build_queue_arguments(self, queue_name):
+        """For the queue and its delay queue (dramatiq's retries wait there)."""
+        return queue_arguments(queue_name, quorum=self.quorum)
+
     def _declare_xq_queue(self, queue_name):
-        return self._exists(xq_name(queue_name)) if self.worker else super()._declare_xq_queue(queue_name)
+        if self.worker:
+            return self._exists(xq_name(queue_name))
+        return self.channel.queue_declare(queue=xq_name(queue_name), durable=True,
+                                          arguments=dead_letter_arguments(quorum=self.quorum))
 
     def _exists(self, queue_name: str):
         """A passive declare: RabbitMQ says NOT_FOUND (404) until the controller declared it."""
@@ -99,6 +108,36 @@ class BusBroker(RabbitmqBroker):
         if not self.worker:
             self.channel.exchange_declare(BUS_EXCHANGE, exchange_type="topic", durable=True)
         self.channel.queue_bind(queue_name, BUS_EXCHANGE, routing_key=queue_name)
+
+
+def queue_arguments(queue_name: str, *, quorum: bool) -> dict:
+    """How every queue keyturn consumes is declared (dramatiq's and the requests queue), so
+    that whoever declares it first declares it the same: dead letters go to `<name>.XQ`. As a
+    quorum queue it is replicated over the cluster (it survives losing a node), and a message
+    delivered DELIVERY_LIMIT times without being settled (one that kills every worker taking
+    it) is dead-lettered instead of looping; dead-lettering waits until the dead-letter queue
+    has the message (at-least-once, which needs `reject-publish`). Quorum queues take no
+    `x-max-priority`, so keyturn uses no broker priorities."""
+    arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq_name(queue_name)}
+    if quorum:
+        arguments |= {"x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
+                      "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    return arguments
+
+
+def dead_letter_arguments(*, quorum: bool) -> dict:
+    """A dead-letter queue keeps messages for dramatiq's 7 days (replicated too: a dead letter
+    is what an operator looks at when something went wrong)."""
+    arguments = {"x-message-ttl": DEAD_MESSAGE_TTL}
+    if quorum:
+        arguments["x-queue-type"] = "quorum"
+    return arguments
+
+
+def broker_parameters(broker_url: str) -> list[pika.URLParameters]:
+    """The KEYTURN_BROKER_URL setting (one URL, or one per cluster node separated by `;`) as
+    pika's connection parameters: pika tries them in order until one node answers."""
+    return [pika.URLParameters(url) for url in broker_url.split(";")]
 
 
 def tls_context(tls: BrokerTls) -> ssl.SSLContext:

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".keyturn")
     database_url: str | None = None
-    broker_url: str | None = None
+    broker_url: str | None = None      # several cluster nodes: URLs separated by ";"
+    broker_queue_type: str = Field(default="quorum", pattern="^(quorum|classic)$")
     broker_ca: Path | None = None      # amqps://: the CA file that signed RabbitMQ's certificate
     broker_cert: Path | None = None    # amqps://: a client certificate (PEM), with broker_key
     broker_key: Path | None = None
@@ -104,9 +105,16 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("amqp://", "amqps://")):
-            raise ValueError("must start with amqp:// or amqps://")
-        return url or None
+        """One URL, or one per cluster node separated by `;`, all amqp:// or all amqps:// (the
+        TLS settings apply to every node)."""
+        if not url:
+            return None
+        urls = [part.strip() for part in url.split(";")]
+        if not all(part.startswith(("amqp://", "amqps://")) for part in urls):
+            raise ValueError("must start with amqp:// or amqps:// (several: separated by ;)")
+        if len({part.split(":", 1)[0] for part in urls}) > 1:
+            raise ValueError("mixes amqp:// and amqps:// URLs")
+        return ";".join(urls)
 
     @model_validator(mode="after")
     def _tls_only_with_amqps(self) -> "Settings":

@@ -29,18 +29,19 @@ ADMIN = ("keyturn-admin", "admin-pw-rabbit")
 class RabbitNode:
     """One running node; `ctl(...)` is rabbitmqctl against it, `url(...)` an AMQP URL."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, name: str | None = None, cookie: str | None = None):
+        """`name` and `cookie` (the Erlang cookie nodes of one cluster share) default to fresh."""
         self.directory = directory
-        self.name = f"keyturn-test-{os.getpid()}@localhost"
+        self.name = name or f"keyturn-test-{os.getpid()}@localhost"
         self.port = free_port()
         self.tls_port = free_port()
         self.certificates: ServerCertificate = make_certificates(directory)
         self.client_cert, self.client_key = make_client_certificate(directory, "keyturn-client")
         home = directory / "home"
         home.mkdir()
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(20))
-        cookie.chmod(0o400)
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie or secrets.token_hex(20))
+        cookie_file.chmod(0o400)
         config = directory / "rabbitmq.conf"
         config.write_text("\n".join([
             f"listeners.tcp.default = 127.0.0.1:{self.port}",
