@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -37,7 +36,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, Integratio
 from controller.planning import account_rows, start_execution, under_node
 from controller.runtime import Controller
 from shared.broker import REQUESTS_QUEUE  # noqa: F401 - the queue this module serves
-from shared.bounded import EPOCH_MAX, EPOCH_MIN, STRICT, Id, Text, Username
+from shared.bounded import EPOCH_MAX, EPOCH_MIN, STRICT, ZONE_NAME, Id, Text, Username
 from shared.errors import KeyturnError
 from shared.messages import first_error
 from shared.platforms import SecretType
@@ -45,6 +44,7 @@ from shared.platforms import SecretType
 logger = logging.getLogger(__name__)
 MAX_MESSAGE = 64 * 1024
 MAX_ACCOUNTS = 1000
+IntegrationName = Annotated[str, Field(pattern=ZONE_NAME.pattern)]
 RequestId = Annotated[str, Field(pattern=r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")]
 EpochSeconds = Annotated[int, Field(ge=int(EPOCH_MIN), le=int(EPOCH_MAX))]
 RATE_WINDOW = timedelta(minutes=1)
@@ -61,7 +61,7 @@ class _Strict(BaseModel):
 
 
 class Wire(_Strict):
-    integration: Text(64, line=True)
+    integration: IntegrationName
     payload: Text(MAX_MESSAGE)
     signature: Text(128, line=True)
 
@@ -76,7 +76,7 @@ class Request(_Strict):
     `run_plan` a `plan`; `status` an `execution`."""
 
     v: Literal[1]
-    integration: Text(64, line=True)
+    integration: IntegrationName
     id: RequestId
     time: EpochSeconds
     expires: EpochSeconds
@@ -135,7 +135,7 @@ def handle(ctl: Controller, body: bytes, redelivered: bool = False) -> dict:
             raise Refusal("unknown integration")
         if not integration.active:
             raise Refusal("the integration is disabled")
-        payload = wire.payload.encode()
+        payload = wire.payload.encode()   # pydantic's JSON parser refuses lone surrogates
         if not signature_valid(integration, payload, decode_signature(wire.signature)):
             raise Refusal("bad signature")
         vouched = True
@@ -206,11 +206,10 @@ def act(ctl: Controller, integration: Integration, request: Request, digest: str
         try:
             if recent >= integration.rate_limit:
                 raise Refusal(f"rate limit: at most {integration.rate_limit} requests a minute")
-            answer = perform(ctl, integration, request)
-        except Refusal as refusal:
+            with database.atomic():         # a refusal half-way leaves nothing behind
+                answer = perform(ctl, integration, request)
+        except KeyturnError as refusal:     # ours, or planning's (an operator's error text)
             answer = refuse(integration, request, str(refusal))
-        except KeyturnError as exc:
-            answer = refuse(integration, request, str(exc))
         else:
             AuditEvent.create(actor=principal(integration), action="request.accepted",
                               target=f"request/{request.id}",

@@ -102,6 +102,7 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
             "not in this integration's scope": signed(fleet, request(
                 accounts=[{"asset": "lab-1", "username": "alice"}])),
             "malformed": b'{"integration": "hr", "payload": 3',
+            "Invalid JSON": b'{"integration": "hr", "payload": "\\ud800", "signature": "AA=="}',   # a lone surrogate
         }
         for reason, body in cases.items():
             answer = send(body)
