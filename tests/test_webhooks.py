@@ -92,3 +92,27 @@ def test_destinations_that_are_not_allowed_are_refused(ctl):
     with pytest.raises(Refused, match="not an event type"):
         ctl.settings.webhook_allow_private = True
         add_subscription(ctl, "typo", "http://127.0.0.1:9/x", ["io.keyturn.record.succeded"], "t")
+
+
+def test_two_senders_deliver_each_event_once(loopback_allowed, receivers):
+    """Two daemons' senders share the deliveries by claims: each event is posted once."""
+    import threading
+
+    ctl = loopback_allowed
+    receiver = receivers()
+    subscribe(ctl, receiver, "once", ["*"])
+    emit([("io.keyturn.worker.lost", f"w{i}", {"worker": f"w{i}", "zone": "z", "host": "h",
+                                               "last_seen": "2026-01-01T00:00:00Z"})
+          for i in range(200)])
+
+    def sender():
+        while WebhookDelivery.select().where(WebhookDelivery.status == "pending").exists():
+            deliver_due(ctl)
+
+    threads = [threading.Thread(target=sender) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    ids = [headers["webhook-id"] for headers, _, _ in receiver.seen]
+    assert len(ids) == len(set(ids)) == 200 and receiver.bad_signatures == 0
