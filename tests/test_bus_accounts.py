@@ -52,6 +52,21 @@ def publish(exchange: str, routing_key: str):
     return lambda channel: channel.basic_publish(exchange, routing_key, b"{}")
 
 
+def drain(url: str, queue: str) -> list[bytes]:
+    """Take every message off `queue` (none if it was never declared)."""
+    connection, channel = channel_of(url)
+    bodies = []
+    try:
+        while (message := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            bodies.append(message[2])
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+    finally:
+        if connection.is_open:
+            connection.close()
+    return bodies
+
+
 def set_up_bus(bus) -> None:
     """What the controller declares (its account may): zones' queues, results, both exchanges."""
     controller = BusBroker(url=bus["controller"], confirm_delivery=True, tls=None, worker=False)
@@ -128,6 +143,7 @@ def test_a_zones_account_is_refused_everything_else(ctl, bus, tmp_path):
     for what, action in refused.items():
         assert refusal(zone_a, action).startswith("403 ACCESS_REFUSED"), what
     assert refusal(zone_a, publish(BUS_EXCHANGE, RESULTS_QUEUE)) == "allowed"
+    assert drain(bus["controller"], RESULTS_QUEUE) == [b"{}"]      # it did arrive (and is gone)
     assert refusal(zone_a, lambda ch: ch.basic_get(rotate_queue("a"))) == "allowed"
 
     # A worker started for zone b with zone a's account stops at once, with one line.
@@ -151,6 +167,7 @@ def test_an_integration_account_sends_requests_and_reads_events_only(bus):
     set_up_bus(bus)
     assert refusal(tickets, listen) == "allowed"
     assert refusal(tickets, publish(BUS_EXCHANGE, REQUESTS_QUEUE)) == "allowed"
+    drain(bus["controller"], REQUESTS_QUEUE)    # bound there if a daemon declared it: no trace left
     for what, action in {
         "publish a command": publish(BUS_EXCHANGE, rotate_queue("a")),
         "publish directly": publish("", REQUESTS_QUEUE),
