@@ -20,7 +20,7 @@ from controller.integrations import IntegrationError, add_integration, keygen, s
 from controller.models import AuditEvent, Execution, OutboxEvent, Record, RequestSeen
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
-from shared.broker import BUS_EXCHANGE, REQUESTS_QUEUE
+from shared.broker import BUS_EXCHANGE, REQUESTS_QUEUE, RESULTS_QUEUE
 from tests.inventory_helpers import build_fleet
 from tests.processes import wait_until
 
@@ -107,16 +107,21 @@ def test_requests_over_rabbitmq_are_answered_and_refusals_dead_lettered(bus_ctl,
         for reason, body in cases.items():
             answer = send(body)
             assert answer["outcome"] == "refused" and reason in answer["reason"], (reason, answer)
+        # a reply is never sent into keyturn's own queues, where it would pose as a message
+        channel.basic_publish(BUS_EXCHANGE, REQUESTS_QUEUE, b"{}", pika.BasicProperties(
+            reply_to=RESULTS_QUEUE, correlation_id="aimed at the results queue"))
         wait_until(lambda: channel.queue_declare(dead_letter_queue(REQUESTS_QUEUE), passive=True)
-                   .method.message_count == len(cases), 30, what="the dead letters")
+                   .method.message_count == len(cases) + 1, 30, what="the dead letters")
+        assert channel.queue_declare(dead_letter_queue(RESULTS_QUEUE), passive=True
+                                     ).method.message_count == 0
         ctl.broker.declare_queue(REQUESTS_QUEUE, ensure=True)   # dramatiq's arguments agree
     finally:
         connection.close()
         daemon.stop()
     assert Execution.select().count() == 1 and Record.select().count() == 1
-    assert len(refusals()) == len(cases)
+    assert len(refusals()) == len(cases) + 1
     assert OutboxEvent.select().where(
-        OutboxEvent.routing_key == "io.keyturn.request.refused").count() == len(cases)
+        OutboxEvent.routing_key == "io.keyturn.request.refused").count() == len(cases) + 1
     accepted_audit = AuditEvent.get(AuditEvent.action == "request.accepted")
     assert accepted_audit.actor == "integration:hr" and str(execution.id) in accepted_audit.detail
 
