@@ -19,6 +19,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, P
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
 from shared.logs import configure_logging
+from shared.metrics import MetricsServer, metrics_options
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, RecordStatus, SecretType
 from shared.settings import load_settings
@@ -519,7 +520,8 @@ def secret_show(asset_name, username, which):
 # ---- processes -----------------------------------------------------------------------------
 
 @click.command()
-def daemon():
+@metrics_options
+def daemon(metrics_port, metrics_address):
     """Run the controller daemon: results, heartbeats, dispatcher and reaper."""
     from controller.daemon import daemon_services
 
@@ -527,7 +529,8 @@ def daemon():
     if ctl.settings.embedded:
         raise click.ClickException("no KEYTURN_BROKER_URL: the embedded mode runs the daemon "
                                    "inside `keyturn serve`")
-    run_until_signalled(daemon_services(ctl))
+    extra = [] if metrics_port is None else [MetricsServer(metrics_port, metrics_address)]
+    run_until_signalled(extra + daemon_services(ctl))
 
 
 @click.command()

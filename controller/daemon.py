@@ -17,7 +17,7 @@ from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
 from controller.models import WorkerSeen, Zone, utcnow
 from controller.reaper import reap
-from controller.results import apply_result_batch
+from controller.metrics import apply_measured
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE, rotate_queue
 from shared.bus import check_bus, declare_queues
@@ -79,7 +79,7 @@ class Daemon:
                                         daemon=True)
         self._consumers = [
             BatchConsumer(ctl.broker, RESULTS_QUEUE, lambda raw: open_body(ctl, raw, RotateResult),
-                          lambda results: apply_result_batch(results).refused),
+                          lambda results: apply_measured(results).refused),
             BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_heartbeat(ctl, raw),
                           record_heartbeats),
         ]

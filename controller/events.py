@@ -98,10 +98,15 @@ def request_refused(integration: str | None, request_id: str | None, action: str
         "integration": integration, "request": request_id, "action": action, "reason": reason})])
 
 
+def lost_after(settings) -> float:
+    """Seconds of silence after which a worker is lost."""
+    return max(LOST_AFTER_BEATS * settings.heartbeat_interval, LOST_AFTER_MIN)
+
+
 def announce_lost_workers(ctl: Controller) -> int:
     """One `worker.lost` event per worker whose heartbeats stopped (once: a heartbeat clears
     `lost_at`); the conditional update makes two daemons announce it once."""
-    silence = max(LOST_AFTER_BEATS * ctl.settings.heartbeat_interval, LOST_AFTER_MIN)
+    silence = lost_after(ctl.settings)
     now = utcnow()
     with database.atomic():
         lost = list(WorkerSeen.update(lost_at=now).where(

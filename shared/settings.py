@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,6 +60,10 @@ class Settings(BaseSettings):
     web_trusted_proxies: int = Field(default=0, ge=0, le=10)   # X-Forwarded-For hops to believe
     heartbeat_interval: float = Field(default=10.0, gt=0)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="text", pattern="^(text|json)$")   # json: one object a line
+    # The console's /metrics: refused unless a token or an allow-list of networks is set.
+    metrics_token: SecretStr | None = None
+    metrics_allow: str = ""    # client networks (CIDR, comma-separated) scraping without it
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_security: str = Field(default="none", pattern="^(none|starttls|tls)$")
@@ -116,6 +121,23 @@ class Settings(BaseSettings):
             raise ValueError("mixes amqp:// and amqps:// URLs")
         return ";".join(urls)
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return token
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, text: str) -> str:
+        parse_networks(text)
+        return text
+
+    @property
+    def metrics_networks(self) -> list[IPv4Network | IPv6Network]:
+        return parse_networks(self.metrics_allow)
+
     @model_validator(mode="after")
     def _tls_only_with_amqps(self) -> "Settings":
         """TLS files without an amqps:// URL would be ignored: refuse rather than seem secure."""
@@ -158,6 +180,17 @@ class Settings(BaseSettings):
 
     def zone_key_path(self, zone: str) -> Path:
         return self.zone_key_file or self.data_dir / "zones" / f"{zone}.key"
+
+
+def parse_networks(text: str) -> list[IPv4Network | IPv6Network]:
+    """`10.0.0.0/8, 192.0.2.7`: networks, an address alone being a network of one."""
+    networks = []
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an address or network (CIDR)") from None
+    return networks
 
 
 def load_settings(**overrides) -> Settings:

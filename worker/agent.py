@@ -28,6 +28,7 @@ from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, open_envelop
 from shared.settings import Settings
 from shared.zonecrypto import Channel
 from worker.keys import load_channels
+from worker.metrics import IN_FLIGHT
 from worker.rotate import rotate
 from worker.connectors import Targets
 
@@ -70,6 +71,7 @@ class WorkerAgent:
                                        worker_threads=self.settings.worker_threads)
         self._worker.start()
         self._heartbeats.start()
+        IN_FLIGHT.set_function(lambda: self._in_flight)   # this process's agent (one at a time)
         logger.info("worker %s (keyturn %s, message schema %d) serves %s with %d threads",
                     self.worker_id, shared.__version__, SCHEMA_VERSION, ", ".join(sorted(queues)),
                     self.settings.worker_threads)

@@ -9,6 +9,7 @@ from shared.broker import make_broker, rotate_queue
 from shared.bus import check_bus
 from shared.errors import KeyturnError
 from shared.logs import configure_logging
+from shared.metrics import MetricsServer, metrics_options
 from shared.bounded import ZONE_NAME
 from shared.settings import load_settings
 from shared.zonecrypto import encode_public_key, generate_private_key, read_private_key, write_private_key
@@ -17,7 +18,8 @@ from shared.zonecrypto import encode_public_key, generate_private_key, read_priv
 @click.command()
 @click.option("--zone", "zones", multiple=True, required=True, metavar="NAME",
               help="A zone whose queue (rotate.NAME) this worker consumes; repeatable.")
-def worker(zones):
+@metrics_options
+def worker(zones, metrics_port, metrics_address):
     """Run a zone worker: rotate the secrets the controller sends to these zones."""
     from worker.agent import run_worker
 
@@ -28,6 +30,8 @@ def worker(zones):
     configure_logging(settings)
     broker = make_broker(settings.broker_url, settings.broker_tls, worker=True)
     check_bus(broker, [rotate_queue(zone) for zone in zones])
+    if metrics_port is not None:
+        MetricsServer(metrics_port, metrics_address).start()
     run_worker(settings, list(zones), broker)
 
 

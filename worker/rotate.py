@@ -15,10 +15,12 @@ import logging
 import time
 import traceback
 
+from shared.logs import log_ids
 from shared.messages import RotateCommand, RotateResult
 from worker.connectors import Connector, TargetError, Targets, connector_class
 from worker.connectors.base import ensure_time_to_change
 from worker.errors import scrub
+from worker.metrics import count_result
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 4000          # RotateResult.error's bound
@@ -27,15 +29,16 @@ MAX_ERROR = 4000          # RotateResult.error's bound
 def rotate(command: RotateCommand, targets: Targets, worker_id: str,
            redelivered: bool) -> RotateResult:
     """Carry out `command` and say what happened; never raises (a bug too ends in a result)."""
-    run = _Run(command, targets, worker_id)
-    try:
-        return run.verify() if command.action == "verify" else run.rotate(redelivered)
-    except Exception as exc:
-        logger.error("record %s: unexpected error\n%s", command.record_id,
-                     scrub("".join(traceback.format_exception(exc)), run.target.secrets()))
-        return run.result("unverified" if run.target.change_started else "failed",
-                          "internal_error", f"{command.asset.name}: unexpected "
-                                            f"{type(exc).__name__} in the worker (see its log)")
+    with log_ids(record=command.record_id):
+        run = _Run(command, targets, worker_id)
+        try:
+            return run.verify() if command.action == "verify" else run.rotate(redelivered)
+        except Exception as exc:
+            logger.error("record %s: unexpected error\n%s", command.record_id,
+                         scrub("".join(traceback.format_exception(exc)), run.target.secrets()))
+            return run.result("unverified" if run.target.change_started else "failed",
+                              "internal_error", f"{command.asset.name}: unexpected "
+                                                f"{type(exc).__name__} in the worker (see its log)")
 
 
 class _Run:
@@ -144,10 +147,12 @@ class _Run:
         outcome = f"{status} ({error_code}: {error})" if error_code else status
         logger.info("record %s %s %s@%s: %s", c.record_id, c.action, c.username, c.asset.name,
                     outcome)
+        finished_at = time.time()
+        count_result(c.asset.platform, c.action, status, error_code, finished_at - self.started_at)
         return RotateResult(record_id=c.record_id, attempt=c.attempt, zone=c.zone,
                             worker_id=self.worker_id, status=status, error_code=error_code,
                             error=error, host_key=self.target.host_key,
                             login_index=self.target.login_index, working_index=working_index,
                             note=self.target.note, refusal_seen=self.target.refusal_seen,
-                            started_at=self.started_at, finished_at=time.time(),
+                            started_at=self.started_at, finished_at=finished_at,
                             expired_not_after=c.not_after if error_code == "expired" else None)

@@ -23,6 +23,7 @@ import paramiko
 from worker.errors import TargetError, describe, scrub
 from shared.messages import AssetTarget
 from worker import sshkeys
+from worker.metrics import SSH_STEPS
 
 logger = logging.getLogger(__name__)
 RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]   # how an `ssh-rsa` pin is negotiated
@@ -99,6 +100,7 @@ def connect(asset: AssetTarget, timeout: float) -> Connection:
         raise SshError("host_key_mismatch", f"{where}: the host key changed (pinned "
                                             f"{fingerprint(asset.host_key)}, presented "
                                             f"{fingerprint(seen)}); no password was sent")
+    SSH_STEPS["connect"].observe(time.monotonic() - started)
     return Connection(transport, asset, seen)
 
 
@@ -169,6 +171,8 @@ class Connection:
         except (paramiko.SSHException, EOFError, OSError):
             raise SshError("connection_lost", f"{self._where}: the connection ended during the "
                                               f"login of {username}") from None
+        finally:
+            SSH_STEPS["auth"].observe(time.monotonic() - started)
         if further:
             raise SshError("login_failed", f"{self._where}: {username} needs a second "
                                            f"authentication factor ({', '.join(further)})")
@@ -214,6 +218,7 @@ class Connection:
         deadline = threading.Timer(timeout, expire)
         deadline.daemon = True
         deadline.start()
+        started = time.monotonic()
         stdout = stderr = b""
         running = ready is None   # has the command itself begun?
         try:
@@ -242,6 +247,7 @@ class Connection:
         finally:
             deadline.cancel()
             _close(channel)
+            SSH_STEPS["command"].observe(time.monotonic() - started)
         if channel.exit_status >= 0:
             logger.debug("%s: %s exited with %s", self._where, name, channel.exit_status)
             return Completed(channel.exit_status, stdout if binary else _text(stdout, secrets),

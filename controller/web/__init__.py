@@ -41,7 +41,7 @@ def session_key(ctl: Controller) -> bytes:
 
 
 def create_app(ctl: Controller | None = None) -> Flask:
-    from controller.web import (audit, auth, executions, forms, integrations, inventory,
+    from controller.web import (audit, auth, executions, forms, health, integrations, inventory,
                                 overview, plans, records, security, team, templating, views)
 
     ctl = ctl or start_controller(load_settings())
@@ -66,6 +66,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
                    integrations):
         app.register_blueprint(module.bp)
     app.register_blueprint(views.api)
+    health.install(app)
     app.before_request(auth.guard_request)
     app.before_request(forms.check_request)
 

@@ -17,7 +17,7 @@ from flask_login import LoginManager, UserMixin, current_user, login_user, logou
 from peewee import Value, fn
 
 from controller.models import AuditEvent, User, utcnow
-from controller.web import users
+from controller.web import health, users
 from controller.web.forms import Login
 from controller.web.views import form_data, is_api
 from controller.web.security import (AttemptKeys, Throttled, check_csrf, guard_attempt,
@@ -26,7 +26,7 @@ from controller.web.security import (AttemptKeys, Throttled, check_csrf, guard_a
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 PENDING_SECONDS = 300        # between the password and the TOTP code
-PUBLIC_ENDPOINTS = {"auth.login", "auth.code", "auth.enrol", "static"}
+PUBLIC_ENDPOINTS = {"auth.login", "auth.code", "auth.enrol", "static"} | health.ENDPOINTS
 # Audit actions on `user/<name>` that end every session the user began before them.
 SESSION_ENDING = ("auth.signout", "user.password", "user.reset_mfa")
 
