@@ -116,3 +116,32 @@ def test_two_senders_deliver_each_event_once(loopback_allowed, receivers):
         thread.join(60)
     ids = [headers["webhook-id"] for headers, _, _ in receiver.seen]
     assert len(ids) == len(set(ids)) == 200 and receiver.bad_signatures == 0
+
+
+def test_a_delivery_connects_to_the_address_it_checked(loopback_allowed, receivers, monkeypatch):
+    """DNS rebinding: the name resolves to the receiver when checked and elsewhere afterwards;
+    the POST still goes to the checked address, never to a second lookup's."""
+    import socket
+
+    from controller import webhooks
+
+    receiver = receivers()
+    port = receiver.server.server_port
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, *args, **kwargs):
+        if host != "hooks.example":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"   # nothing listens there
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", rebinding)
+    receiver.secret = "whsec_" + "A" * 44
+    now = int(time.time())
+    headers = {"webhook-id": "1", "webhook-timestamp": str(now),
+               "webhook-signature": webhooks.signature(receiver.secret, "1", now, b"{}")}
+    status = webhooks.post(f"http://hooks.example:{port}/h", True, headers, b"{}")
+    assert status == 204 and len(receiver.seen) == 1 and lookups == ["hooks.example"]
+    assert receiver.seen[0][0]["Host"] == f"hooks.example:{port}"
