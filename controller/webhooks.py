@@ -170,7 +170,9 @@ def post(url: str, allow_private: bool, headers: dict[str, str], body: bytes) ->
     parts = urlsplit(url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     connection = kind(host, port, timeout=TIMEOUT)
-    connection._create_connection = (        # connect to the address we checked, not a new lookup
+    # Connect to the address checked, not to a new lookup's (http.client's own hook; the
+    # rebinding test fails should it ever go).
+    connection._create_connection = (
         lambda _address, timeout, source: socket.create_connection((addresses[0], port), timeout,
                                                                    source))
     try:
