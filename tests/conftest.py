@@ -13,7 +13,7 @@ from controller.inventory import initialise
 from controller.runtime import start_controller
 from shared.settings import load_settings
 
-pytest_plugins = ["tests.sshd_hosts", "tests.web_support", "tests.e2e", "tests.pg_server", "tests.mariadb_server", "tests.redis_server", "tests.slapd_server", "tests.samba_dc", "tests.rabbitmq_server"]
+pytest_plugins = ["tests.sshd_hosts", "tests.web_support", "tests.e2e", "tests.pg_server", "tests.mariadb_server", "tests.redis_server", "tests.slapd_server", "tests.samba_dc", "tests.rabbitmq_server", "tests.rabbitmq_cluster"]
 
 POSTGRES_DSN = os.environ.get("KEYTURN_TEST_POSTGRES", "host=127.0.0.1 port=5432 dbname=test user=postgres")
 

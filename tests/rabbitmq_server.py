@@ -73,12 +73,16 @@ class RabbitNode:
                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self) -> None:
+        """Wait for the node, then make the admin account and remove `guest`."""
+        self.wait_started()
+        self.ctl("add_user", *ADMIN)
+        self.ctl("set_user_tags", ADMIN[0], "administrator")
+        self.ctl("delete_user", "guest")
+
+    def wait_started(self) -> None:
         deadline = time.monotonic() + START_SECONDS
         while self.process.poll() is None and time.monotonic() < deadline:
             if self.ctl_result("await_startup", "--timeout", "5").returncode == 0:
-                self.ctl("add_user", *ADMIN)
-                self.ctl("set_user_tags", ADMIN[0], "administrator")
-                self.ctl("delete_user", "guest")
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the test RabbitMQ node did not start; see {self.directory}/server.out")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from controller import inventory
 from controller.models import Account, Asset, Execution, Record
-from controller.plans import parse_spec, save_plan
+from tests.fleets import linux_fleet
 from tests.processes import ProcessGroup, keyturn_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
@@ -25,18 +25,8 @@ FAST = {"KEYTURN_SSH_TIMEOUT": "3", "KEYTURN_ROTATION_DEADLINE": "10", "KEYTURN_
 
 @pytest.fixture
 def farm(ctl, ssh_farm):
-    users = {f"u{j:02d}": f"old-{j:02d}" for j in range(USERS)}
-    hosts = ssh_farm.start_hosts(HOSTS, users=users, sudo_user=("ops", "ops-pw"))
-    inventory.add_zone(ctl, "fault", None, trust_first_use=True)
-    for index, host in enumerate(hosts):
-        inventory.add_asset(f"h{index}", host.address, 22, "linux", "fault", "/fault", None)
-        inventory.set_account(ctl, f"h{index}", "ops", "ops-pw", True)
-        for user, password in users.items():
-            inventory.set_account(ctl, f"h{index}", user, password, False)
-    save_plan(parse_spec({"name": "all", "usernames": list(users), "nodes": ["/fault"]}), ctl.vault)
-    yield {f"h{index}": host for index, host in enumerate(hosts)}
-    for host in hosts:
-        host.close()
+    with linux_fleet(ctl, ssh_farm, "fault", HOSTS, USERS) as hosts:
+        yield hosts
 
 
 @pytest.fixture
@@ -80,10 +70,12 @@ def assert_settled(ctl, farm, group, execution_id: int, killed=(), broker_outage
             assert record.status in ("success", "failed", "unverified")
             if record.status == "failed":
                 assert record.error_code and record.error, record.id
-    for account in Account.select(Account, Asset).join(Asset).where(Account.username != "ops"):
-        secret = ctl.vault.decrypt(account.secret_current)
-        assert farm[account.asset.name].password_works(account.username, secret), \
-            f"{account.username}@{account.asset.name}: the stored secret does not log in"
+    accounts = list(Account.select(Account, Asset).join(Asset).where(Account.username != "ops"))
+    with ThreadPoolExecutor(max_workers=8) as pool:     # 200 SSH logins, a few at a time
+        logs_in = list(pool.map(lambda a: farm[a.asset.name].password_works(
+            a.username, ctl.vault.decrypt(a.secret_current)), accounts))
+    for account, works in zip(accounts, logs_in, strict=True):
+        assert works, f"{account.username}@{account.asset.name}: the stored secret does not log in"
         assert account.busy_execution is None
         if account.secret_pending is not None:   # kept as a candidate after a failure only
             last = account_records(account).get()

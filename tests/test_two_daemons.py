@@ -11,12 +11,12 @@ from collections import Counter
 import pika
 import pytest
 
-from controller import inventory
 from controller.models import Execution, OutboxEvent, Record, utcnow
-from controller.plans import parse_spec, save_plan
 from shared.broker import EVENTS_EXCHANGE
-from tests.processes import ProcessGroup, keyturn_env, wait_until
-from tests.test_faults import FAST, assert_settled, current_execution, ended, settle, start_run
+from tests.fleets import linux_fleet
+from tests.processes import wait_until
+from tests.test_faults import (assert_settled, current_execution, ended, group,  # noqa: F401
+                               settle, start_run)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
@@ -27,25 +27,8 @@ EVENTS_QUEUE = "test.events"
 
 @pytest.fixture
 def farm(ctl, ssh_farm):
-    users = {f"u{j:02d}": f"old-{j:02d}" for j in range(USERS)}
-    hosts = ssh_farm.start_hosts(HOSTS, users=users, sudo_user=("ops", "ops-pw"))
-    inventory.add_zone(ctl, "pair", None, trust_first_use=True)
-    for index, host in enumerate(hosts):
-        inventory.add_asset(f"h{index}", host.address, 22, "linux", "pair", "/pair", None)
-        inventory.set_account(ctl, f"h{index}", "ops", "ops-pw", True)
-        for user, password in users.items():
-            inventory.set_account(ctl, f"h{index}", user, password, False)
-    save_plan(parse_spec({"name": "all", "usernames": list(users), "nodes": ["/pair"]}), ctl.vault)
-    yield {f"h{index}": host for index, host in enumerate(hosts)}
-    for host in hosts:
-        host.close()
-
-
-@pytest.fixture
-def group(ctl, rabbitmq_url, tmp_path):
-    processes = ProcessGroup(keyturn_env(ctl.settings, rabbitmq_url) | FAST, tmp_path)
-    yield processes
-    processes.close()
+    with linux_fleet(ctl, ssh_farm, "pair", HOSTS, USERS) as hosts:
+        yield hosts
 
 
 def listen_for_events(url: str) -> None:
