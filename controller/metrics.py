@@ -3,9 +3,9 @@
 What lives in the database (records by outcome, what waits, unverified accounts, live workers,
 scheduler lag, the event relay's backlog) is read when `/metrics` is scraped, by
 `DatabaseCollector`: every daemon and console process of one installation then shows the same
-numbers, and none keeps a counter the others never see. It costs a few queries per scrape; the
-one over all records is a single grouped scan (README, "Metrics": its time on 1,000,000
-records). What exists only in one process (how long the daemon takes to apply results) is a
+numbers, and none keeps a counter the others never see. Each scrape costs a few indexed
+queries; the counts over all records are one grouped scan (2.6 s on 1,000,000 records on
+PostgreSQL), so a process reads them at most every RECORDS_TTL seconds. What exists only in one process (how long the daemon takes to apply results) is a
 plain counter of that process, on its own `--metrics-port`.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from shared.platforms import RecordStatus
 DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600)   # seconds a rotation took
 WAITING = (RecordStatus.PENDING, RecordStatus.DISPATCHED)
 ENDED = (RecordStatus.SUCCESS, RecordStatus.FAILED, RecordStatus.UNVERIFIED)
+RECORDS_TTL = 60.0    # seconds the counts over all records are reused between scrapes
 
 RESULT_APPLY_SECONDS = Histogram("keyturn_result_apply_seconds",
                                  "Seconds this daemon took to apply one batch of results.",
@@ -66,14 +67,18 @@ def seconds_between(start, end):
 class DatabaseCollector(Collector):
     """Reads the figures kept in the database, at each scrape."""
 
-    def __init__(self, ctl: Controller):
+    def __init__(self, ctl: Controller, records_ttl: float = RECORDS_TTL):
         self.ctl = ctl
+        self.records_ttl = records_ttl
+        self._records: list = []
+        self._records_until = 0.0
 
     def collect(self):
         started = time.monotonic()
         now = utcnow()
         zones = [name for (name,) in Zone.select(Zone.name).tuples()]   # each shows, 0 or not
-        yield from self.records(now, zones)
+        yield from self.records()
+        yield from self.waiting(now, zones)
         yield self.unverified_accounts(zones)
         yield self.workers_alive(now, zones)
         yield self.scheduler_lag(now)
@@ -82,57 +87,63 @@ class DatabaseCollector(Collector):
                                 "Seconds the database queries of this scrape took.",
                                 value=time.monotonic() - started)
 
-    def records(self, now, zones: list[str]):
-        """One grouped scan of the records: counts by platform, zone, action and status; what
-        waits; the oldest dispatched record; how long ended rotations took."""
-        duration = seconds_between(Record.started_at, Record.finished_at)
-        known = Record.status.in_(ENDED) & Record.started_at.is_null(False) & \
-            Record.finished_at.is_null(False)
-        buckets = [fn.SUM(Case(None, [(known & (duration <= bound), 1)], 0))
-                   for bound in DURATION_BUCKETS]
-        rows = (Record.select(Asset.platform, Zone.name, Record.action, Record.status,
-                              fn.COUNT(Record.id), fn.MIN(Record.dispatched_at),
-                              fn.SUM(Case(None, [(known, 1)], 0)),
-                              fn.SUM(Case(None, [(known, duration)], 0)), *buckets)
-                .join(Account).join(Asset).join(Zone)
-                .group_by(Asset.platform, Zone.name, Record.action, Record.status).tuples())
-        counts = GaugeMetricFamily("keyturn_records", "Records (one account's rotation or "
-                                   "verify each) by platform, zone, action and status.",
-                                   labels=["platform", "zone", "action", "status"])
+    def waiting(self, now, zones: list[str]):
+        """Records not ended yet, by zone (the status index finds them)."""
+        rows = (Record.select(Zone.name, Record.status, fn.COUNT(Record.id),
+                              fn.MIN(Record.dispatched_at))
+                .join(Account).join(Asset).join(Zone).where(Record.status.in_(WAITING))
+                .group_by(Zone.name, Record.status).tuples())
+        waits = {(zone, status): (count, dispatched) for zone, status, count, dispatched in rows}
         waiting = GaugeMetricFamily("keyturn_records_waiting", "Records not ended yet: pending "
                                     "(to be dispatched) or dispatched (sent to a worker).",
                                     labels=["zone", "status"])
         oldest = GaugeMetricFamily("keyturn_oldest_dispatched_seconds", "Age of the oldest "
                                    "dispatched record still waiting for its result (0: none).",
                                    labels=["zone"])
+        for zone in zones:
+            for status in WAITING:
+                waiting.add_metric([zone, status], waits.get((zone, status), (0, None))[0])
+            dispatched = waits.get((zone, RecordStatus.DISPATCHED), (0, None))[1]
+            oldest.add_metric([zone], max(0.0, (now - _naive(dispatched)).total_seconds())
+                              if dispatched else 0.0)
+        yield waiting
+        yield oldest
+
+    def records(self):
+        """Counts by platform, zone, action and status, and how long ended rotations took: one
+        scan of every record (seconds on millions), so read at most every RECORDS_TTL seconds."""
+        if time.monotonic() < self._records_until:
+            return self._records
+        duration = seconds_between(Record.started_at, Record.finished_at)
+        known = Record.status.in_(ENDED) & Record.started_at.is_null(False) & \
+            Record.finished_at.is_null(False)
+        buckets = [fn.SUM(Case(None, [(known & (duration <= bound), 1)], 0))
+                   for bound in DURATION_BUCKETS]
+        rows = (Record.select(Asset.platform, Zone.name, Record.action, Record.status,
+                              fn.COUNT(Record.id), fn.SUM(Case(None, [(known, 1)], 0)),
+                              fn.SUM(Case(None, [(known, duration)], 0)), *buckets)
+                .join(Account).join(Asset).join(Zone)
+                .group_by(Asset.platform, Zone.name, Record.action, Record.status).tuples())
+        counts = GaugeMetricFamily("keyturn_records", "Records (one account's rotation or "
+                                   "verify each) by platform, zone, action and status.",
+                                   labels=["platform", "zone", "action", "status"])
         durations: dict[tuple[str, str], list[float]] = {}
-        waits: dict[tuple[str, str], float] = {}
-        ages: dict[str, float] = {}
-        for platform, zone, action, status, count, dispatched, timed, total, *cumulative in rows:
+        for platform, zone, action, status, count, timed, total, *cumulative in rows:
             counts.add_metric([platform, zone, action, status], count)
-            if status in WAITING:
-                waits[(zone, status)] = waits.get((zone, status), 0) + count
-            if status == RecordStatus.DISPATCHED and dispatched is not None:
-                age = (now - _naive(dispatched)).total_seconds()
-                ages[zone] = max(ages.get(zone, 0.0), age)
             if timed:
                 into = durations.setdefault((platform, zone), [0.0] * (len(cumulative) + 2))
                 for index, value in enumerate([*cumulative, timed, total]):
                     into[index] += float(value or 0)
-        for zone in zones:
-            for status in WAITING:
-                waiting.add_metric([zone, status], waits.get((zone, status), 0))
-            oldest.add_metric([zone], max(0.0, ages.get(zone, 0.0)))
-        yield counts
-        yield waiting
-        yield oldest
         histogram = HistogramMetricFamily(
             "keyturn_rotation_duration_seconds", "Seconds from a worker starting a record's "
             "command to its end (worker clock), over ended records.", labels=["platform", "zone"])
         for (platform, zone), (*cumulative, timed, total) in durations.items():
-            histogram.add_metric([platform, zone], [(floatToGoString(bound), value) for bound, value in zip(
-                DURATION_BUCKETS, cumulative)] + [("+Inf", timed)], sum_value=total)
-        yield histogram
+            histogram.add_metric([platform, zone], [
+                (floatToGoString(bound), value) for bound, value in zip(DURATION_BUCKETS, cumulative)
+            ] + [("+Inf", timed)], sum_value=total)
+        self._records = [counts, histogram]
+        self._records_until = time.monotonic() + self.records_ttl
+        return self._records
 
     def unverified_accounts(self, zones: list[str]):
         """Accounts whose last rotation ended unverified and is not settled yet (no verify or
@@ -191,8 +202,8 @@ def _naive(moment: datetime | str) -> datetime:
     return datetime.fromisoformat(moment) if isinstance(moment, str) else moment
 
 
-def console_registry(ctl: Controller) -> CollectorRegistry:
+def console_registry(ctl: Controller, records_ttl: float = RECORDS_TTL) -> CollectorRegistry:
     """What the console's `/metrics` shows: the database figures."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(ctl))
+    registry.register(DatabaseCollector(ctl, records_ttl))
     return registry
