@@ -82,14 +82,18 @@ def ignore_record(record_id: int, actor: str) -> None:
 
 
 def restore_record(record_id: int, actor: str) -> None:
-    """Make an unverified record's new secret the account's current one (admin, audited)."""
-    record = Record.get_or_none(Record.id == record_id)
-    if record is None or record.status != "unverified":
-        raise KeyturnError(f"record {record_id} is not unverified")
+    """Make an unverified record's new secret the account's current one (admin, audited),
+    once: the record is claimed by a conditional update, so two admins restoring it at the
+    same moment (two consoles) move the secret versions once, and the previous secret stays
+    the one the host had before."""
     with database.atomic():
-        settle_accounts([record.id], "success")
-        record.error_code = "restored"
-        record.error = f"new secret made current by {actor}"
-        record.save(only=[Record.error_code, Record.error])
+        claimed = list(Record.update(error_code="restored",
+                                     error=f"new secret made current by {actor}")
+                       .where((Record.id == record_id) & (Record.status == "unverified")
+                              & (Record.error_code.is_null() | (Record.error_code != "restored")))
+                       .returning(Record.execution).execute())
+        if not claimed:
+            raise KeyturnError(f"record {record_id} is not unverified, or was restored already")
+        settle_accounts([record_id], "success")
         AuditEvent.create(actor=actor, action="record.restore", target=f"record/{record_id}")
-        log(record.execution_id, f"record {record_id}: new secret made current by {actor}")
+        log(claimed[0].execution_id, f"record {record_id}: new secret made current by {actor}")

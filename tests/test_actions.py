@@ -102,3 +102,18 @@ def test_ignore_and_restore_are_audited(ctl, plan):
         ("record.ignore", f"record/{failed.id}"), ("record.restore", f"record/{unverified.id}")}
     with pytest.raises(KeyturnError):
         restore_record(failed.id, "admin")
+
+
+def test_a_record_is_restored_once(ctl, plan):
+    """A second restore (another admin, a second click) changes nothing: the account's
+    previous secret stays the one it had before the rotation."""
+    execution = start_execution(ctl, plan)
+    record = execution.records.get()
+    old = ctl.vault.decrypt(record.old_secret)
+    finish(record, "unverified", error="y")
+    restore_record(record.id, "admin")
+    with pytest.raises(KeyturnError, match="restored already"):
+        restore_record(record.id, "another admin")
+    assert secret_of(ctl, record.account_id, "previous") == old
+    assert secret_of(ctl, record.account_id, "current") == ctl.vault.decrypt(record.new_secret)
+    assert AuditEvent.select().where(AuditEvent.action == "record.restore").count() == 1
