@@ -31,6 +31,7 @@ DEFAULT_EXCHANGE = "amq.default"          # how RabbitMQ names the default excha
 NOTHING = "^$"
 ANY_ZONE = ZONE_NAME.pattern.removeprefix(r"\A").removesuffix(r"\Z")
 INTEGRATION_PREFIX = "integration"
+BROKER_NAME = re.compile(r"\A[\x21-\x7e]{1,255}\Z")   # a user or virtual host name we pass on
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,10 @@ def account_options(command):
 
 def handle(account: Account, vhost, do_apply, password_stdin, rabbitmqctl) -> None:
     vhost = vhost or default_vhost()
+    for what, name in (("user", account.user), ("virtual host", vhost)):
+        if not BROKER_NAME.match(name):
+            raise KeyturnError(f"RabbitMQ {what} {name!r}: use 1 to 255 printable characters, "
+                               f"no spaces")
     ctl = Rabbitmqctl(rabbitmqctl)
     if not do_apply:
         prefix = shlex.join(ctl.argv)

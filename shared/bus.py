@@ -75,8 +75,14 @@ class BusBroker(RabbitmqBroker):
         return f"{first.host}:{first.port}/{first.virtual_host}"
 
     def _ensure_queue(self, canonical_queue_name):
-        if self.worker and canonical_queue_name in WORKER_PUBLISHES:
-            return          # the controller declares and binds them
+        if self.worker:
+            if canonical_queue_name in WORKER_PUBLISHES:
+                return          # the controller declares and binds them
+        elif canonical_queue_name not in WORKER_PUBLISHES:
+            # A controller declaring a zone's queue (to send it commands) declares the queues
+            # its workers answer on too: their results wait even if no daemon ever ran yet.
+            for queue in WORKER_PUBLISHES:
+                self.declare_queue(queue, ensure=True)
         super()._ensure_queue(canonical_queue_name)
 
     def _declare_queue(self, queue_name):

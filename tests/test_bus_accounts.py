@@ -190,6 +190,13 @@ def test_broker_account_prints_the_commands_or_applies_them_once(rabbit_node, bu
     assert any(line.startswith("rabbitmqctl set_topic_permissions -p prod keyturn-zone-g "
                                "keyturn.bus ") for line in lines)
 
+    bad = subprocess.run([*KEYTURN, "broker-account", "zone", "g", "--user", "a b\nc"],
+                         capture_output=True, text=True, timeout=60, env=keyturn_env_only())
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "printable" in bad.stderr
+    bad = subprocess.run([*KEYTURN, "zone", "broker-account", "Zone!"], capture_output=True,
+                         text=True, timeout=60, env=keyturn_env_only())
+    assert bad.returncode == 1 and "lowercase letters" in bad.stderr
+
     vhost = bus_accounts.vhost
     command = shlex.join(rabbit_node.rabbitmqctl)
     apply = [*KEYTURN, "broker-account", "zone", "g", "--apply", "--vhost", vhost,
