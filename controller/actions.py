@@ -1,6 +1,8 @@
 """Operator actions on records: retry, ignore, restore. Shared by the CLI, console and API."""
 from __future__ import annotations
 
+from peewee import fn
+
 from controller.db import database
 from controller.events import execution_started
 from controller.executions import finish_if_done, log, log_many
@@ -9,18 +11,35 @@ from controller.planning import BUSY, Target, create_records
 from controller.results import settle_accounts
 from controller.runtime import Controller
 from shared.errors import KeyturnError
+from shared.words import plural
 
 RETRYABLE = ("failed", "unverified")
+
+
+def superseded():
+    """True for a record whose account has a later record (a retry, a verify, another run):
+    retrying it would set an older intent over what came since, so only the latest record of
+    an account is retried."""
+    later = Record.alias()
+    return fn.EXISTS(later.select(later.id).where((later.account == Record.account)
+                                                  & (later.id > Record.id)))
 
 
 def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Execution:
     """A new execution (trigger `retry`) that sets the same new secrets again, linked to the
     originals. Accounts busy in another rotation are skipped and listed in its log."""
-    originals = list(Record.select(Record, Account, Asset, Execution)
-                     .join(Account).join(Asset).switch(Record).join(Execution)
-                     .where(Record.id.in_(record_ids) & Record.status.in_(RETRYABLE)))
+    found = list(Record.select(Record, Account, Asset, Execution, superseded().alias("later"))
+                 .join(Account).join(Asset).switch(Record).join(Execution)
+                 .where(Record.id.in_(record_ids)))
+    missing = sorted(set(record_ids) - {r.id for r in found})
+    if missing:
+        raise KeyturnError(f"no record {', '.join(map(str, missing))}")
+    originals = [r for r in found if r.status in RETRYABLE and not r.later]
     if not originals:
-        raise KeyturnError("nothing to retry: only failed or unverified records can be retried")
+        raise KeyturnError("nothing to retry: " + (
+            "only failed or unverified records can be retried"
+            if not any(r.status in RETRYABLE for r in found)
+            else "each was retried already, or its account has a later record (retry that one)"))
     first = originals[0].execution
     with database.atomic():
         execution = Execution.create(plan=first.plan_id, plan_name=first.plan_name, trigger="retry",
@@ -29,7 +48,7 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
                                 [Target(r.account, ctl.vault.decrypt(r.new_secret)) for r in originals],
                                 take_over=True, retry_of={r.account_id: r.id for r in originals})
         held = {target.account.id for target in chosen}
-        notes = [f"retry of {len(originals)} records from execution {first.id}"]
+        notes = [f"retry of {plural(len(originals), 'record')} from execution {first.id}"]
         notes += [f"skipped {r.account.username}@{r.account.asset.name}: {BUSY}"
                   for r in originals if r.account_id not in held]
         execution.total = len(chosen)
@@ -41,9 +60,20 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
     return execution
 
 
+def retryable(execution_id: int):
+    """The ids of an execution's failed and unverified records that are still their
+    accounts' latest (a query)."""
+    return Record.select(Record.id).where((Record.execution == execution_id)
+                                          & Record.status.in_(RETRYABLE) & ~superseded())
+
+
 def retry_failed(ctl: Controller, execution_id: int, started_by: str) -> Execution:
-    ids = [r for (r,) in Record.select(Record.id).where(
-        (Record.execution == execution_id) & Record.status.in_(RETRYABLE)).tuples()]
+    if not Execution.select().where(Execution.id == execution_id).exists():
+        raise KeyturnError(f"no execution {execution_id}")
+    ids = [r for (r,) in retryable(execution_id).tuples()]
+    if not ids:
+        raise KeyturnError(f"nothing to retry: execution {execution_id} has no failed or "
+                           "unverified record that was not retried already")
     return retry_records(ctl, ids, started_by)
 
 

@@ -67,11 +67,11 @@ def init(admin_name, password_stdin):
     for line in inventory.initialise(settings):
         click.echo(line)
     if admin_name:
-        from controller.web.users import create_user
+        from controller.web.cli import read_password
+        from controller.web.users import check_new_name, create_user
 
-        password = read_secret_stdin() if password_stdin else click.prompt(
-            "password", hide_input=True, confirmation_prompt=True)
-        create_user(admin_name, password, "admin")
+        check_new_name(admin_name)
+        create_user(admin_name, read_password(password_stdin), "admin")
         click.echo(f"administrator {admin_name} created: sign in and enrol an authenticator")
 
 
@@ -81,11 +81,13 @@ def init(admin_name, password_stdin):
                                    "worker's machine. Without it a key pair is made here.")
 @click.option("--trust-first-use/--no-trust-first-use", default=None,
               help="Pin an asset's host key on first contact (default: KEYTURN_TRUST_FIRST_USE).")
-def zone_add(name, public_key, trust_first_use):
+@click.option("--replace", is_flag=True, help="Replace an existing zone's key and setting.")
+def zone_add(name, public_key, trust_first_use, replace):
     """Register a network zone."""
     ctl = controller()
-    zone, made_key = inventory.add_zone(ctl, name, public_key, trust_first_use)
-    click.echo(f"zone {zone.name} registered (queue rotate.{zone.name})")
+    zone, made_key = inventory.add_zone(ctl, name, public_key, trust_first_use, replace)
+    click.echo(f"zone {zone.name} {'saved' if replace else 'registered'} "
+               f"(queue rotate.{zone.name})")
     if made_key:
         click.echo(f"zone private key written to {ctl.settings.zone_key_path(zone.name)}")
     click.echo(f"controller public key for its workers: {inventory.controller_public_key(ctl)}")
@@ -269,7 +271,7 @@ def plan_add(name, secret_stdin, params, **fields):
         spec = parse_spec({"name": name, **fields})
         created = save_plan(spec, ctl.vault)
     except PlanError as exc:
-        raise click.ClickException(f"plan not saved: {exc}")
+        raise click.ClickException(f"plan {name} not saved ({exc})")
     click.echo(f"plan {created.name} saved")
     protected = spec.protected_usernames()
     if protected and ctl.settings.secure_mode:
@@ -324,11 +326,15 @@ def plan_run(name, wait, timeout):
     follow(ctl, run_plan(ctl, inventory.plan_by_name(name), started_by=operator()), wait, timeout)
 
 
-def wait_for(execution_id: int, timeout: float) -> Execution:
-    """Show a progress bar until the execution ends (or the timeout passes)."""
+def wait_for(ctl: Controller, execution_id: int, timeout: float) -> Execution:
+    """Show a progress bar until the execution ends (or the timeout passes); say so once when
+    nothing serves its records."""
+    from controller.watch import STALL_SECONDS, nobody_dispatching
+
     columns = [TextColumn("execution {task.fields[id]}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("ok {task.fields[ok]}  failed {task.fields[bad]}"), TimeElapsedColumn()]
-    give_up = time.monotonic() + timeout
+    started = time.monotonic()
+    give_up, look = started + timeout, started + STALL_SECONDS
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = None
         while True:
@@ -339,6 +345,12 @@ def wait_for(execution_id: int, timeout: float) -> Execution:
                             bad=execution.failed + execution.unverified)
             if execution.status != "running":
                 return execution
+            if look and time.monotonic() > look:
+                look = None
+                stalled = nobody_dispatching(ctl, execution_id)
+                if stalled:
+                    progress.console.print(f"keyturn: execution {execution_id} waits ({stalled})",
+                                           markup=False, highlight=False, soft_wrap=True)
             if time.monotonic() > give_up:
                 raise click.ClickException(f"execution {execution_id} still running after "
                                            f"{timeout:.0f} s")
@@ -412,9 +424,14 @@ def records(ctx, execution_id, plan_name, status, limit, as_json):
     if ctx.invoked_subcommand:
         return
     controller()
+    if execution_id is not None and not Execution.select().where(
+            Execution.id == execution_id).exists():
+        raise click.ClickException(f"no execution {execution_id}")
+    if plan_name and not Execution.select().where(Execution.plan_name == plan_name).exists():
+        raise click.ClickException(f"no execution of a plan named {plan_name}")
     query = (Record.select(Record, Account, Asset, Execution).join(Account).join(Asset)
              .switch(Record).join(Execution).order_by(Record.id.desc()).limit(limit))
-    if execution_id:
+    if execution_id is not None:
         query = query.where(Record.execution == execution_id)
     if plan_name:
         query = query.where(Execution.plan_name == plan_name)
@@ -489,7 +506,7 @@ def follow(ctl: Controller, started: Execution, wait: bool, timeout: float = 360
     if ctl.settings.embedded and started.total:
         click.echo("embedded mode: `keyturn serve` dispatches the records")
     if wait:
-        finished = wait_for(started.id, timeout)
+        finished = wait_for(ctl, started.id, timeout)
         summarise(finished)
         if finished.status != "success":
             sys.exit(1)
@@ -541,18 +558,21 @@ def serve(host, port):
     from controller.embedded import services
 
     ctl = controller()
-    run_until_signalled(services(ctl, host, port))
+    running = services(ctl, host, port)
+    web = running[-1]
+    run_until_signalled(running, lambda: f"console on {web.url}/")
 
 
-def run_until_signalled(services: list) -> None:
-    """Start services, then stop them in reverse order on SIGINT or SIGTERM."""
+def run_until_signalled(services: list, started=lambda: "running") -> None:
+    """Start services, say so in one line (`started()` once they run), then stop them in
+    reverse order on SIGINT or SIGTERM."""
     configure_logging(load_settings())
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     for service in services:
         service.start()
-    click.echo("running; stop with Ctrl-C", err=True)
+    click.echo(f"{started()}; stop with Ctrl-C", err=True)
     stop.wait()
     for service in reversed(services):
         service.stop()

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import get_args
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from peewee import IntegrityError, chunked
 from pydantic import SecretStr, ValidationError
 
@@ -24,6 +26,7 @@ from shared import zonecrypto
 from shared.dialogues import typeable
 from shared.errors import KeyturnError
 from shared.messages import AssetTarget
+from shared.problems import plain
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, SecretType, platform
 from shared.settings import Settings
 
@@ -54,7 +57,8 @@ def initialise(settings: Settings) -> list[str]:
     open_database(settings.effective_database_url)
     before, after = migrate()
     report.append(f"database: created at schema {after}" if before is None
-                  else f"database: schema {before} -> {after}")
+                  else f"database: already initialised (schema {after})" if before == after
+                  else f"database: upgraded from schema {before} to {after}")
     return report
 
 
@@ -63,9 +67,13 @@ def controller_public_key(ctl: Controller) -> str:
 
 
 def add_zone(ctl: Controller, name: str, public_key: str | None,
-             trust_first_use: bool | None) -> tuple[Zone, bool]:
-    """Register a zone; without a public key, make the zone's key pair here for local workers."""
+             trust_first_use: bool | None, replace: bool = False) -> tuple[Zone, bool]:
+    """Register a zone; without a public key, make the zone's key pair here for local workers.
+    An existing zone is refused unless `replace` (a new worker key, a new first-use setting)."""
     name = names.zone_name(name)
+    if not replace and Zone.select().where(Zone.name == name).exists():
+        raise KeyturnError(f"zone {name} exists already (to give it another key or first-use "
+                           f"setting: keyturn zone add {name} --replace ...)")
     made_key = False
     if public_key:
         try:
@@ -163,7 +171,7 @@ def asset_params(kind: Platform, values: object) -> dict:
     except ValidationError as exc:
         error = exc.errors(include_input=False)[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise names.BadName(f"params.{where}", error["msg"]) from None
+        raise names.BadName(f"params.{where}", plain(error)) from None
     return parsed.model_dump(mode="json", include=set(values))
 
 
@@ -183,12 +191,19 @@ def asset_from_row(row: dict) -> NewAsset:
 
 
 def host_key_line(value: object) -> str:
-    """`type base64` of an OpenSSH public key line (a comment is dropped)."""
+    """`type base64` of an OpenSSH public key line (a comment is dropped), once the key
+    parses as one of its type (Ed25519, ECDSA or RSA): a mistyped pin would refuse the host
+    for good, or pass for "pinned" in the lists."""
     parts = names.text("host_key", value).split()
-    if (len(value) > HOST_KEY_MAX or len(parts) < 2
-            or not parts[0].startswith(("ssh-", "ecdsa-"))):
-        raise names.BadName("host_key", "give an OpenSSH public key line such as "
-                                        "'ssh-ed25519 AAAA...'")
+    if len(value) > HOST_KEY_MAX or len(parts) < 2:
+        raise names.BadName("host_key", "is not an OpenSSH public key line (give one such as "
+                                        "'ssh-ed25519 AAAA...', e.g. from ssh-keyscan)")
+    try:
+        load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise names.BadName("host_key", f"{names.shown(parts[0])} key does not parse (give a "
+                                        "whole Ed25519, ECDSA or RSA public key line, e.g. "
+                                        "from ssh-keyscan)") from None
     return " ".join(parts[:2])
 
 

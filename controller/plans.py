@@ -14,6 +14,7 @@ from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, norm
 from controller.vault import Vault
 from shared.dialogues import typeable
 from shared.errors import KeyturnError
+from shared.problems import plain
 from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names, platform
 
 SECRET_TYPES = "^(" + "|".join(SecretType) + ")$"
@@ -92,7 +93,7 @@ class PlanSpec(BaseModel):
     @model_validator(mode="after")
     def _rules(self):
         if not self.assets and not self.nodes:
-            raise ValueError("targets: name at least one asset or node")
+            raise RuleError("targets", "name at least one asset or node")
         if self.interval_hours and self.crontab:
             raise RuleError("crontab", "choose an interval or a crontab line, not both")
         if self.strategy == "specific":
@@ -137,8 +138,7 @@ def parse_spec(data: dict) -> PlanSpec:
                 errors[rule_error.field] = rule_error.message
             else:
                 field = ".".join(str(part) for part in error["loc"]) or "plan"
-                message = error["msg"].removeprefix("Value error, ")
-                errors.setdefault(field, message)
+                errors.setdefault(field, plain(error))
         raise PlanError(errors) from None
 
 

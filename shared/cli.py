@@ -84,7 +84,7 @@ def main() -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        exc.show()
+        show_error(exc)
         sys.exit(exc.exit_code)
     except SettingsError as exc:
         click.echo(f"keyturn: bad setting {exc}", err=True)
@@ -97,6 +97,16 @@ def main() -> None:
             raise
         click.echo(f"keyturn: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
         sys.exit(1)
+
+
+def show_error(exc: click.ClickException) -> None:
+    """Every error as `keyturn: <what> (<why>)` on stderr, click's own too (it says `Error:`);
+    a usage error first shows the command's usage and where help is."""
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        click.echo(exc.ctx.get_usage(), err=True)
+        click.echo(f"Try '{exc.ctx.command_path} {exc.ctx.help_option_names[0]}' for help.",
+                   err=True)
+    click.echo(f"keyturn: {exc.format_message()}", err=True)
 
 
 if __name__ == "__main__":

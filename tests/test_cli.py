@@ -38,7 +38,7 @@ def test_plan_parameters_and_schedule_from_the_command_line(cli, ctl):
     (("plan", "run", "missing"), 1, "no plan named missing"),
     (("secret", "show", "a1", "nobody"), 1, "no account nobody"),
     (("asset", "add", "a1", "--address", "x", "--zone", "z"), 1, "exists already"),
-    (("records", "retry", "999"), 1, "nothing to retry"),
+    (("records", "retry", "999"), 1, "no record 999"),
 ])
 def test_errors_are_one_line(cli, args, exit_code, words):
     done = cli.run(*args)

@@ -59,7 +59,7 @@ def test_the_cli_adds_a_device_with_a_preset_or_a_dialogue_and_says_what_is_wron
     ({"dialogue": ["expect x", "timeout 9999"]}, "line 2: timeout takes seconds"),
     ({"dialogue": ["send \x1b[A"]}, "holds a control character"),
     ({"dialogue": ["expect " + "x" * 600, "change {new_secret}"]}, "longer than 512"),
-    ({"preset": "juniper"}, "params.preset: Input should be 'linux-passwd', 'cisco-ios'"),
+    ({"preset": "juniper"}, "params.preset: must be one of 'linux-passwd', 'cisco-ios'"),
     ({"enable_secret": "pw"}, "enable_secret is not a parameter of Network device"),
     ({"proof": ["send {secret}", "expect ok"]}, "params.proof: needs a fail line"),
     ({"proof": ["change {secret}", "fail no"]}, "line 1: a proof changes nothing: use send"),

@@ -58,7 +58,7 @@ def test_the_cli_adds_directory_assets_and_their_accounts(cli, ctl):
      "params.user_filter: not an LDAP filter with one {username} in balanced parentheses"),
     ("ldap", {"user_dn": "ou=people,dc=example,dc=org"}, "params.user_dn: not a DN with one {username}"),
     ("ad", {"base_dn": "example.org"}, "params.base_dn: not a DN like ou=people,dc=example,dc=org"),
-    ("ldap", {"transport": "none"}, "params.transport: Input should be 'ldaps' or 'starttls'"),
+    ("ldap", {"transport": "none"}, "params.transport: must be one of 'ldaps' or 'starttls'"),
     ("ad", {"user_dn": "uid={username},dc=x"},
      "params: user_dn is not a parameter of Active Directory assets"),
 ])

@@ -43,7 +43,7 @@ def test_errors_are_shown_beside_their_fields(as_admin, fleet):
     assert "at least 1 character" in marked(answer.text, "name")
     assert "not a valid user name: name!" in marked(answer.text, "usernames")
     assert "crontab" in marked(answer.text, "crontab")
-    assert "greater than or equal to 0" in marked(answer.text, "params.uid")
+    assert "must be at least 0" in marked(answer.text, "params.uid")
     assert 'value="bad name!"' in answer.text             # what was typed comes back
     short = as_admin.post("/plans/new", FORM | {"length": "3"})
     assert "between 8 and 64" in marked(short.text, "length")

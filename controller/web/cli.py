@@ -9,16 +9,28 @@ from controller.models import User
 from controller.runtime import start_controller
 from controller.web import users
 from controller.web.auth import audit
+from shared.errors import KeyturnError
 from shared.settings import load_settings
 
 
 def read_password(from_stdin: bool) -> str:
+    """A new user's password from standard input, or asked for until one passes the rules
+    and is typed the same twice (a short one is refused before the second typing)."""
     if from_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
             raise click.ClickException("no password on standard input")
-        return password
-    return click.prompt("password", hide_input=True, confirmation_prompt=True)
+        return users.check_password(password)
+    while True:
+        password = click.prompt("password", hide_input=True, err=True)
+        try:
+            users.check_password(password)
+        except KeyturnError as exc:
+            click.echo(f"{exc}; try again", err=True)
+            continue
+        if click.prompt("repeat the password", hide_input=True, err=True) == password:
+            return password
+        click.echo("the two passwords differ; try again", err=True)
 
 
 @click.group()

@@ -57,6 +57,7 @@ def log_after(execution_id: int, after: int, limit: int = LOG_SHOWN) -> list[dic
 @page(bp, "/executions/<int:execution_id>", "executions/show.html")
 def show(execution_id: int):
     return {"execution": serialize.execution_row(found_execution(execution_id)),
+            "retryable": actions.retryable(execution_id).exists(),
             "log": log_after(execution_id, 0),
             "records": record_page({"execution": str(execution_id)})}
 

@@ -17,6 +17,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
 from controller.models import User
+from shared.problems import plain
 
 DIGITS = re.compile(r"[0-9]{1,18}")          # 10**18 - 1 < 2**63 - 1: every value fits a BIGINT
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -140,7 +141,7 @@ def parse(model: type[Body], data: Any) -> dict:
         problems = {}
         for error in exc.errors(include_input=False):
             field = ".".join(str(part) for part in error["loc"]) or "body"
-            problems.setdefault(field, error["msg"].removeprefix("Value error, "))
+            problems.setdefault(field, plain(error))
         raise BadInput(problems) from None
 
 

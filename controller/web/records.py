@@ -23,12 +23,14 @@ FILTERS = ("plan", "execution", "asset", "account", "status")
 
 
 def listing() -> SelectQuery:
-    """Records with what a row shows (never the secret columns), in one query."""
+    """Records with what a row shows (never the secret columns), and whether a later record
+    of the account superseded each, in one query."""
     return (Record.select(Record.id, Record.execution, Record.account, Record.retry_of,
                           Record.action, Record.status, Record.error_code, Record.error,
                           Record.worker_id, Record.attempt, Record.ignored, Record.created_at,
                           Record.started_at, Record.finished_at, Execution.id,
-                          Execution.plan_name, Account.id, Account.username, Asset.id, Asset.name)
+                          Execution.plan_name, Account.id, Account.username, Asset.id, Asset.name,
+                          actions.superseded().alias("later"))
             .join(Account).join(Asset).switch(Record).join(Execution))
 
 

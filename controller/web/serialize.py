@@ -2,6 +2,7 @@
 an account or record says only whether a secret exists."""
 from __future__ import annotations
 
+from controller.actions import RETRYABLE
 from controller.models import Account, AuditEvent, Execution, LogLine, Plan, Record, User, WorkerSeen
 
 
@@ -33,12 +34,14 @@ def execution_row(e: Execution) -> dict:
 
 
 def record_row(r: Record) -> dict:
-    """A record fetched by `records.listing()` (with its account, asset and execution)."""
+    """A record fetched by `records.listing()` (with its account, asset and execution, and
+    `later`: whether the account has a later record, so this one is no longer retried)."""
     return {"id": r.id, "execution": r.execution_id, "plan": r.execution.plan_name,
             "asset": r.account.asset.name, "account": r.account.username,
             "account_id": r.account_id, "action": r.action, "status": r.status,
             "error_code": r.error_code, "error": r.error, "worker": r.worker_id,
             "attempt": r.attempt, "retry_of": r.retry_of_id, "ignored": r.ignored,
+            "retryable": r.status in RETRYABLE and not r.later,
             "created_at": r.created_at, "started_at": r.started_at,
             "finished_at": r.finished_at}
 

@@ -5,11 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from controller.runtime import Controller
 
 logger = logging.getLogger(__name__)
+
+
+class QuietRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler with its access lines only when debugging (KEYTURN_LOG_LEVEL=DEBUG):
+    otherwise each request, page assets included, would print a line into the terminal."""
+
+    def log_request(self, code="-", size="-") -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            super().log_request(code, size)
 
 
 class WebServer:
@@ -25,12 +34,12 @@ class WebServer:
     def start(self) -> None:
         from controller.web import create_app
 
-        self._server = make_server(self.host, self.port, create_app(self.ctl), threaded=True)
+        self._server = make_server(self.host, self.port, create_app(self.ctl), threaded=True,
+                                   request_handler=QuietRequestHandler)
         self.port = self._server.server_port          # the real one when 0 was asked for
         self._thread = threading.Thread(target=self._server.serve_forever, name="keyturn-web",
                                         daemon=True)
         self._thread.start()
-        logger.info("console on http://%s:%s/", self.host, self.port)
 
     @property
     def url(self) -> str:

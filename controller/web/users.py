@@ -27,11 +27,17 @@ TOKEN_SCOPES = ("reveal",)      # `reveal`: the token reveals secrets without a 
 _DUMMY_HASH = generate_password_hash("keyturn-dummy-password", method="scrypt")
 
 
+def check_password(password: str) -> str:
+    """`password` if a console user may have it (asked before hashing, so a prompt can ask
+    again)."""
+    if len(password) < MIN_PASSWORD:
+        raise KeyturnError(f"password: too short (use at least {MIN_PASSWORD} characters)")
+    return password
+
+
 def hash_password(password: str) -> str:
     """A slow salted hash (scrypt, N=2^15) that werkzeug can check."""
-    if len(password) < MIN_PASSWORD:
-        raise KeyturnError(f"password: use at least {MIN_PASSWORD} characters")
-    return generate_password_hash(password, method="scrypt")
+    return generate_password_hash(check_password(password), method="scrypt")
 
 
 def authenticate(username: str, password: str) -> User | None:
@@ -50,14 +56,20 @@ def existing_name(username: str) -> str | None:
 
 
 def create_user(username: str, password: str, role: str, email: str | None = None) -> User:
-    if not USERNAME.match(username):
-        raise KeyturnError(f"user name {username!r}: use letters, digits, _ . -")
+    check_new_name(username)
     check_role(role)
     email = mail_address(email)
-    if User.select().where(User.username == username).exists():
-        raise KeyturnError(f"user {username} exists already")
     return User.create(username=username, password_hash=hash_password(password), role=role,
                        email=email)
+
+
+def check_new_name(username: str) -> None:
+    """A name a new user may take (checked before anyone is asked for a password)."""
+    if not USERNAME.match(username):
+        raise KeyturnError(f"user name {username!r} is not valid (use 1-32 ASCII letters, "
+                           "digits, _ . -, starting with a letter or _)")
+    if User.select().where(User.username == username).exists():
+        raise KeyturnError(f"user {username} exists already")
 
 
 def check_role(role: str) -> None:
