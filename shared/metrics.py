@@ -37,6 +37,7 @@ class MetricsServer:
 def metrics_options(command):
     """`--metrics-port` and `--metrics-address` for a command that serves its own figures."""
     command = click.option("--metrics-address", default=DEFAULT_ADDRESS, show_default=True,
-                           help="Address of the metrics endpoint (it has no authentication).")(command)
+                           help="Address of the metrics endpoint (it has no authentication)."
+                           )(command)
     return click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
                         help="Serve this process's Prometheus metrics on PORT.")(command)

@@ -28,7 +28,7 @@ from controller.web import create_app
 from shared.logs import JsonFormatter, log_ids
 from shared.messages import Heartbeat, RotateResult
 from tests.inventory_helpers import build_fleet
-from tests.processes import free_port
+from tests.processes import KEYTURN, free_port, keyturn_env
 from tests.web_support import Console, save, secrets_of
 
 TOKEN = "scrape-token-0123456789"
@@ -124,8 +124,9 @@ def test_figures_match_the_database(ctl, metrics_app, history):
         sum(durations), abs=0.1)
     buckets = {dict(s.labels)["le"]: s.value for s in histogram.samples
                if s.name.endswith("_bucket")}
+    bounds = (2.5, 5, 10, 30, float("inf"))
     assert [buckets[bound] for bound in ("2.5", "5.0", "10.0", "30.0", "+Inf")] == [
-        sum(1 for d in durations if d <= bound) for bound in (2.5, 5, 10, 30, 1e9)] == [1, 2, 3, 4, 4]
+        sum(1 for d in durations if d <= bound) for bound in bounds] == [1, 2, 3, 4, 4]
 
     assert not any(secret in response.text
                    for execution in (finished, waiting) for secret in secrets_of(ctl, execution))
@@ -201,23 +202,24 @@ def figure_names() -> set[str]:
     """Every figure the console, the daemon and the worker expose (with a histogram's series)."""
     import controller.metrics  # noqa: F401  (the daemon's figures, registered on import)
     import worker.metrics  # noqa: F401
-    from controller.metrics import DatabaseCollector
     from prometheus_client import REGISTRY
 
     names = set()
-    for family in [*REGISTRY.collect()]:
+    for family in REGISTRY.collect():
         names |= {family.name} | {s.name for s in family.samples}
         if family.type in ("histogram", "counter"):
             names |= {f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count", "total")}
     return names | DATABASE_FIGURES
 
 
-DATABASE_FIGURES = {"keyturn_records", "keyturn_records_waiting", "keyturn_oldest_dispatched_seconds",
+DATABASE_FIGURES = {"keyturn_records", "keyturn_records_waiting",
+                    "keyturn_oldest_dispatched_seconds",
                     "keyturn_unverified_accounts", "keyturn_workers_alive",
                     "keyturn_scheduler_lag_seconds", "keyturn_events_unrelayed",
                     "keyturn_events_unrelayed_oldest_seconds", "keyturn_webhook_deliveries_pending",
                     "keyturn_metrics_query_seconds", "keyturn_rotation_duration_seconds_bucket",
-                    "keyturn_rotation_duration_seconds_sum", "keyturn_rotation_duration_seconds_count"}
+                    "keyturn_rotation_duration_seconds_sum",
+                    "keyturn_rotation_duration_seconds_count"}
 
 
 def test_database_figures_listed_here_are_the_collectors(ctl, metrics_app, history):
@@ -243,6 +245,21 @@ def test_alert_rules_and_dashboard_name_real_figures():
         used = set(re.findall(r"\bkeyturn_[a-z_]+", expression))
         assert used and used <= known, (expression, used - known)
     if shutil.which("promtool"):
-        checked = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus-alerts.yml")],
+        rules_file = str(DEPLOY / "prometheus-alerts.yml")
+        checked = subprocess.run(["promtool", "check", "rules", rules_file],
                                  capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("name, value, says, command", [
+    ("KEYTURN_METRICS_TOKEN", "short", "at least 16 characters", ["daemon", "--metrics-port", "0"]),
+    ("KEYTURN_METRICS_ALLOW", "10.0.0.0/8, not-a-net", "'not-a-net' is not an address", ["serve"]),
+    ("KEYTURN_LOG_FORMAT", "xml", "KEYTURN_LOG_FORMAT", ["worker", "--zone", "dmz"]),
+])
+def test_bad_metrics_and_log_settings_stop_start_up_in_one_line(settings, name, value, says,
+                                                                 command):
+    env = keyturn_env(settings, None) | {name: value}
+    run = subprocess.run(KEYTURN + command, env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and says in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
