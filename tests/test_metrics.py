@@ -263,3 +263,17 @@ def test_bad_metrics_and_log_settings_stop_start_up_in_one_line(settings, name, 
     run = subprocess.run(KEYTURN + command, env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and says in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_database_that_does_not_answer_is_said_plainly(ctl, metrics_app):
+    from controller.db import open_database
+
+    open_database(f"postgresql://postgres@127.0.0.1:{free_port()}/keyturn")   # nothing listens
+    client = metrics_app.test_client()
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_json()["checks"]) == (503, {"database": "unreachable",
+                                                                     "broker": "embedded"})
+    scraped = scrape(metrics_app)
+    assert (scraped.status_code, scraped.text) == (503, "metrics: the database is unreachable\n")
+    assert client.get("/healthz").status_code == 200
