@@ -97,7 +97,8 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
         for index, result in enumerate(results):
             record = records.get(result.record_id)
             if record is None:
-                logger.warning("dropped a result for unknown record %s", result.record_id)
+                logger.warning("dropped a result for unknown record %s", result.record_id,
+                               extra={"record": result.record_id})
                 continue
             if record.zone != result.zone:
                 refused[index] = refuse_foreign(record, result)
@@ -141,7 +142,7 @@ def refuse_foreign(record, result: RotateResult) -> str:
     """A zone's key spoke for a record of another zone: audit it, apply nothing."""
     reason = (f"a result sealed by zone {result.zone} for record {record.id}, whose asset "
               f"{record.asset} is in zone {record.zone}: refused")
-    logger.error("%s (worker %s)", reason, result.worker_id)
+    logger.error("%s (worker %s)", reason, result.worker_id, extra={"record": record.id})
     AuditEvent.create(actor=f"zone:{result.zone}", action="result.refused",
                       target=f"record/{record.id}", detail=reason)
     return reason

@@ -249,5 +249,5 @@ class Scheduler(Ticker):
                              plan.name, following)
             return False
         logger.info("plan %s: scheduled run started as execution %s; next run at %s UTC",
-                    plan.name, execution.id, following)
+                    plan.name, execution.id, following, extra={"execution": execution.id})
         return True
