@@ -7,7 +7,7 @@ from collections import defaultdict
 from types import NoneType, UnionType
 from typing import Literal, Union, get_args, get_origin
 
-from flask import Blueprint, abort, current_app, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from peewee import JOIN, fn
 
 from controller import inventory
@@ -16,6 +16,7 @@ from controller.web import serialize
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
+from shared.errors import KeyturnError
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
 
@@ -148,13 +149,25 @@ def add_asset():
     """A form sends the chosen platform's params as `params.<platform>.<name>` fields (each
     platform has its own block); a script sends `params` as an object."""
     data = form_data()
-    if not is_api():
+    if is_api():
+        created = new_asset(data)
+    else:
         kind = PLATFORMS.get(data.get("platform") or DEFAULT_PLATFORM)     # else names.platform says so
         if kind is not None:
             data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind))
-    created = new_asset(data)
+        try:
+            created = new_asset(data)
+        except KeyturnError as exc:
+            return asset_form_again(data, exc)
     return Done(f"asset {created.name} added", url_for("inventory.asset", asset_id=created.id),
                 {"asset": asset_row(created)}, 201)
+
+
+def asset_form_again(typed: dict, exc: KeyturnError):
+    """The assets page again with the form as typed and the error beside its field (422), so
+    one mistake does not cost every value."""
+    errors = {getattr(exc, "field", "form"): getattr(exc, "message", str(exc))}
+    return render_template("inventory/assets.html", **assets(), typed=typed, errors=errors), 422
 
 
 def new_asset(row: dict) -> Asset:
