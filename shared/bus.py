@@ -216,6 +216,10 @@ def diagnose(exc: Exception) -> tuple[str, bool]:
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
         if exc.reply_code == 404:        # the controller has not declared the bus or queue yet
             return f"{exc.reply_text}: waiting for the controller to set up the bus", False
+        if "inequivalent arg" in exc.reply_text:   # 406: declared before with other arguments
+            return (f"{exc.reply_text}: the queue exists with other arguments (a classic queue "
+                    f"and KEYTURN_BROKER_QUEUE_TYPE=quorum, or the other way round); set the "
+                    f"queues' type, or move the queues (README: A RabbitMQ cluster)"), True
         return (f"{exc.reply_text}: give this account the permissions "
                 f"`keyturn broker-account` prints"), True
     if isinstance(exc, pika.exceptions.AMQPError):

@@ -14,7 +14,7 @@ import pytest
 from controller.amqp_queue import RawQueues
 from shared.broker import (HEARTBEATS_QUEUE, REQUESTS_QUEUE, RESULTS_QUEUE, make_broker, publish,
                            rotate_queue)
-from shared.bus import DELIVERY_LIMIT, broker_parameters, check_bus
+from shared.bus import DELIVERY_LIMIT, BrokerSetupError, broker_parameters, check_bus
 from shared.settings import SettingsError, load_settings
 from tests.processes import free_port
 
@@ -67,6 +67,18 @@ def test_classic_queues_when_configured(rabbitmq_url):
     assert {queues[name]["type"] for name in CONSUMED} == {"classic"}
     assert "x-delivery-limit" not in queues[ZONE_QUEUE]["arguments"]
     assert queues[f"{ZONE_QUEUE}.XQ"]["type"] == "classic"
+
+
+def test_a_queue_of_the_other_type_stops_start_up_with_one_line(rabbitmq_url):
+    """A deployment that ran with classic queues, started with the quorum default."""
+    declare_all(rabbitmq_url, quorum=False)
+    broker = make_broker(rabbitmq_url)
+    try:
+        with pytest.raises(BrokerSetupError, match="keyturn.results.*the queue exists with other "
+                                                   "arguments .*KEYTURN_BROKER_QUEUE_TYPE"):
+            check_bus(broker, [RESULTS_QUEUE])
+    finally:
+        broker.close()
 
 
 TAKE_AND_DIE = """
