@@ -303,24 +303,39 @@ def set_account(ctl: Controller, asset_name: str, username: object, secret: str 
     if kind != found.secret_type and secret is None and found.secret_current is not None:
         raise names.BadName("secret_type", f"changing {username}@{asset_name} to {kind} needs "
                                            f"its {kind} as the secret")
-    if secret is not None or kind != found.secret_type:
-        if found.busy_execution is not None:
-            raise KeyturnError(f"{username}@{asset_name} is in a rotation; its secret cannot be set now")
+    in_rotation = KeyturnError(f"{username}@{asset_name} is in a rotation; its secret cannot "
+                               f"be set now")
+    sets_secret = secret is not None or kind != found.secret_type
+    if sets_secret and found.busy_execution is not None:
+        raise in_rotation
+    changes = {Account.secret_type: kind}
     if secret is not None:
         secret = checked_secret(kind, secret)
         if on.typed_secrets and not typeable(secret):
             raise RuleError("secret", f"holds a tab or another control character, which a "
                                       f"{on.title} CLI cannot take")
-        found.secret_previous, found.previous_since = found.secret_current, found.current_since
-        found.secret_current, found.current_since = ctl.vault.encrypt(secret), utcnow()
-    found.secret_type = kind
+        changes |= {Account.secret_previous: Account.secret_current,
+                    Account.previous_since: Account.current_since,
+                    Account.secret_current: ctl.vault.encrypt(secret),
+                    Account.current_since: utcnow()}
     with database.atomic():
         if privileged:
             Account.update(privileged=False).where((Account.asset == target)
                                                    & Account.privileged).execute()
-            found.privileged = True
-        found.save()
-    return found
+            changes[Account.privileged] = True
+        if found.id is None:
+            Account.insert(asset=target, username=username, **{
+                field.name: value for field, value in changes.items()
+                if field.name not in ("secret_previous", "previous_since")}).execute()
+        else:
+            # Only what this call sets, from the row as it is now (a rotation may have settled
+            # or claimed the account since it was read): never a stale secret written back.
+            update = Account.update(changes).where(Account.id == found.id)
+            if sets_secret:
+                update = update.where(Account.busy_execution.is_null())
+            if not update.execute():
+                raise in_rotation
+    return Account.get((Account.asset == target) & (Account.username == username))
 
 
 def checked_secret(secret_type: str, secret: str) -> str:
