@@ -5,9 +5,10 @@ delivery (`Delivery`: body, `reply_to`, `correlation_id`, redelivered flag and a
 
 The queue is declared durable with a dead-letter queue `<name>.XQ` beside it, with the very
 arguments keyturn's dramatiq broker declares its own with (`shared.bus.queue_arguments`: a
-quorum queue unless configured classic, dead letters kept 7 days), and bound to the `keyturn.bus` exchange under its own name (where a
-least-privilege integration account may publish: `shared.broker_accounts`); a message
-`BatchConsumer` dead-letters goes to `<name>.XQ`, untouched."""
+quorum queue unless configured classic, dead letters kept 7 days), and bound to the
+`keyturn.bus` exchange under its own name (where a least-privilege integration account may
+publish: `shared.broker_accounts`); a message `BatchConsumer` dead-letters goes to
+`<name>.XQ`, untouched."""
 from __future__ import annotations
 
 import json
