@@ -291,13 +291,16 @@ def parse_param(text: str) -> tuple[str, object]:
 
 @plan.command("list")
 def plan_list():
-    """Plans with their targets, schedule and last execution."""
+    """Plans with their targets (assets: those under its nodes too), schedule and last
+    execution."""
+    from controller.planning import covered_assets
+
     controller()
     rows = []
     for p in Plan.select().order_by(Plan.name):
         last = p.executions.order_by(Execution.id.desc()).first()
         schedule = (f"every {p.interval_hours} h" if p.interval_hours else p.crontab) or "manual"
-        rows.append([p.name, ", ".join(p.usernames), p.asset_links.count(), p.node_links.count(),
+        rows.append([p.name, ", ".join(p.usernames), covered_assets(p), p.node_links.count(),
                      p.strategy, schedule, p.next_run_at or "",
                      f"#{last.id} {last.status}" if last else ""])
     print_table("plans", ["plan", "usernames", "assets", "nodes", "strategy", "schedule",

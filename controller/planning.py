@@ -31,12 +31,22 @@ class Target:
 def resolve_accounts(plan: Plan) -> list:
     """The plan's usernames on its assets and on every asset under its nodes, as flat rows
     (account, asset and zone columns) in asset and username order."""
-    asset_ids = PlanAsset.select(PlanAsset.asset).where(PlanAsset.plan == plan)
-    targets = Asset.id.in_(asset_ids)
+    return account_rows(Account.username.in_(plan.usernames)
+                        & (Account.secret_type == plan.secret_type) & plan_assets(plan))
+
+
+def plan_assets(plan: Plan):
+    """The condition on Asset (joined with its Node) for the assets a plan targets: by name,
+    or in one of its nodes or below."""
+    targets = Asset.id.in_(PlanAsset.select(PlanAsset.asset).where(PlanAsset.plan == plan))
     for (path,) in PlanNode.select(Node.path).join(Node).where(PlanNode.plan == plan).tuples():
         targets |= under_node(path)
-    return account_rows(Account.username.in_(plan.usernames)
-                        & (Account.secret_type == plan.secret_type) & targets)
+    return targets
+
+
+def covered_assets(plan: Plan) -> int:
+    """How many assets a plan targets, those under its nodes included (what a list shows)."""
+    return Asset.select().join(Node, JOIN.LEFT_OUTER).where(plan_assets(plan)).count()
 
 
 def under_node(path: str):

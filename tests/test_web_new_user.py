@@ -7,6 +7,7 @@ import html
 
 from controller.daemon import record_heartbeats
 from controller.models import Asset, Execution, Record
+from controller.planning import start_execution
 from shared.messages import Heartbeat
 from tests.web_support import finish
 
@@ -87,3 +88,31 @@ def test_a_failed_retry_is_the_one_to_retry(ctl, as_admin, ran):
     assert as_admin.get(f"/api/v1/records/{second.id}").json["record"]["retryable"]
     assert not as_admin.get(f"/api/v1/records/{failed.id}").json["record"]["retryable"]
     assert as_admin.post_json(f"/api/v1/executions/{retry.id}/retry-failed").status_code == 201
+
+
+def test_the_overview_shows_a_failing_account_once_and_counts_active_schedules(ctl, as_admin, fleet):
+    from tests.web_support import save
+
+    plan = save(ctl, usernames=["bob"])
+    for _ in range(3):
+        finish(start_execution(ctl, plan, started_by="ada"), {"bob@web-2": "failed"})
+    save(ctl, "paused", usernames=["alice"], interval_hours=24, active=False)
+    save(ctl, "weekly", usernames=["alice"], crontab="0 2 * * 0")
+    running = start_execution(ctl, save(ctl, "live", usernames=["alice"]), started_by="ada")
+    overview = as_admin.get("/api/v1/overview").json
+    assert [(r["asset"], r["account"], r["failures"]) for r in overview["failed"]] == [
+        ("web-2", "bob", 3)]
+    assert (overview["counts"]["plans"], overview["counts"]["periodic_plans"]) == (4, 1)
+    page = as_admin.get("/overview").text
+    assert page.count("<td>web-2</td><td>bob") == 1 and "3 times" in page
+    assert f">{running.id}</a>" in page and "<th class=\"num\">ended</th>" not in page
+
+
+def test_the_plan_list_counts_the_assets_under_its_nodes(ctl, as_admin, fleet):
+    from tests.web_support import save
+
+    save(ctl, "by-node", nodes=["/prod"])
+    save(ctl, "by-name", nodes=[], assets=["web-1"])
+    rows = {p["name"]: p for p in as_admin.get("/api/v1/plans").json["plans"]["items"]}
+    assert (rows["by-node"]["assets"], rows["by-node"]["nodes"]) == (2, 1)
+    assert (rows["by-name"]["assets"], rows["by-name"]["nodes"]) == (1, 0)

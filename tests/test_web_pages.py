@@ -89,8 +89,8 @@ def test_failed_list_reads_candidates_in_batches(ctl, as_admin, fleet, monkeypat
     second = start_execution(ctl, plan, started_by="ada")
     finish(second, {"bob@web-2": "failed"})
     failed = as_admin.get("/api/v1/overview").json["failed"]
-    assert [(r["execution"], r["account"], r["asset"]) for r in failed] == [
-        (second.id, "bob", "web-2"), (first.id, "bob", "web-2")]
+    assert [(r["execution"], r["account"], r["asset"], r["failures"]) for r in failed] == [
+        (second.id, "bob", "web-2", 2)]           # once, its newest failure, with the count
 
 
 # ---- executions ---------------------------------------------------------------------------

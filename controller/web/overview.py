@@ -40,14 +40,14 @@ def index():
                         .limit(RECENT)],
             "recent": [serialize.execution_row(e) for e in Execution.select()
                        .order_by(Execution.id.desc()).limit(RECENT)],
-            "failed": [serialize.record_row(r) for r in failed_records(since)]}
+            "failed": [serialize.record_row(r) | {"failures": n} for r, n in failed_accounts(since)]}
 
 
 def counts(since) -> dict:
     plans, periodic = Plan.select(
         fn.COUNT(Plan.id),
-        fn.SUM(Case(None, [((Plan.interval_hours.is_null(False) | Plan.crontab.is_null(False)),
-                            1)], 0))).scalar(as_tuple=True)
+        fn.SUM(Case(None, [((Plan.interval_hours.is_null(False) | Plan.crontab.is_null(False))
+                            & Plan.active, 1)], 0))).scalar(as_tuple=True)
     executions = {status: (n, total, ok, bad) for status, n, total, ok, bad in Execution.select(
         Execution.status, fn.COUNT(Execution.id), fn.SUM(Execution.total),
         fn.SUM(Execution.succeeded), fn.SUM(Execution.failed + Execution.unverified))
@@ -87,23 +87,28 @@ def daily(since, days: int) -> list[dict]:
              "failed": found.get(d.isoformat(), (0, 0))[1]} for d in span]
 
 
-def failed_records(since) -> list[Record]:
-    """Failed or unverified records of the window, not ignored, newest first, leaving out a
-    failure its account has made good since (a later success). Candidates come through the
-    status index in batches, and the check reads only their accounts' later records (account
-    index), so the cost does not grow with the table; at most FAILED_BATCHES are looked at."""
+def failed_accounts(since) -> list[tuple[Record, int]]:
+    """Accounts with failed or unverified records in the window, not ignored, each once: its
+    newest such record and how many there are, newest first, leaving out a failure its
+    account has made good since (a later success). Candidates come through the status index
+    in batches, and the check reads only their accounts' later records (account index), so
+    the cost does not grow with the table; at most FAILED_BATCHES are looked at (the counts
+    are of those)."""
     candidates = listing().where(Record.status.in_(("failed", "unverified")) & ~Record.ignored
                                  & (Record.created_at >= since)).order_by(Record.id.desc())
-    shown, before = [], None
+    shown: dict[int, list] = {}          # account id: [newest record, failures]
+    before = None
     for _ in range(FAILED_BATCHES):
         page = candidates if before is None else candidates.where(Record.id < before)
         batch = list(page.limit(FAILED_BATCH))
         good = made_good(batch)
-        shown += [record for record in batch if record.id not in good]
+        for record in batch:
+            if record.id not in good:
+                shown.setdefault(record.account_id, [record, 0])[1] += 1
         if len(shown) >= FAILED_SHOWN or len(batch) < FAILED_BATCH:
             break
         before = batch[-1].id
-    return shown[:FAILED_SHOWN]
+    return [(record, count) for record, count in shown.values()][:FAILED_SHOWN]
 
 
 def made_good(records: list[Record]) -> set[int]:

@@ -8,8 +8,8 @@ from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, rend
 from flask_login import current_user
 from peewee import fn
 
-from controller.models import Asset, Execution, Node, Plan, PlanAsset, PlanNode, User
-from controller.planning import start_execution
+from controller.models import Asset, Execution, Node, Plan, PlanNode, User
+from controller.planning import covered_assets, start_execution
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.secretgen import DEFAULT_SYMBOLS
 from controller.web import planform, serialize
@@ -25,16 +25,15 @@ RECENT = 10
 @page(bp, "/plans", "plans/list.html")
 def index():
     q = request.args.get("q", "").strip()
-    asset_count = PlanAsset.select(fn.COUNT(PlanAsset.id)).where(PlanAsset.plan == Plan.id)
     node_count = PlanNode.select(fn.COUNT(PlanNode.id)).where(PlanNode.plan == Plan.id)
     last_run = Execution.select(fn.MAX(Execution.id)).where(Execution.plan == Plan.id)
-    query = Plan.select(Plan, asset_count.alias("asset_count"), node_count.alias("node_count"),
+    query = Plan.select(Plan, node_count.alias("node_count"),
                         last_run.alias("last_execution"))
     count = Plan.select(Plan.id)
     if q:
         query, count = query.where(Plan.name.contains(q)), count.where(Plan.name.contains(q))
     plans = keyset(query, Plan.name, descending=False, count=count, serialize=lambda p: (
-        serialize.plan_row(p) | {"assets": p.asset_count, "nodes": p.node_count,
+        serialize.plan_row(p) | {"assets": covered_assets(p), "nodes": p.node_count,
                                  "last_execution": p.last_execution}))
     last = {e.id: serialize.execution_row(e) for e in Execution.select().where(
         Execution.id.in_([p["last_execution"] for p in plans["items"] if p["last_execution"]]))}
