@@ -116,3 +116,17 @@ def test_the_plan_list_counts_the_assets_under_its_nodes(ctl, as_admin, fleet):
     rows = {p["name"]: p for p in as_admin.get("/api/v1/plans").json["plans"]["items"]}
     assert (rows["by-node"]["assets"], rows["by-node"]["nodes"]) == (2, 1)
     assert (rows["by-name"]["assets"], rows["by-name"]["nodes"]) == (1, 0)
+
+
+def test_counts_are_said_with_the_right_plural(ctl, as_admin, fleet):
+    from controller.models import Plan
+    from tests.web_support import save
+
+    plan = save(ctl, "one", usernames=["bob"], nodes=[], assets=["web-1"])
+    answer = as_admin.post_json(f"/api/v1/plans/{plan.id}/execute")
+    assert answer.json["message"].endswith("started: 1 account, 0 skipped")
+    page = as_admin.get(f"/executions/{answer.json['execution']}").text
+    assert "1 record</span>" in page and "1 records" not in page
+    assert "plan one: 1 account resolved" in page and "1 record pending, 0 skipped" in page
+    assert "1 plan</span>" in as_admin.get("/plans").text and Plan.select().count() == 1
+    assert "· 2 assets ·" in as_admin.get("/zones").text

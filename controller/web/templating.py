@@ -8,6 +8,7 @@ from flask import Flask, request, url_for
 
 from controller.models import utcnow
 from controller.web.security import csrf_token
+from shared.words import plural
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 1000, 200, 26
 
@@ -78,7 +79,7 @@ def nice_ceiling(value: float) -> int:
 
 
 def install(app: Flask) -> None:
-    app.jinja_env.filters.update(when=when, duration=duration, ago=ago)
+    app.jinja_env.filters.update(when=when, duration=duration, ago=ago, counted=plural)
     app.jinja_env.globals.update(csrf_token=csrf_token, page_url=page_url,
                                  daily_chart=daily_chart)
     app.jinja_env.trim_blocks = True
