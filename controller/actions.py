@@ -90,7 +90,7 @@ def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -
         execution.skipped = len(accounts) - len(chosen)
         execution.save()
         execution_started(execution)
-        log_many(execution.id, [f"verify {len(chosen)} accounts"] + [
+        log_many(execution.id, [f"verify {plural(len(chosen), 'account')}"] + [
             f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in held])
         finish_if_done(execution.id)
     return execution

@@ -23,6 +23,7 @@ from shared.metrics import MetricsServer, metrics_options
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, RecordStatus, SecretType
 from shared.settings import load_settings
+from shared.words import plural
 
 console = Console()
 
@@ -502,7 +503,8 @@ def launch(ctl: Controller, started: Execution, wait: bool) -> None:
 def follow(ctl: Controller, started: Execution, wait: bool, timeout: float = 3600) -> None:
     """Report a published execution and with `wait` follow it to its end. One that has
     nothing to rotate has ended already: say why, and exit non-zero."""
-    click.echo(f"execution {started.id}: {started.total} accounts, {started.skipped} skipped")
+    click.echo(f"execution {started.id}: {plural(started.total, 'account')}, "
+               f"{started.skipped} skipped")
     started = Execution.get_by_id(started.id)
     if started.status == "empty":
         raise click.ClickException(f"execution {started.id} is empty: {nothing_rotated(started)}")

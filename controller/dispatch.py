@@ -21,6 +21,7 @@ from shared.messages import (SCHEMA_VERSION, AssetTarget, RotateCommand, RotateR
                              seal)
 from shared.platforms import Borrowed, PlatformParams, platform
 from shared.publisher import Publisher
+from shared.words import plural
 
 BATCH = 1000
 REFUSAL_TRUST_SECONDS = 86400.0   # how long a seen refusal of a wrong secret spares the check
@@ -158,8 +159,8 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
         waiting = back_to_pending([i for i in handed if i not in confirmed])
         # Our own errors are worded to carry no secret; any other is only named.
         reason = str(exc) if isinstance(exc, KeyturnError) else type(exc).__name__
-        raise KeyturnError(f"publishing stopped ({reason}); {waiting} records wait as pending "
-                           f"for the dispatcher") from None
+        raise KeyturnError(f"publishing stopped ({reason}); {plural(waiting, 'record')} "
+                           f"{'waits' if waiting == 1 else 'wait'} as pending for the dispatcher") from None
     finally:
         if publisher is not None:
             publisher.close()

@@ -5,6 +5,7 @@ from peewee import chunked
 
 from controller.events import execution_event
 from controller.models import Execution, LogLine, utcnow
+from shared.words import plural
 
 USERS_SHOWN = 5
 
@@ -47,6 +48,8 @@ def finish_if_done(execution_id: int) -> bool:
 
 def nothing_rotated(execution: Execution) -> str:
     """Why an execution had no account to rotate, in the terms of its plan."""
+    if execution.skipped == 1:
+        return "nothing rotated: the account it matched was skipped (the reason is above)"
     if execution.skipped:
         return (f"nothing rotated: all {execution.skipped} accounts it matched were skipped "
                 f"(the reasons are above)")
@@ -56,6 +59,6 @@ def nothing_rotated(execution: Execution) -> str:
     users = ", ".join(plan.usernames[:USERS_SHOWN]) + (
         f" and {len(plan.usernames) - USERS_SHOWN} more" if len(plan.usernames) > USERS_SHOWN
         else "")
-    return (f"no account matched: user names {users} on {plan.asset_links.count()} assets and "
-            f"{plan.node_links.count()} nodes (with the assets under them), secret type "
+    return (f"no account matched: user names {users} on {plural(plan.asset_links.count(), 'asset')} "
+            f"and {plural(plan.node_links.count(), 'node')} (with the assets under them), secret type "
             f"{plan.secret_type}")

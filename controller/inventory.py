@@ -29,6 +29,7 @@ from shared.messages import AssetTarget
 from shared.problems import plain
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform, SecretType, platform
 from shared.settings import Settings
+from shared.words import plural
 
 HOST_KEY_MAX = 8192
 CSV_FIELDS = ("name", "address", "port", "platform", "zone", "node", "host_key", "params")
@@ -429,7 +430,7 @@ def checked_rows(data: bytes) -> list[tuple[int, NewAsset]]:
     if errors:
         errors.sort()
         more = f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else ""
-        raise KeyturnError(f"nothing imported; fix {len(errors)} rows: " + "; ".join(
+        raise KeyturnError(f"nothing imported; fix {plural(len(errors), 'row')}: " + "; ".join(
             f"line {line}: {message}" for line, message in errors[:ERRORS_SHOWN]) + more)
     return rows
 

@@ -16,6 +16,7 @@ from controller.runtime import Controller
 from controller.secretgen import PasswordRules, generate_ssh_key
 from shared.platforms import platform
 from shared.settings import COMMAND_MARGIN
+from shared.words import plural
 
 CHUNK = 500
 BUSY = ("in another rotation, or rotated too recently: a command for it may still be valid "
@@ -125,7 +126,7 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
     with database.atomic():
         execution = Execution.create(plan=plan if plan.id else None, plan_name=plan.name,
                                      trigger=trigger, started_by=started_by)
-        notes = [f"plan {plan.name}: {len(accounts)} accounts resolved "
+        notes = [f"plan {plan.name}: {plural(len(accounts), 'account')} resolved "
                  f"(secure mode {'on' if ctl.settings.secure_mode else 'off'})"]
         eligible = []
         for account in accounts:
@@ -144,7 +145,7 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
         execution.skipped = len(accounts) - len(targets)
         execution.save()
         execution_started(execution)
-        notes.append(f"{len(targets)} records {status}, {execution.skipped} skipped")
+        notes.append(f"{plural(len(targets), 'record')} {status}, {execution.skipped} skipped")
         log_many(execution.id, notes)
         finish_if_done(execution.id)
     return execution, targets
@@ -230,7 +231,7 @@ def publish_now(ctl: Controller, execution: Execution) -> Execution:
 
     if execution.total and not ctl.settings.embedded:
         sent = dispatch_execution(ctl, execution.id)
-        log(execution.id, f"{sent} messages published")
+        log(execution.id, f"{plural(sent, 'message')} published")
     return execution
 
 
@@ -246,5 +247,5 @@ def run_plan(ctl: Controller, plan: Plan, *, trigger: str = "manual",
     execution, targets = plan_execution(ctl, plan, trigger, started_by, "dispatched")
     if targets:
         sent = publish_planned(ctl, plan, execution.id, [target.account for target in targets])
-        log(execution.id, f"{sent} messages published")
+        log(execution.id, f"{plural(sent, 'message')} published")
     return execution

@@ -19,6 +19,7 @@ from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
+from shared.words import plural
 
 bp = Blueprint("inventory", __name__)
 
@@ -180,7 +181,7 @@ def import_assets():
     """Assets from CSV (see `inventory.import_assets`): all rows or none, every bad row named."""
     upload = request.files.get("file")
     done = inventory.import_assets(upload.read() if upload else request.get_data())
-    return Done(f"{done.assets} assets imported ({done.nodes} new nodes)",
+    return Done(f"{plural(done.assets, 'asset')} imported ({plural(done.nodes, 'new node')})",
                 url_for("inventory.assets"), {"created": done.assets, "nodes": done.nodes}, 201)
 
 

@@ -17,6 +17,7 @@ from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, api, form_data, is_api, page
+from shared.words import plural
 
 bp = Blueprint("plans", __name__)
 RECENT = 10
@@ -155,7 +156,7 @@ def execute(plan_id: int):
     started = start_execution(current_app.extensions["keyturn.ctl"], found_plan(plan_id),
                               trigger="api" if is_api() else "manual",
                               started_by=current_user.username)
-    return Done(f"execution {started.id} started: {started.total} accounts, "
+    return Done(f"execution {started.id} started: {plural(started.total, 'account')}, "
                 f"{started.skipped} skipped", url_for("executions.show", execution_id=started.id),
                 {"execution": started.id}, 201)
 
