@@ -82,19 +82,20 @@ def test_two_daemons_one_killed_mid_run(ctl, farm, group, rabbitmq_url):
     assert_counts_match_records()
     assert Record.select().where(Record.execution == execution.id).count() == HOSTS * USERS
 
-    relayed = {str(e.id) for e in OutboxEvent.select().where(OutboxEvent.relayed_at.is_null(False))}
     wait_until(lambda: not OutboxEvent.select().where(
         OutboxEvent.relayed_at.is_null() & (OutboxEvent.claimed_until.is_null()
                                             | (OutboxEvent.claimed_until < utcnow()))).exists(),
                30, what="the live daemon to relay every unclaimed event")
+    now = utcnow()
+    relayed = {str(e.id) for e in OutboxEvent.select().where(OutboxEvent.relayed_at.is_null(False))}
+    # Rows the killed daemon had claimed and not published wait for its lease to pass (never
+    # lost): they are the only ones not relayed.
+    stranded = list(OutboxEvent.select().where(OutboxEvent.relayed_at.is_null()))
+    assert all(row.claimed_until is not None and row.claimed_until > now for row in stranded)
     seen = published_event_ids(rabbitmq_url)
     assert seen, "no event reached keyturn.events"
     twice = {event_id: n for event_id, n in seen.items() if n > 1}
     assert not twice, f"events published more than once: {twice}"
     assert relayed <= set(seen), "an event marked relayed never reached the exchange"
-    # Rows the killed daemon had claimed and not published wait for its lease to pass (never
-    # lost): they are the only ones not relayed.
-    stranded = OutboxEvent.select().where(OutboxEvent.relayed_at.is_null())
-    assert all(row.claimed_until > utcnow() for row in stranded)
-    print(f"events: {len(seen)} published once each; {stranded.count()} still leased by the "
+    print(f"events: {len(seen)} published once each; {len(stranded)} still leased by the "
           f"killed daemon")
