@@ -1,7 +1,8 @@
 """RabbitMQ over TLS, on a node of the tests' own whose TLS listener has a certificate from a
 test CA and asks every client for a certificate: the daemon and a zone's worker (each with its
-least-privilege account) rotate through it, and a wrong CA, a missing client certificate or TLS
-files without an amqps:// URL stop start-up with one line."""
+least-privilege account) rotate through it, and a wrong CA, a host name the certificate is not
+for, a missing client certificate or TLS files without an amqps:// URL stop start-up with one
+line."""
 from __future__ import annotations
 
 import pytest
@@ -76,6 +77,10 @@ def test_a_wrong_ca_or_no_client_certificate_stops_start_up_with_one_line(
         (["daemon"], no_certificate, "client certificate"),
         (["daemon"], tls_files(rabbit_node) | plain_url,
          "KEYTURN_BROKER_CA: needs an amqps:// KEYTURN_BROKER_URL"),
+        (["worker", "--zone", "t"],      # the certificate is for 127.0.0.1, not for localhost
+         tls_files(rabbit_node) | {"KEYTURN_BROKER_URL": tls_bus["t"].replace("@127.0.0.1:",
+                                                                            "@localhost:")},
+         "Hostname mismatch"),
     ]
     passwords = [url.split(":")[2].split("@")[0] for url in tls_bus.values()]
     for args, env, expected in cases:
