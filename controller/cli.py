@@ -262,6 +262,8 @@ def plan():
                    "its platform's, over its own (VALUE is JSON, or else a plain string).")
 def plan_add(name, secret_stdin, params, **fields):
     """Create a plan."""
+    from controller.plan_notes import plan_notes
+
     ctl = controller()
     fields = {key: list(value) if isinstance(value, tuple) else value
               for key, value in fields.items()}
@@ -274,10 +276,8 @@ def plan_add(name, secret_stdin, params, **fields):
     except PlanError as exc:
         raise click.ClickException(f"plan {name} not saved ({exc})")
     click.echo(f"plan {created.name} saved")
-    protected = spec.protected_usernames()
-    if protected and ctl.settings.secure_mode:
-        click.echo(f"note: secure mode is on, so {', '.join(protected)} will be skipped "
-                   f"there (as will each asset's privileged account)")
+    for note in plan_notes(created, ctl.settings.secure_mode):
+        click.echo(f"note: {note}")
 
 
 def parse_param(text: str) -> tuple[str, object]:

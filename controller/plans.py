@@ -116,14 +116,10 @@ class PlanSpec(BaseModel):
 
     def protected_usernames(self) -> list[str]:
         """Usernames that secure mode will never rotate, each with the platforms that protect
-        it, e.g. `root (on Linux, MySQL / MariaDB)` (said when the plan is saved)."""
-        found = []
-        for name in self.usernames:
-            where = [kind.title for kind in PLATFORMS.values()
-                     if name.lower() in kind.protected_usernames]
-            if where:
-                found.append(f"{name} (on {', '.join(where)})")
-        return found
+        it, e.g. `root (on Linux, MySQL / MariaDB)`."""
+        from controller.plan_notes import protected_names
+
+        return [f"{name} (on {', '.join(where)})" for name, where in protected_names(self.usernames)]
 
 
 def parse_spec(data: dict) -> PlanSpec:

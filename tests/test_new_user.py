@@ -176,3 +176,11 @@ def test_plan_run_wait_says_when_no_daemon_takes_the_results(env, tmp_path, rabb
                                            KEYTURN_BROKER_URL=rabbitmq_url)
     assert done.returncode == 1
     assert "no `keyturn daemon` is consuming the results: start it" in done.stderr
+
+
+def test_plan_add_notes_what_secure_mode_skips(env):
+    status, out, _ = run_main(["plan", "add", "roots", "--username", "root", "--asset", "a1"], env)
+    assert status == 0
+    assert "note: secure mode is on, so root will be skipped on a1: it is the privileged " \
+           "account there" not in out                    # said once, as a protected name
+    assert "note: secure mode is on, so root will be skipped (it is protected on Linux" in out

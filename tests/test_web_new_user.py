@@ -130,3 +130,34 @@ def test_counts_are_said_with_the_right_plural(ctl, as_admin, fleet):
     assert "plan one: 1 account resolved" in page and "1 record pending, 0 skipped" in page
     assert "1 plan</span>" in as_admin.get("/plans").text and Plan.select().count() == 1
     assert "· 2 assets ·" in as_admin.get("/zones").text
+
+
+def test_saving_a_plan_warns_of_what_secure_mode_skips_and_mail_that_reaches_no_one(
+        ctl, as_admin, auditor, fleet):
+    from controller import inventory
+
+    inventory.set_account(ctl, "web-1", "ops", "ops-password-1", privileged=True)   # not root
+    answer = as_admin.post_json("/api/v1/plans/new", {
+        "name": "ops", "usernames": ["ops", "alice"], "nodes": ["/prod"], "recipients": ["otto"]})
+    assert answer.status_code == 201, answer.json
+    assert answer.json["warnings"] == [
+        "secure mode is on, so ops will be skipped on web-1: it is the privileged account there",
+        "no result mail reaches otto: it has no email address (or no active user of that name)"]
+    form = as_admin.post("/plans/new", {"name": "roots", "usernames": "root", "nodes": "/prod",
+                                        "strategy": "random", "secret_type": "password",
+                                        "length": "20", "lowercase": "on", "digits": "on",
+                                        "schedule": "manual", "active": "on"},
+                         follow_redirects=True)
+    assert "secure mode is on, so root will be skipped (it is protected on Linux" in form.text
+    quiet = as_admin.post_json("/api/v1/plans/new", {"name": "quiet", "usernames": ["alice"],
+                                                     "nodes": ["/prod"]})
+    assert quiet.json["warnings"] == []
+
+
+def test_the_plan_page_lists_sudo_commands_only_when_a_sudoers_line_is_installed(ctl, as_admin, fleet):
+    from tests.web_support import save
+
+    off = save(ctl, "off", params={"sudo_commands": ["/usr/bin/id"]})
+    on = save(ctl, "on", params={"sudo_commands": ["/usr/bin/id"], "modify_sudo": True})
+    assert "/usr/bin/id" not in as_admin.get(f"/plans/{off.id}").text
+    assert "sudo_commands=/usr/bin/id" in as_admin.get(f"/plans/{on.id}").text

@@ -9,6 +9,7 @@ from flask_login import current_user
 from peewee import fn
 
 from controller.models import Asset, Execution, Node, Plan, PlanNode, User
+from controller.plan_notes import plan_notes
 from controller.planning import covered_assets, start_execution
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.secretgen import DEFAULT_SYMBOLS
@@ -85,10 +86,9 @@ def save(data: dict, plan: Plan | None) -> Plan:
     ctl = current_app.extensions["keyturn.ctl"]
     spec = parse_spec(data)
     saved = save_plan(spec, ctl.vault, plan)
-    protected = spec.protected_usernames()
-    if protected and ctl.settings.secure_mode and not is_api():
-        flash(f"secure mode is on: {', '.join(protected)} will be skipped, as will each "
-              f"asset's privileged account", "warning")
+    if not is_api():
+        for note in plan_notes(saved, ctl.settings.secure_mode):
+            flash(note, "warning")
     return saved
 
 
@@ -109,7 +109,8 @@ def submit(plan: Plan | None, keep_secret_of: Plan | None):
         return render_form(planform.resubmitted(request.form, keep_secret_of), plan, exc.errors,
                            422, clone_of=keep_secret_of if keep_secret_of is not plan else None)
     if is_api():
-        return jsonify(plan=serialize.plan_row(saved)), 201 if plan is None else 200
+        notes = plan_notes(saved, current_app.extensions["keyturn.ctl"].settings.secure_mode)
+        return jsonify(plan=serialize.plan_row(saved), warnings=notes), 201 if plan is None else 200
     flash(f"plan {saved.name} saved", "info")
     return redirect(url_for("plans.show", plan_id=saved.id))
 
