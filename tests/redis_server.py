@@ -5,9 +5,7 @@ off`, an `admin` user with a password), log to a file, and are stopped and remov
 of the session, even when it fails."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import redis
 
 from tests.processes import free_port
+from tests.server_process import server_in_temp_dir, stop_process
 
 ADMIN = ("admin", "admin-pw-redis")
 START_SECONDS = 10
@@ -83,25 +82,16 @@ class RedisServer:
             connection.disconnect()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def _server(config_file: bool):
-    directory = Path(tempfile.mkdtemp(prefix="kt-redis-"))
-    server = None
-    try:
+    def start(directory: Path) -> RedisServer:
         server = RedisServer(directory, config_file=config_file)
         server.wait_ready()
+        return server
+    with server_in_temp_dir("kt-redis-", start) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,8 @@ default password policy (complexity on, at least 7 characters, history 24). Prov
 per session (a few seconds) and stopped at the end, even when it fails."""
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 from ldap3.protocol.formatters.formatters import format_sid
 
 from tests.certs import make_certificates
+from tests.server_process import server_in_temp_dir, stop_process
 
 ADDRESS = "127.88.0.1"
 REALM, DOMAIN = "KEYTURN.TEST", "KEYTURN"
@@ -144,24 +143,15 @@ class SambaDC:
                          if path.exists())
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 20)
 
 
 @pytest.fixture(scope="session")
 def samba_dc():
     """A Samba AD DC of the tests' own, domain KEYTURN.TEST."""
-    directory = Path(tempfile.mkdtemp(prefix="kt-samba-"))
-    server = None
-    try:
+    def start(directory: Path) -> SambaDC:
         server = SambaDC(directory)
         server.wait_ready()
+        return server
+    with server_in_temp_dir("kt-samba-", start) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)

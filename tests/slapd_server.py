@@ -7,10 +7,8 @@ level `stats` (what an operator runs in production) to a file the tests read. St
 per session and stopped at the end, even when it fails."""
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from tests.certs import make_certificates
 from tests.processes import free_port
+from tests.server_process import server_in_temp_dir, stop_process
 
 SUFFIX = "dc=keyturn,dc=test"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -147,25 +146,16 @@ class SlapdServer:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="session")
 def slapd():
     """A slapd of the tests' own, seeded with ou=people and cn=pwadmin."""
-    directory = Path(tempfile.mkdtemp(prefix="kt-slapd-"))
-    server = None
-    try:
+    def start(directory: Path) -> SlapdServer:
         server = SlapdServer(directory)
         server.wait_ready()
         server.seed()
+        return server
+    with server_in_temp_dir("kt-slapd-", start) as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
