@@ -57,7 +57,8 @@ def full_match(field: str, pattern: re.Pattern, value: object, rule: str) -> str
 
 def zone_name(value: object) -> str:
     return full_match("zone", ZONE_NAME, value,
-                      "1-63 lowercase letters, digits, - and _, starting with a letter or digit")
+                      "1-63 lowercase ASCII letters, digits, - and _, starting with a letter or "
+                      "digit")
 
 
 def username(value: object, platform_name: str = DEFAULT_PLATFORM) -> str:
@@ -70,13 +71,13 @@ def username(value: object, platform_name: str = DEFAULT_PLATFORM) -> str:
 
 def asset_name(value: object) -> str:
     return full_match("name", ASSET_NAME, value,
-                      "1-128 letters, digits, . _ -, starting with a letter or digit")
+                      "1-128 ASCII letters, digits, . _ -, starting with a letter or digit")
 
 
 def plan_name(value: object) -> str:
     if text("name", value) != value.strip():
         raise BadName("name", "must not begin or end with spaces")
-    return full_match("name", PLAN_NAME, value, "1-128 characters on one line")
+    return full_match("name", PLAN_NAME, value, "1-128 characters of any script on one line")
 
 
 def node_path(value: object) -> str:
@@ -86,7 +87,7 @@ def node_path(value: object) -> str:
         raise BadName("node", f"{shown(value)}: use a path like /prod/web")
     for part in parts:
         if not NODE_SEGMENT.fullmatch(part):
-            raise BadName("node", f"segment {shown(part)} is not valid: 1-128 letters, "
+            raise BadName("node", f"segment {shown(part)} is not valid: 1-128 ASCII letters, "
                                      "digits, . _ -, starting with a letter or digit")
     path = "/" + "/".join(parts)
     if len(path) > NODE_PATH_MAX:

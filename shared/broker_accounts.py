@@ -102,7 +102,7 @@ def integration_account(name: str, user: str | None = None) -> Account:
 
 def check_name(kind: str, name: str) -> None:
     if not ZONE_NAME.match(name):
-        raise KeyturnError(f"{kind} name {name!r}: use lowercase letters, digits, - and _")
+        raise KeyturnError(f"{kind} name {name!r}: use lowercase ASCII letters, digits, - and _")
 
 
 def permission_commands(account: Account, vhost: str, *, new_user: bool = False) -> list[list[str]]:

@@ -203,7 +203,8 @@ class Platform:
     host_keys: bool                                # SSH host keys are pinned for its assets
     protected_usernames: frozenset[str] = field(default_factory=frozenset)
     account_name: re.Pattern = USERNAME            # full-match rule for its account names
-    account_rule: str = "a POSIX user name: a letter or _, then letters, digits, _ . -"
+    account_rule: str = ("a POSIX user name: an ASCII letter or _, then ASCII letters, digits, "
+                         "_ . -")
     borrowed: tuple[Borrowed, ...] = ()            # params holding other accounts' secrets
     typed_secrets: bool = False                    # typed on a CLI line: no control characters
 
@@ -255,18 +256,18 @@ register(Platform("postgresql", "PostgreSQL", "worker.connectors.postgresql:Post
                   (SecretType.PASSWORD,), PostgresParams, host_keys=False,
                   protected_usernames=frozenset({"postgres"}),      # and every superuser (worker)
                   account_name=re.compile(r"\A[A-Za-z_][A-Za-z0-9_$.-]{0,62}\Z"),
-                  account_rule="a role name: a letter or _, then up to 62 letters, digits, _ $ . -"))
+                  account_rule="a role name: an ASCII letter or _, then up to 62 ASCII letters, digits, _ $ . -"))
 register(Platform("mysql", "MySQL / MariaDB", "worker.connectors.mysql:MysqlConnector", 3306,
                   (SecretType.PASSWORD,), MysqlParams, host_keys=False,
                   protected_usernames=frozenset({"root", "mysql", "mariadb.sys", "mysql.sys",
                                                  "mysql.session", "mysql.infoschema"}),
                   account_name=re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_$.-]{0,79}\Z"),
-                  account_rule="a user name: up to 80 letters, digits, _ $ . -"))
+                  account_rule="a user name: up to 80 ASCII letters, digits, _ $ . -"))
 register(Platform("redis", "Redis (ACL users)", "worker.connectors.redis:RedisConnector", 6379,
                   (SecretType.PASSWORD,), RedisParams, host_keys=False,
                   protected_usernames=frozenset({"default"}),
                   account_name=re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z"),
-                  account_rule="an ACL user name: up to 64 letters, digits, _ . : -"))
+                  account_rule="an ACL user name: up to 64 ASCII letters, digits, _ . : -"))
 register(Platform("device", "Network device (SSH dialogue)",
                   "worker.connectors.device:DeviceConnector", 22, (SecretType.PASSWORD,),
                   DeviceParams, host_keys=True,
@@ -277,7 +278,7 @@ register(Platform("ldap", "OpenLDAP", "worker.connectors.ldap:OpenLdapConnector"
                   protected_usernames=frozenset({"admin", "manager"}),   # and the bind DN
                   account_name=re.compile(rf"\A(?=[^\x00-\x1f\x7f]{{1,64}}\Z)"
                                           rf"(?:[A-Za-z0-9_][A-Za-z0-9_.@-]*|{_DN_BODY})\Z"),
-                  account_rule="a DN, or a name (letters, digits, _ . @ -) found by user_dn or "
+                  account_rule="a DN, or a name (ASCII letters, digits, _ . @ -) found by user_dn or "
                                "user_filter; up to 64 characters"))
 register(Platform("ad", "Active Directory", "worker.connectors.ad:ActiveDirectoryConnector", 636,
                   (SecretType.PASSWORD,), AdParams, host_keys=False,
@@ -285,5 +286,5 @@ register(Platform("ad", "Active Directory", "worker.connectors.ad:ActiveDirector
                   protected_usernames=frozenset({"administrator", "krbtgt"}),
                   account_name=re.compile(r"\A(?=.{1,64}\Z)[\w][\w.'-]*(?:@[A-Za-z0-9-]+"
                                           r"(?:\.[A-Za-z0-9-]+)*)?\Z"),
-                  account_rule="a sAMAccountName (letters, digits, _ . ' -) or a "
+                  account_rule="a sAMAccountName (letters of any script, digits, _ . ' -) or a "
                                "userPrincipalName (name@domain); up to 64 characters"))

@@ -91,7 +91,7 @@ def test_the_asset_form_offers_the_presets_and_a_dialogue_box(as_admin, fleet):
     bad = as_admin.post("/assets/new", form | {"name": "sw-2",
                                                "params.device.dialogue": "\n".join(BAD_REGEX)},
                         follow_redirects=True)
-    assert bad.status_code == 200 and "line 1: not a regular expression" in html.unescape(bad.text)
+    assert bad.status_code == 422 and "line 1: not a regular expression" in html.unescape(bad.text)
     assert "pydantic" not in bad.text and "Value error" not in bad.text
 
 

@@ -184,3 +184,19 @@ def test_plan_add_notes_what_secure_mode_skips(env):
     assert "note: secure mode is on, so root will be skipped on a1: it is the privileged " \
            "account there" not in out                    # said once, as a protected name
     assert "note: secure mode is on, so root will be skipped (it is protected on Linux" in out
+
+
+@pytest.mark.parametrize("args", [
+    ("account", "add", "a1", "émile"),
+    ("asset", "add", "wéb-1", "--address", "10.0.0.1", "--zone", "z"),
+    ("asset", "add", "web-5", "--address", "10.0.0.1", "--zone", "z", "--node", "/pröd"),
+    ("zone", "add", "zé"),
+])
+def test_names_that_reach_hosts_files_and_queues_say_ascii(env, args):
+    assert "ASCII letters" in one_error(list(args), env)
+
+
+def test_a_plan_name_is_display_text_of_any_script(env):
+    status, out, err = run_main(["plan", "add", "Ротация ünïcode", "--username", "alice",
+                                 "--asset", "a1"], env)
+    assert status == 0 and "plan Ротация ünïcode saved" in out, err

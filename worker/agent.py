@@ -47,7 +47,7 @@ class WorkerAgent:
             raise KeyturnError("a worker needs at least one zone (--zone NAME)")
         for zone in self.zones:
             if not ZONE_NAME.match(zone):
-                raise KeyturnError(f"zone name {zone!r}: use lowercase letters, digits, - and _")
+                raise KeyturnError(f"zone name {zone!r}: use lowercase ASCII letters, digits, - and _")
         self.settings = settings
         self.broker = broker
         self.channels: dict[str, Channel] = load_channels(settings, self.zones)

@@ -43,7 +43,7 @@ def worker(zones, metrics_port, metrics_address):
 def zone_keygen(name, out):
     """Make the zone's private key (kept if it exists) and print its public key."""
     if not ZONE_NAME.match(name):
-        raise KeyturnError(f"zone name {name!r}: use lowercase letters, digits, - and _")
+        raise KeyturnError(f"zone name {name!r}: use lowercase ASCII letters, digits, - and _")
     path = out or load_settings().zone_key_path(name)
     if path.exists():
         click.echo(f"kept the existing zone key {path}", err=True)
