@@ -13,13 +13,19 @@ way, so no sshd outlives a crashed run.  Needs root, unshare and nsenter; the
 base directory must not live under /var, /run, /home or /root.
 
 Load into a test session with ``pytest_plugins = ["tests.sshd_hosts"]`` and use
-the ``ssh_farm`` fixture.
+the ``ssh_farm`` fixture.  For demos and benchmarks, outside pytest, the same
+hosts run until Ctrl-C (see ``main``)::
+
+    python -m tests.sshd_hosts up --hosts 3 --users alice,bob --json hosts.json
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import base64
+import json
+import secrets
 import fcntl
 import os
 import shutil
@@ -33,7 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paramiko
-import pytest
+
+try:
+    import pytest
+except ImportError:        # run as a command where only keyturn's own packages are installed
+    pytest = None
 
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
@@ -325,11 +335,69 @@ class SshHostFarm:
         return host
 
 
-@pytest.fixture(scope="session")
-def ssh_farm(tmp_path_factory):
-    """A session-wide SshHostFarm; closed at session end even when tests fail."""
-    farm = SshHostFarm(tmp_path_factory.mktemp("sshd-hosts"))
+if pytest is not None:
+    @pytest.fixture(scope="session")
+    def ssh_farm(tmp_path_factory):
+        """A session-wide SshHostFarm; closed at session end even when tests fail."""
+        farm = SshHostFarm(tmp_path_factory.mktemp("sshd-hosts"))
+        try:
+            yield farm
+        finally:
+            farm.close()
+
+
+def describe(host: SshHost, passwords: dict[str, str]) -> dict:
+    """What a demo or a benchmark needs of a host: where it is, its key, its logins."""
+    return {"name": host.name, "address": host.address, "port": host.port,
+            "host_key": host.host_public_key, "users": passwords}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`up`: start hosts with the given users (random passwords unless --password), print them
+    (and write them as JSON), and keep them until Ctrl-C or SIGTERM, then tear them down."""
+    parser = argparse.ArgumentParser(prog="python -m tests.sshd_hosts",
+                                     description="Real sshd test hosts on 127.77.x.y:22 (root).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start hosts and keep them until Ctrl-C")
+    up.add_argument("--hosts", type=int, default=1, help="how many (default 1, at most 200)")
+    up.add_argument("--users", default="", help="comma-separated user names on every host "
+                                                "(root: its password is set)")
+    up.add_argument("--password", help="every user's password (default: a random one each)")
+    up.add_argument("--sudo-user", metavar="NAME", help="also a NOPASSWD sudoer of this name")
+    up.add_argument("--json", type=Path, help="write the hosts and their logins to this file")
+    args = parser.parse_args(argv)
+    if not 1 <= args.hosts <= 200:
+        parser.error("--hosts: from 1 to 200")
+    users = [name for name in args.users.split(",") if name]
+    if args.sudo_user:
+        users.append(args.sudo_user)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    farm = SshHostFarm(tempfile.mkdtemp(prefix="keyturn-sshd-"))
     try:
-        yield farm
+        described = []
+        for host in farm.start_hosts(args.hosts):
+            passwords = {name: args.password or secrets.token_urlsafe(12) for name in users}
+            for name, password in passwords.items():
+                if name == "root":                  # there already: the asset's privileged login
+                    host.set_password(name, password)
+                else:
+                    host.add_user(name, password,
+                                  sudo="nopasswd" if name == args.sudo_user else None)
+            described.append(describe(host, passwords))
+        for host in described:
+            logins = ", ".join(f"{name}:{password}" for name, password in host["users"].items())
+            print(f"{host['name']} {host['address']}:{host['port']} {host['host_key']} {logins}")
+        if args.json:
+            args.json.write_text(json.dumps(described, indent=2) + "\n")
+        print(f"{len(described)} hosts up; stop with Ctrl-C", flush=True)
+        stop.wait()
     finally:
         farm.close()
+        shutil.rmtree(farm.base_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
