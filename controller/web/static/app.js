@@ -118,3 +118,15 @@ if (live && live.dataset.status === "running") {
   }
   setTimeout(poll, 1000);
 }
+
+// A multi-select takes plain clicks: each click adds or drops one choice (no Ctrl needed).
+for (const select of document.querySelectorAll("select[multiple]")) {
+  select.addEventListener("mousedown", (event) => {
+    const option = event.target.closest("option");
+    if (!option || option.disabled) return;
+    event.preventDefault();
+    option.selected = !option.selected;
+    select.focus();
+    select.dispatchEvent(new Event("change", { bubbles: true }));
+  });
+}
