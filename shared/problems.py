@@ -3,13 +3,17 @@
 after validation". One place for the CLI, the console, the API and CSV import."""
 from __future__ import annotations
 
+import re
+
+CHOICES = re.compile(r"\^\(([\w-]+(?:\|[\w-]+)+)\)\$")      # a pattern that only lists values
+
 WORDS = {
     "missing": "is required",
     "too_short": "give at least {min_length}",
     "too_long": "give at most {max_length}",
     "string_too_short": "at least {min_length} characters",
     "string_too_long": "at most {max_length} characters",
-    "string_pattern_mismatch": "is not one of the values it takes",
+    "string_pattern_mismatch": "does not have the form it takes",
     "string_type": "must be text",
     "int_parsing": "must be a whole number",
     "int_type": "must be a whole number",
@@ -32,10 +36,14 @@ WORDS = {
 def plain(error: dict) -> str:
     """One pydantic error (from `errors(include_input=False)`) as a short phrase; a validator's
     own ValueError keeps its words."""
-    words = WORDS.get(error.get("type", ""))
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    choices = CHOICES.fullmatch(str(ctx.get("pattern", ""))) if kind == "string_pattern_mismatch" else None
+    if choices:                                    # `^(quorum|classic)$`: say the values
+        return "must be one of " + ", ".join(choices.group(1).split("|"))
+    words = WORDS.get(kind)
     if words is None:
         return error["msg"].removeprefix("Value error, ")
     try:
-        return words.format(**(error.get("ctx") or {}))
+        return words.format(**ctx)
     except (KeyError, IndexError):
         return error["msg"]

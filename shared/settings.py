@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 from shared.errors import KeyturnError
+from shared.problems import plain
 
 ENV_PREFIX = "KEYTURN_"
 
@@ -200,4 +201,4 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
-        raise SettingsError(f"{name}: {error['msg']}") from None
+        raise SettingsError(f"{name}: {plain(error)}") from None

@@ -160,7 +160,15 @@ def test_plan_errors_never_show_pydantic_words():
                     "strategy": "often"})
     assert caught.value.errors == {"usernames": "give at least 1",
                                    "length": "must be a whole number",
-                                   "strategy": "is not one of the values it takes"}
+                                   "strategy": "must be one of random, specific"}
+
+
+def test_a_bad_setting_is_said_in_words(env):
+    for name, value, words in (("KEYTURN_SSH_TIMEOUT", "soon", "must be a number"),
+                               ("KEYTURN_LOG_LEVEL", "LOUD", "must be one of DEBUG, INFO, WARNING, ERROR"),
+                               ("KEYTURN_WORKER_THREADS", "0", "must be at least 1")):
+        line = one_error(["plan", "list"], env | {name: value}, exit_code=2)
+        assert line == f"keyturn: bad setting {name}: {words}"
 
 
 def test_plan_run_wait_says_soon_that_nothing_dispatches(env, tmp_path):
