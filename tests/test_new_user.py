@@ -208,3 +208,14 @@ def test_a_plan_name_is_display_text_of_any_script(env):
     status, out, err = run_main(["plan", "add", "Ротация ünïcode", "--username", "alice",
                                  "--asset", "a1"], env)
     assert status == 0 and "plan Ротация ünïcode saved" in out, err
+
+
+def test_zone_list_shows_a_worker_in_each_zone_it_serves(env):
+    from controller.daemon import record_heartbeats
+    from shared.messages import Heartbeat
+
+    assert run_main(["zone", "add", "lab"], env)[0] == 0      # the database is the module's now
+    record_heartbeats([Heartbeat(worker_id="box:7", zone=zone, host="box", version="0.1.0",
+                                 in_flight=0, sent_at=time.time()) for zone in ("z", "lab")])
+    rows = [line for line in run_main(["zone", "list"], env)[1].splitlines() if "box:7" in line]
+    assert len(rows) == 2 and any("│ lab " in row for row in rows) and any("│ z " in row for row in rows)
