@@ -78,7 +78,7 @@ def test_a_plan_that_matches_no_account_ends_empty_with_the_reason(ctl):
     execution = Execution.get_by_id(start_execution(ctl, key_plan(ctl)).id)
     assert (execution.status, execution.total, execution.finished_at is not None) == (
         "empty", 0, True)
-    assert ("no account matched: user names deploy on 0 assets and 1 nodes (with the assets "
+    assert ("no account matched: user names deploy on 0 assets and 1 node (with the assets "
             "under them), secret type ssh_key") in log_text(execution.id)
 
 
