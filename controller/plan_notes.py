@@ -34,7 +34,8 @@ def protected_names(usernames: list[str]) -> list[tuple[str, list[str]]]:
     """Each username some platform protects, with the titles of those platforms."""
     found = []
     for name in usernames:
-        where = [kind.title for kind in PLATFORMS.values() if name.lower() in kind.protected_usernames]
+        where = [kind.title for kind in PLATFORMS.values()
+                 if name.lower() in kind.protected_usernames]
         if where:
             found.append((name, where))
     return found

@@ -37,7 +37,7 @@ def plain(error: dict) -> str:
     """One pydantic error (from `errors(include_input=False)`) as a short phrase; a validator's
     own ValueError keeps its words."""
     kind, ctx = error.get("type", ""), error.get("ctx") or {}
-    choices = CHOICES.fullmatch(str(ctx.get("pattern", ""))) if kind == "string_pattern_mismatch" else None
+    choices = kind == "string_pattern_mismatch" and CHOICES.fullmatch(str(ctx.get("pattern", "")))
     if choices:                                    # `^(quorum|classic)$`: say the values
         return "must be one of " + ", ".join(choices.group(1).split("|"))
     words = WORDS.get(kind)

@@ -40,7 +40,8 @@ def index():
                         .limit(RECENT)],
             "recent": [serialize.execution_row(e) for e in Execution.select()
                        .order_by(Execution.id.desc()).limit(RECENT)],
-            "failed": [serialize.record_row(r) | {"failures": n} for r, n in failed_accounts(since)]}
+            "failed": [serialize.record_row(r) | {"failures": count}
+                       for r, count in failed_accounts(since)]}
 
 
 def counts(since) -> dict:
