@@ -161,3 +161,11 @@ def test_the_plan_page_lists_sudo_commands_only_when_a_sudoers_line_is_installed
     on = save(ctl, "on", params={"sudo_commands": ["/usr/bin/id"], "modify_sudo": True})
     assert "/usr/bin/id" not in as_admin.get(f"/plans/{off.id}").text
     assert "sudo_commands=/usr/bin/id" in as_admin.get(f"/plans/{on.id}").text
+
+
+def test_the_plan_form_says_which_recipients_no_mail_reaches(as_admin, auditor, fleet):
+    from controller.models import User
+
+    User.update(email="ada@example.org").where(User.username == "ada").execute()
+    page = as_admin.get("/plans/new").text
+    assert "no mail reaches otto (no email address)" in page and "reaches ada" not in page

@@ -73,6 +73,9 @@ def choices() -> dict:
             "node_paths": [p for (p,) in Node.select(Node.path).order_by(Node.path).tuples()],
             "user_names": [u for (u,) in User.select(User.username).where(User.active)
                            .order_by(User.username).tuples()],
+            "no_email": [u for (u,) in User.select(User.username).where(
+                User.active & (User.email.is_null() | (User.email == "")))
+                .order_by(User.username).tuples()],
             "symbol_set": DEFAULT_SYMBOLS} | planform.offered()
 
 
