@@ -13,6 +13,7 @@ from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
 from shared.messages import RotateResult
+from shared.errors import KeyturnError
 from shared.settings import COMMAND_MARGIN
 from tests.inventory_helpers import build_fleet, sent_commands
 
@@ -112,12 +113,14 @@ def test_an_expired_copy_of_an_earlier_dispatch_changes_nothing(ctl, plan):
     assert Record.get_by_id(record.id).status == "dispatched"
 
 
-def test_a_retry_whose_accounts_are_all_busy_ends_at_once(ctl, plan):
+def test_a_retry_of_a_record_a_newer_rotation_superseded_is_refused(ctl, plan):
+    """Retrying it would set an older intent over the newer rotation's: refused, nothing made."""
     first = dispatched(ctl, plan)
     record = first.records.get()
     apply_results([answer(record, "failed", error_code="unreachable", error="down")])
     Record.update(deadline=utcnow() - timedelta(seconds=1)).execute()
     dispatched(ctl, plan)                      # a newer rotation now holds the account
-    retry = retry_records(ctl, [record.id], "test")
-    assert (retry.total, retry.skipped) == (0, 1)
-    assert Execution.get_by_id(retry.id).status == "empty"
+    executions = Execution.select().count()
+    with pytest.raises(KeyturnError, match="its account has a later record"):
+        retry_records(ctl, [record.id], "test")
+    assert Execution.select().count() == executions
