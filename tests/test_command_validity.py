@@ -12,8 +12,8 @@ from controller.models import Account, Execution, Record, utcnow
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
-from shared.messages import RotateResult
 from shared.errors import KeyturnError
+from shared.messages import RotateResult
 from shared.settings import COMMAND_MARGIN
 from tests.inventory_helpers import build_fleet, sent_commands
 
