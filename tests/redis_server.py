@@ -6,14 +6,13 @@ of the session, even when it fails."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.processes import free_port
-from tests.server_process import server_in_temp_dir, stop_process
+from tests.server_process import server_in_temp_dir, stop_process, wait_until_answering
 
 ADMIN = ("admin", "admin-pw-redis")
 START_SECONDS = 10
@@ -47,18 +46,9 @@ class RedisServer:
                                         stderr=subprocess.DEVNULL)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.process.returncode}); see "
-                                   f"{self.log_path}")
-            try:
-                self.admin().ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until_answering(self.process, lambda: self.admin().ping(), redis.ConnectionError,
+                             START_SECONDS, lambda: f"redis-server exited; see {self.log_path}",
+                             pause=0.05)
 
     def admin(self) -> redis.Redis:
         return redis.Redis(host=self.address, port=self.port, username=ADMIN[0],

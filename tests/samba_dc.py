@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import ldap3
@@ -16,7 +15,7 @@ import pytest
 from ldap3.protocol.formatters.formatters import format_sid
 
 from tests.certs import make_certificates
-from tests.server_process import server_in_temp_dir, stop_process
+from tests.server_process import server_in_temp_dir, stop_process, wait_until_answering
 
 ADDRESS = "127.88.0.1"
 REALM, DOMAIN = "KEYTURN.TEST", "KEYTURN"
@@ -55,18 +54,9 @@ class SambaDC:
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"samba exited ({self.process.returncode}): "
-                                   f"{self.log_text()[-2000:]}")
-            try:
-                self.admin().unbind()
-                return
-            except (ldap3.core.exceptions.LDAPException, RuntimeError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        wait_until_answering(self.process, lambda: self.admin().unbind(),
+                             (ldap3.core.exceptions.LDAPException, RuntimeError), START_SECONDS,
+                             lambda: f"samba exited: {self.log_text()[-2000:]}", pause=0.2)
 
     def connect(self, name: str, password: str) -> ldap3.Connection:
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca))

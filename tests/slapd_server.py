@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import ldap3
@@ -17,7 +16,7 @@ import pytest
 
 from tests.certs import make_certificates
 from tests.processes import free_port
-from tests.server_process import server_in_temp_dir, stop_process
+from tests.server_process import server_in_temp_dir, stop_process, wait_until_answering
 
 SUFFIX = "dc=keyturn,dc=test"
 PEOPLE = f"ou=people,{SUFFIX}"
@@ -79,18 +78,9 @@ class SlapdServer:
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited ({self.process.returncode}): "
-                                   f"{self.log_text()[-2000:]}")
-            try:
-                self.admin().unbind()
-                return
-            except ldap3.core.exceptions.LDAPException:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_until_answering(self.process, lambda: self.admin().unbind(),
+                             ldap3.core.exceptions.LDAPException, START_SECONDS,
+                             lambda: f"slapd exited: {self.log_text()[-2000:]}")
 
     def connect(self, dn: str, password: str) -> ldap3.Connection:
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca))
