@@ -5,6 +5,7 @@ to a worker that cannot read them and failing; forged or unbounded ones are refu
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from shared import zonecrypto
 from shared.broker import HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, publish
 from shared.messages import BadMessage, ForeignHeartbeat, parse_envelope
 from tests.inventory_helpers import build_fleet
-from tests.processes import wait_until
+from tests.processes import keyturn_env, wait_until
 from tests.test_bus_trust import daemon_running, zone_channel
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -102,11 +103,8 @@ def test_a_message_of_another_schema_is_refused_naming_both_versions(ctl):
 
 def test_zone_list_names_a_worker_of_another_schema(ctl, two_zones):
     record_heartbeats([open_heartbeat(ctl, future_heartbeat(zone_channel(ctl, "a")))])
-    from click.testing import CliRunner
-    from shared.cli import cli
-
-    listed = CliRunner(env={"KEYTURN_DATA_DIR": str(ctl.settings.data_dir),
-                            "KEYTURN_DATABASE_URL": ctl.settings.effective_database_url}
-                       ).invoke(cli, ["zone", "list"], terminal_width=200)
-    assert "speaks message schema 2, not 1" in listed.output
+    listed = subprocess.run(["keyturn", "zone", "list"], capture_output=True, text=True,
+                            timeout=60, env=keyturn_env(ctl.settings, None) | {"COLUMNS": "200"})
+    assert listed.returncode == 0, listed.stderr
+    assert "speaks message schema 2, not 1" in listed.stdout
     assert Zone.select().count() == 2
