@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from controller.models import Record
 from controller.runtime import Controller
-from shared.broker import RESULTS_QUEUE
+from shared.broker import RESULTS_QUEUE, queue_state
 
 STALL_SECONDS = 5.0
 
@@ -29,13 +29,7 @@ def results_consumers(ctl: Controller) -> int | None:
     import pika
 
     try:
-        connection = pika.BlockingConnection(ctl.broker.parameters)
+        state = queue_state(ctl.broker, RESULTS_QUEUE)
     except pika.exceptions.AMQPError:
         return None
-    try:
-        return connection.channel().queue_declare(RESULTS_QUEUE, passive=True).method.consumer_count
-    except pika.exceptions.ChannelClosedByBroker:      # never declared: no daemon ever ran
-        return 0
-    finally:
-        if connection.is_open:
-            connection.close()
+    return state.consumer_count if state is not None else 0   # never declared: no daemon ran

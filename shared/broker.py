@@ -62,13 +62,20 @@ def ready_messages(broker: dramatiq.Broker, queue_name: str) -> int:
     if isinstance(broker, StubBroker):
         queue = broker.queues.get(queue_name)
         return queue.qsize() if queue is not None else 0
+    state = queue_state(broker, queue_name)
+    return state.message_count if state is not None else 0    # never declared: nothing waits
+
+
+def queue_state(broker: dramatiq.Broker, queue_name: str):
+    """RabbitMQ's answer to a passive declare (its `message_count` and `consumer_count`), or
+    None for a queue never declared; a broker that cannot be reached raises pika's error."""
     import pika
 
     connection = pika.BlockingConnection(broker.parameters)
     try:
-        return connection.channel().queue_declare(queue_name, passive=True).method.message_count
-    except pika.exceptions.ChannelClosedByBroker:   # never declared: nothing waits in it
-        return 0
+        return connection.channel().queue_declare(queue_name, passive=True).method
+    except pika.exceptions.ChannelClosedByBroker:
+        return None
     finally:
         if connection.is_open:
             connection.close()
