@@ -5,7 +5,9 @@ sees its own copy-on-write /etc and /var (overlays over the machine's) and
 private tmpfs /run, /home and /root; the machine's users and files are never
 touched.  sshd is started inside that namespace with nsenter, so it can be
 stopped, paused and restarted while the users, passwords and home directories
-survive.  Each host listens on its own 127.77.x.y:22.
+survive.  Each host listens on its own 127.77.x.y:22; or, on a farm given a
+``tests.wan.Wan``, in its own network namespace too, tens of milliseconds away
+from the Wan's client namespace (benchmarks of latency-bound fleets).
 
 The holder ends, and first kills every process in its namespace, when the pipe
 on its stdin closes: on close(), and also when the test process dies in any
@@ -27,6 +29,7 @@ import base64
 import json
 import secrets
 import fcntl
+import functools
 import os
 import shutil
 import signal
@@ -39,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import paramiko
+
+from tests.wan import Wan, in_netns
 
 try:
     import pytest
@@ -114,28 +119,35 @@ class SshHost:
 
     port = 22
 
-    def __init__(self, name: str, directory: Path):
-        """Create the namespace and host key and start sshd; cleans up after itself on failure."""
+    def __init__(self, name: str, directory: Path, wan: Wan | None = None):
+        """Create the namespace and host key and start sshd; cleans up after itself on failure.
+        With a `wan`, the host gets its own network namespace behind it."""
         self.name = name
         self.directory = directory
+        self.wan = wan
         self.log_path = directory / "sshd.log"
         self._key_path = directory / "ssh_host_ed25519_key"
         self._config_path = directory / "sshd_config"
         self._holder: subprocess.Popen | None = None
         self._sshd: subprocess.Popen | None = None
-        self.address, self._address_lock = _claim_address()
+        if wan is None:
+            self.address, self._address_lock = _claim_address()
+        else:        # the address exists only in this host's and the Wan's namespaces
+            self.address, self._address_lock = wan.new_address(), None
         try:
             scratch = directory / "namespace"
             scratch.mkdir(parents=True)
             with open(self.log_path, "ab") as log:
                 self._holder = subprocess.Popen(
-                    ["unshare", "--mount", "--propagation", "private",
-                     "sh", "-c", HOLDER_SCRIPT, "holder", str(scratch)],
+                    ["unshare", "--mount", *(["--net"] if wan else []), "--propagation",
+                     "private", "sh", "-c", HOLDER_SCRIPT, "holder", str(scratch)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 )
             if self._holder.stdout.readline() != b"ready\n":
                 raise RuntimeError(f"{name}: namespace setup failed:\n{self._log_tail()}")
             self._holder.stdout.close()
+            if wan is not None:
+                wan.attach(self.address, self._netns)
             self._generate_host_key()
             self._config_path.write_text(
                 f"ListenAddress {self.address}:{self.port}\n"
@@ -183,10 +195,14 @@ class SshHost:
         client.get_host_keys().add(self.address, key_type,
                                    paramiko.Ed25519Key(data=base64.b64decode(key_data)))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        connect = functools.partial(client.connect, self.address, self.port, username, password,
+                                    timeout=5, banner_timeout=5, auth_timeout=5,
+                                    allow_agent=False, look_for_keys=False)
         try:
-            client.connect(self.address, self.port, username, password, timeout=5,
-                           banner_timeout=5, auth_timeout=5, allow_agent=False,
-                           look_for_keys=False)
+            if self.wan is None:
+                connect()
+            else:                  # from where the hosts' clients are, over the slow link
+                in_netns(self.wan.client_netns, connect)
             return True
         except paramiko.AuthenticationException:
             return False
@@ -268,9 +284,14 @@ class SshHost:
         key_type, key_data = self._key_path.with_suffix(".pub").read_text().split()[:2]
         self.host_public_key = f"{key_type} {key_data}"
 
+    @property
+    def _netns(self) -> str:
+        return f"/proc/{self._holder.pid}/ns/net"
+
     def _nsenter(self, argv: list[str]) -> list[str]:
-        """argv prefixed to run inside the holder's mount namespace."""
-        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", "--", *argv]
+        """argv prefixed to run inside the holder's mount (and network) namespace."""
+        net = [f"--net={self._netns}"] if self.wan is not None else []
+        return ["nsenter", f"--mount=/proc/{self._holder.pid}/ns/mnt", *net, "--", *argv]
 
     def _running_sshd(self) -> subprocess.Popen:
         """The sshd process, or a clear error if it is stopped."""
@@ -279,12 +300,15 @@ class SshHost:
         return self._sshd
 
     def _serves_banner(self) -> bool:
-        """Whether a TCP connect to address:22 gets the SSH-2.0 banner."""
-        try:
-            with socket.create_connection((self.address, self.port), timeout=1) as conn:
-                return conn.recv(64).startswith(b"SSH-2.0")
-        except OSError:
-            return False
+        """Whether a TCP connect to address:22 gets the SSH-2.0 banner (from inside the host's
+        own network namespace, if it has one)."""
+        def probe() -> bool:
+            try:
+                with socket.create_connection((self.address, self.port), timeout=1) as conn:
+                    return conn.recv(64).startswith(b"SSH-2.0")
+            except OSError:
+                return False
+        return probe() if self.wan is None else in_netns(self._netns, probe)
 
     def _log_tail(self, lines: int = 20) -> str:
         """Last lines of the host's log, for error messages."""
@@ -297,9 +321,11 @@ class SshHost:
 class SshHostFarm:
     """Starts SshHosts under one directory and guarantees they all get torn down."""
 
-    def __init__(self, base_dir: str | os.PathLike):
-        """Hosts get directories under base_dir; cleanup is also registered with atexit."""
+    def __init__(self, base_dir: str | os.PathLike, wan: Wan | None = None):
+        """Hosts get directories under base_dir (and their own network namespaces behind `wan`,
+        if given: its owner closes it after the farm); cleanup is also registered with atexit."""
         self.base_dir = Path(base_dir)
+        self.wan = wan
         self.hosts: list[SshHost] = []
         self._lock = threading.Lock()
         self._started = 0
@@ -325,7 +351,7 @@ class SshHostFarm:
         with self._lock:
             self._started += 1
             name = f"host{self._started}"
-        host = SshHost(name, self.base_dir / name)
+        host = SshHost(name, self.base_dir / name, self.wan)
         with self._lock:
             self.hosts.append(host)
         for username, password in users.items():
