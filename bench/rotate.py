@@ -55,7 +55,7 @@ from controller.models import Account, Asset, Execution, Plan, Record, WorkerSee
 from controller.planning import run_plan
 from controller.plans import parse_spec, save_plan
 from shared.settings import Settings
-from tests.processes import ProcessGroup, keyturn_env, wait_until
+from tests.processes import KEYTURN, ProcessGroup, keyturn_env, wait_until
 from tests.sshd_hosts import SshHost, SshHostFarm
 
 ZONE = "bench"
@@ -98,15 +98,18 @@ def check_logins(logins: list[tuple[SshHost, str, str]]) -> int:
 
 class Keyturn:
     """keyturn on a throw-away PostgreSQL schema and RabbitMQ vhost: the inventory registered
-    in this process, the daemon and one worker (default settings) as `keyturn` processes."""
+    in this process, the daemon and the workers (default settings) as `keyturn` processes;
+    `worker_command` is how a worker is started (e.g. in another network namespace), `validity`
+    the commands' validity settings."""
 
     def __init__(self, stack: contextlib.ExitStack, hosts: list[SshHost], users: list[str],
-                 login_password: str, folder: Path):
+                 login_password: str, folder: Path, worker_command: list[str] = KEYTURN,
+                 validity: dict = VALIDITY):
         self.hosts = {f"h{index:03d}": host for index, host in enumerate(hosts)}
         self.users = users
         db_url = stack.enter_context(temp_database("postgres"))
         self.amqp = stack.enter_context(temp_vhost())
-        self.ctl = controller_for(folder / "data", db_url, self.amqp, **VALIDITY)
+        self.ctl = controller_for(folder / "data", db_url, self.amqp, **validity)
         stack.callback(database.close)
         inventory.add_zone(self.ctl, ZONE, None, trust_first_use=False)
         for name, host in self.hosts.items():
@@ -119,10 +122,11 @@ class Keyturn:
                               self.ctl.vault)
         self.group = ProcessGroup(keyturn_env(self.ctl.settings, self.amqp)
                                   | {f"KEYTURN_{name.upper()}": str(value)
-                                     for name, value in VALIDITY.items()}, folder)
+                                     for name, value in validity.items()}, folder)
         stack.callback(self.group.close)
         self.daemon = self.group.start("daemon", "daemon")
-        self.worker = None
+        self.worker_command = worker_command
+        self.workers: list = []
         self.peak_rss_mb = 0.0
 
     @staticmethod
@@ -133,26 +137,28 @@ class Keyturn:
         if last is not None:
             time.sleep(max(0.0, (last - utcnow()).total_seconds() + 0.1))
 
-    def start_worker(self) -> None:
-        """A new worker process for each run, so every run starts with no SSH session pooled
+    def start_workers(self, count: int = 1) -> None:
+        """New worker processes for each run, so every run starts with no SSH session pooled
         (the reference opens its sessions within its run too)."""
-        if self.worker is not None:
-            self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb(self.worker.pid))
-            self.worker.stop()
-        self.worker = self.group.start(f"worker-{len(self.group.processes)}", "worker",
-                                       "--zone", ZONE)
-        wait_until(self._worker_seen, 60, 0.1, "the worker's first heartbeat")
+        for worker in self.workers:
+            self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb(worker.pid))
+            worker.stop()
+        self.workers = [self.group.start(f"worker-{len(self.group.processes)}", "worker",
+                                         "--zone", ZONE, command=self.worker_command)
+                        for _ in range(count)]
+        wait_until(self._workers_seen, 60, 0.1, "the workers' first heartbeats")
 
-    def _worker_seen(self) -> bool:
-        for process in (self.daemon, self.worker):
+    def _workers_seen(self) -> bool:
+        for process in (self.daemon, *self.workers):
             if not process.running():
                 raise SystemExit(f"keyturn {process.name} exited:\n{process.log_text()[-3000:]}")
-        return WorkerSeen.select().where(WorkerSeen.worker_id.endswith(f":{self.worker.pid}")).exists()
+        return all(WorkerSeen.select().where(WorkerSeen.worker_id.endswith(f":{w.pid}")).exists()
+                   for w in self.workers)
 
-    def run(self, cli: bool, profile_dir: Path | None, label: str) -> dict:
+    def run(self, cli: bool, profile_dir: Path | None, label: str, workers: int = 1) -> dict:
         accounts = len(self.hosts) * len(self.users)
         self.wait_for_last_commands()
-        self.start_worker()
+        self.start_workers(workers)
         profilers = self._start_profilers(profile_dir, label) if profile_dir else []
         try:
             started = time.perf_counter()
@@ -171,14 +177,15 @@ class Keyturn:
                     execution = Execution.get_by_id(execution.id)
                     if execution.status != "running":
                         break
-                    if not (self.worker.running() and self.daemon.running()):
+                    if not all(p.running() for p in (self.daemon, *self.workers)):
                         raise SystemExit("a keyturn process died during the run")
                     if execution.ended != ended:
                         ended, progressed = execution.ended, time.monotonic()
                     elif time.monotonic() - progressed > STALL_SECONDS:
                         raise SystemExit(f"keyturn: no record ended for {STALL_SECONDS} s "
                                          f"({ended}/{accounts} ended); see `py-spy dump --pid "
-                                         f"{self.worker.pid}` and {self.worker.log_path}")
+                                         f"{self.workers[0].pid}` and "
+                                         f"{self.workers[0].log_path}")
                     time.sleep(0.05)
                 seconds = time.perf_counter() - started
         finally:
@@ -206,7 +213,7 @@ class Keyturn:
 
     def worker_peak_rss_mb(self) -> float:
         """The highest VmHWM of the worker processes so far."""
-        return max(self.peak_rss_mb, peak_rss_mb(self.worker.pid) if self.worker else 0.0)
+        return max([self.peak_rss_mb, *(peak_rss_mb(w.pid) for w in self.workers)])
 
     @staticmethod
     def _timeline(execution: Execution) -> dict:
@@ -226,7 +233,7 @@ class Keyturn:
         """py-spy on the worker and the daemon (all threads, idle ones too: wall-clock view)."""
         folder.mkdir(parents=True, exist_ok=True)
         profilers = []
-        for process in (self.worker, self.daemon):
+        for process in (*self.workers, self.daemon):
             out = folder / f"{process.name}-{label}.txt"
             profilers.append(subprocess.Popen(
                 ["py-spy", "record", "--pid", str(process.pid), "--format", "raw", *PYSPY_MODE,
@@ -327,9 +334,13 @@ def stop_control_masters(folder: Path) -> None:
 
 # ---- the benchmark ---------------------------------------------------------------------------
 
-def print_report(rows: list[dict], summary: dict) -> None:
-    table = Table(title="rotation throughput (targets: keyturn <= 1.3 x reference, "
-                        ">= 3 x faster than Ansible; worker peak RSS <= 120 MB)")
+TITLE = ("rotation throughput (targets: keyturn <= 1.3 x reference, >= 3 x faster than Ansible; "
+         "worker peak RSS <= 120 MB)")
+
+
+def print_report(rows: list[dict], summary: dict, title: str = TITLE,
+                 benchmark: str = "rotate") -> None:
+    table = Table(title=title)
     columns = ["round", "pair", "run", "accounts", "seconds", "ms_per_account",
                "ratio_to_reference"]
     for column in columns:
@@ -345,7 +356,7 @@ def print_report(rows: list[dict], summary: dict) -> None:
     summary_table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v)
                             for v in summary.values()])
     out.print(summary_table)
-    print(json.dumps({"benchmark": "rotate", "rows": rows, "summary": summary}))
+    print(json.dumps({"benchmark": benchmark, "rows": rows, "summary": summary}))
 
 
 @click.command()

@@ -42,7 +42,8 @@ def session_key(ctl: Controller) -> bytes:
 
 def create_app(ctl: Controller | None = None) -> Flask:
     from controller.web import (audit, auth, executions, forms, health, integrations, inventory,
-                                overview, plans, records, security, team, templating, views)
+                                openapi, overview, plans, records, security, team, templating,
+                                views)
 
     ctl = ctl or start_controller(load_settings())
     app = Flask(__name__)
@@ -63,7 +64,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
     auth.login_manager.init_app(app)
     templating.install(app)
     for module in (auth, overview, plans, executions, records, inventory, team, audit,
-                   integrations):
+                   integrations, openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(views.api)
     health.install(app)
@@ -79,7 +80,8 @@ def create_app(ctl: Controller | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if views.is_api():
-            return jsonify(error=exc.description), exc.code
+            named = {"fields": exc.fields} if isinstance(exc, forms.BadInput) else {}
+            return jsonify(error=exc.description, **named), exc.code
         return render_template("error.html", problem=exc), exc.code
 
     @app.errorhandler(DataError)

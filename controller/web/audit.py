@@ -4,14 +4,14 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from controller.models import AuditEvent
-from controller.web import serialize
+from controller.web import forms, serialize, shapes
 from controller.web.paging import keyset
 from controller.web.views import page
 
 bp = Blueprint("audit", __name__)
 
 
-@page(bp, "/audit", "audit.html")
+@page(bp, "/audit", "audit.html", response=shapes.AuditLog, query=forms.AuditQuery)
 def index():
     filters = {name: request.args.get(name, "").strip() for name in ("actor", "action", "target")}
     query = AuditEvent.select()

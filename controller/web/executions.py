@@ -10,12 +10,12 @@ from flask_login import current_user
 
 from controller import actions
 from controller.models import Account, Asset, Execution, LogLine, Record
-from controller.web import serialize
+from controller.web import forms, serialize, shapes
 from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.records import record_page
 from controller.web.security import admin_required
-from controller.web.views import Done, action, api, page
+from controller.web.views import Done, action, answer, api_route, page
 from controller.web.views import started as started_execution
 
 bp = Blueprint("executions", __name__)
@@ -27,7 +27,8 @@ CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "err
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may take for a formula
 
 
-@page(bp, "/executions", "executions/list.html")
+@page(bp, "/executions", "executions/list.html", response=shapes.ExecutionList,
+      query=forms.ExecutionQuery)
 def index():
     filters = {name: request.args.get(name, "").strip() for name in ("plan", "status", "trigger")}
     query = Execution.select()
@@ -54,7 +55,8 @@ def log_after(execution_id: int, after: int, limit: int = LOG_SHOWN) -> list[dic
             .order_by(LogLine.id).limit(limit)]
 
 
-@page(bp, "/executions/<int:execution_id>", "executions/show.html")
+@page(bp, "/executions/<int:execution_id>", "executions/show.html",
+      response=shapes.ExecutionPage, query=forms.ById)
 def show(execution_id: int):
     return {"execution": serialize.execution_row(found_execution(execution_id)),
             "retryable": actions.retryable(execution_id).exists(),
@@ -62,11 +64,13 @@ def show(execution_id: int):
             "records": record_page({"execution": str(execution_id)})}
 
 
-@api.route("/executions/<int:execution_id>/log")
+@api_route("/executions/<int:execution_id>/log", "log", response=shapes.ExecutionLog,
+           query=forms.LogQuery)
 def log(execution_id: int):
     """What the execution page polls while it runs: the state and the log lines after `after`."""
-    return {"execution": serialize.execution_row(found_execution(execution_id)),
-            "log": log_after(execution_id, int_arg("after", 0))}
+    return answer(shapes.ExecutionLog, {
+        "execution": serialize.execution_row(found_execution(execution_id)),
+        "log": log_after(execution_id, int_arg("after", 0))})
 
 
 def report_csv(execution_id: int):
@@ -106,10 +110,12 @@ def csv_cell(value):
 
 
 bp.add_url_rule("/executions/<int:execution_id>/report.csv", "report_csv", report_csv)
-api.add_url_rule("/executions/<int:execution_id>/report.csv", "executions_report_csv", report_csv)
+api_route("/executions/<int:execution_id>/report.csv", "executions_report_csv", response=None,
+          media="text/csv")(report_csv)
 
 
-@action(bp, "/executions/<int:execution_id>/retry-failed")
+@action(bp, "/executions/<int:execution_id>/retry-failed", response=shapes.Started,
+        statuses=(201,))
 @admin_required
 def retry_failed(execution_id: int):
     started = actions.retry_failed(current_app.extensions["keyturn.ctl"], execution_id,
@@ -117,7 +123,8 @@ def retry_failed(execution_id: int):
     return started_execution(started, "retry of the failed records")
 
 
-@action(bp, "/executions/<int:execution_id>/verify")
+@action(bp, "/executions/<int:execution_id>/verify", response=shapes.MaybeStarted,
+        statuses=(200, 201))
 @admin_required
 def verify(execution_id: int):
     accounts = actions.unverified_accounts(execution_id)

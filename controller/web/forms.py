@@ -12,14 +12,15 @@ import re
 from typing import Annotated, Any
 
 from flask import request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
-from controller.models import User
+from controller.models import Account, Asset, Node, User, Zone
 from shared.problems import plain
 
 DIGITS = re.compile(r"[0-9]{1,18}")          # 10**18 - 1 < 2**63 - 1: every value fits a BIGINT
+LARGEST = 10 ** 18 - 1
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 NUL = "\x00"
 MAX_DEPTH = 32                # JSON nesting; no body of ours nests more than three levels
@@ -87,10 +88,32 @@ def _text(limit: int, lines: bool, strip: bool):
 
 def text(limit: int, *, lines: bool = False, strip: bool = True):
     """A str of at most `limit` characters: one line unless `lines` (then only NUL is refused)."""
-    return Annotated[str, BeforeValidator(_text(limit, lines, strip))]
+    shape = {"type": "string", "maxLength": limit,
+             "pattern": "^[^\\u0000]*$" if lines else "^[^\\u0000-\\u001f\\u007f]*$"}
+    return Annotated[str, BeforeValidator(_text(limit, lines, strip)), WithJsonSchema(shape)]
 
 
 Secret = text(SECRET_MAX, lines=True, strip=False)
+Query = text(MAX_QUERY_VALUE)
+
+
+def _whole_or_blank(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return whole_number(value)
+
+
+def _flag(value: Any) -> Any:
+    """A form's checkbox: absent or blank is off, any other text is on; JSON sends a bool."""
+    if value is None or value == "":
+        return False
+    return bool(value) if isinstance(value, str) else value
+
+
+# A whole number within 63 bits, from a JSON number or ASCII digits; blank: not given.
+WholeNumber = Annotated[int | None, BeforeValidator(_whole_or_blank), WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": LARGEST}, {"type": "null"}]})]
+Flag = Annotated[bool, BeforeValidator(_flag), WithJsonSchema({"type": "boolean"})]
 
 
 # ---- bodies -------------------------------------------------------------------------------
@@ -102,19 +125,26 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
 
+class StepUp(Body):
+    """What an action that needs a fresh TOTP check also takes: the code (a session's recent
+    check, or a token scope, may stand for it)."""
+
+    code: text(16) | None = Field(None, description="a TOTP code from the user's authenticator")
+
+
 class Login(Body):
     username: text(User.username.max_length) = ""
     password: Secret = ""
 
 
-class NewUser(Body):
+class NewUser(StepUp):
     username: text(User.username.max_length) = ""
     password: Secret = ""
     role: text(User.role.max_length) = ""
     email: text(User.email.max_length) | None = None
 
 
-class Role(Body):
+class Role(StepUp):
     role: text(User.role.max_length) = ""
 
 
@@ -128,8 +158,104 @@ class PasswordChange(Body):
     new: Secret = ""
 
 
-class Token(Body):
+class Token(StepUp):
     scope: text(User.api_token_scopes.max_length) | None = None
+
+
+class NewZone(Body):
+    name: text(Zone.name.max_length) = ""
+    public_key: text(Zone.public_key.max_length) | None = Field(
+        None, description="the zone's base64 Curve25519 key; none: a key pair is made here")
+    trust_first_use: Flag = False
+
+
+class NewNode(Body):
+    path: text(Node.path.max_length) = Field("", description="e.g. /prod/web")
+
+
+class NewAsset(Body):
+    name: text(Asset.name.max_length) = ""
+    address: text(Asset.address.max_length) = ""
+    port: Annotated[WholeNumber, WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "null"}]})] = Field(
+        None, description="none: the platform's default")
+    platform: text(Asset.platform.max_length) = ""
+    zone: text(Zone.name.max_length) = ""
+    node: text(Node.path.max_length) | None = None
+    host_key: text(4096) | None = Field(None, description="an OpenSSH public key line to pin")
+    params: dict[str, Any] | None = Field(None, description="the platform's params")
+
+
+class AccountFields(Body):
+    username: text(Account.username.max_length) = ""
+    secret: Secret | None = Field(None, description="becomes its current secret")
+    privileged: Flag = False
+    secret_type: text(Account.secret_type.max_length) | None = None
+
+
+# ---- query strings ------------------------------------------------------------------------
+
+Size = Annotated[WholeNumber, WithJsonSchema({"anyOf": [
+    {"type": "integer", "minimum": 1, "maximum": 500}, {"type": "null"}]})]
+
+
+class ById(Body):
+    """A page of a list kept in id order: `after`/`before` are ids from the last answer."""
+
+    size: Size = Field(None, description="rows a page holds (at most 500)")
+    after: WholeNumber = None
+    before: WholeNumber = None
+
+
+class ByName(Body):
+    """A page of a list kept in name order: `after`/`before` are names from the last answer."""
+
+    size: Size = Field(None, description="rows a page holds (at most 500)")
+    after: Query = ""
+    before: Query = ""
+
+
+class OverviewQuery(Body):
+    days: Annotated[WholeNumber, Field(description="7 or 30 (other values: 7)")] = None
+
+
+class PlanQuery(ByName):
+    q: Query = Field("", description="part of a plan's name")
+
+
+class ExecutionQuery(ById):
+    plan: Query = ""
+    status: Query = ""
+    trigger: Query = ""
+
+
+class RecordQuery(ById):
+    plan: Query = ""
+    execution: WholeNumber = None
+    asset: Query = ""
+    account: Query = ""
+    status: Query = ""
+
+
+class LogQuery(Body):
+    after: Annotated[WholeNumber, Field(description="the last log line's id already read")] = None
+
+
+class AssetQuery(ByName):
+    q: Query = Field("", description="part of a name or an address")
+    node: Query = Field("", description="a node's path")
+
+
+class AccountQuery(ById):
+    asset: Query = ""
+    username: Query = ""
+    privileged: Query = Field("", description="any value: privileged accounts only")
+
+
+class AuditQuery(ById):
+    actor: Query = ""
+    action: Query = ""
+    target: Query = ""
 
 
 def parse(model: type[Body], data: Any) -> dict:

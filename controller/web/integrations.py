@@ -9,7 +9,7 @@ from flask_login import current_user
 
 from controller import integrations, webhooks
 from controller.models import Integration, OutboxEvent, WebhookDelivery, WebhookSubscription
-from controller.web import forms
+from controller.web import forms, shapes
 from controller.web.security import admin_required, step_up_required
 from controller.web.views import Done, action, form_data, is_api, page
 
@@ -17,14 +17,14 @@ bp = Blueprint("integrations", __name__)
 HISTORY = 100
 
 
-class NewIntegration(forms.Body):
+class NewIntegration(forms.StepUp):
     name: forms.text(Integration.name.max_length) = ""
     public_key: forms.text(Integration.public_key.max_length) = ""
     grants: forms.text(4096, lines=True) = ""          # one ACTION[:SCOPE] per line or space
     rate_limit: forms.text(6) = "60"
 
 
-class NewWebhook(forms.Body):
+class NewWebhook(forms.StepUp):
     name: forms.text(WebhookSubscription.name.max_length) = ""
     url: forms.text(WebhookSubscription.url.max_length) = ""
     events: forms.text(4096, lines=True) = ""          # one type or prefix* per line or space
@@ -49,7 +49,7 @@ def delivery_row(d: WebhookDelivery) -> dict:
             "delivered_at": d.delivered_at}
 
 
-@page(bp, "/integrations", "integrations/index.html")
+@page(bp, "/integrations", "integrations/index.html", response=shapes.Integrations)
 def index():
     deliveries = (WebhookDelivery.select(WebhookDelivery, WebhookSubscription, OutboxEvent)
                   .join(WebhookSubscription).switch(WebhookDelivery).join(OutboxEvent)
@@ -61,7 +61,8 @@ def index():
             "actions": integrations.ACTIONS}
 
 
-@action(bp, "/integrations/new")
+@action(bp, "/integrations/new", response=shapes.IntegrationSaved, body=NewIntegration,
+        statuses=(201,))
 @admin_required
 @step_up_required("add an integration", "integrations.index")
 def add_integration():
@@ -73,7 +74,8 @@ def add_integration():
                 {"integration": integration_row(created)}, 201)
 
 
-@action(bp, "/integrations/<int:integration_id>/active")
+@action(bp, "/integrations/<int:integration_id>/active", response=shapes.IntegrationSaved,
+        body=forms.StepUp)
 @admin_required
 @step_up_required("enable or disable an integration", "integrations.index")
 def toggle_integration(integration_id: int):
@@ -83,7 +85,7 @@ def toggle_integration(integration_id: int):
                 url_for("integrations.index"), {"integration": integration_row(changed)})
 
 
-@action(bp, "/webhooks/new")
+@action(bp, "/webhooks/new", response=shapes.WebhookCreated, body=NewWebhook, statuses=(201,))
 @admin_required
 @step_up_required("add a webhook", "integrations.index")
 def add_webhook():
@@ -96,7 +98,8 @@ def add_webhook():
     return render_template("integrations/secret.html", webhook=created, secret=secret)
 
 
-@action(bp, "/webhooks/<int:webhook_id>/active")
+@action(bp, "/webhooks/<int:webhook_id>/active", response=shapes.WebhookSaved,
+        body=forms.StepUp)
 @admin_required
 @step_up_required("enable or disable a webhook", "integrations.index")
 def toggle_webhook(webhook_id: int):

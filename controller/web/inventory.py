@@ -12,7 +12,7 @@ from peewee import JOIN, fn
 
 from controller import inventory
 from controller.models import Account, Asset, Node, WorkerSeen, Zone
-from controller.web import serialize
+from controller.web import forms, serialize, shapes
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
@@ -30,7 +30,7 @@ def ctl():
 
 # ---- zones and nodes ----------------------------------------------------------------------
 
-@page(bp, "/zones", "inventory/zones.html")
+@page(bp, "/zones", "inventory/zones.html", response=shapes.Zones)
 def zones():
     seen = defaultdict(list)
     for worker in WorkerSeen.select().order_by(WorkerSeen.last_seen.desc()):
@@ -45,10 +45,10 @@ def zones():
                       for z in Zone.select(Zone, assets.alias("asset_count")).order_by(Zone.name)]}
 
 
-@action(bp, "/zones/new")
+@action(bp, "/zones/new", response=shapes.ZoneSaved, body=forms.NewZone, statuses=(201,))
 @admin_required
 def add_zone():
-    data = form_data()
+    data = form_data(forms.NewZone)
     zone, made_key = inventory.add_zone(ctl(), str(data.get("name", "")).strip(),
                                         str(data.get("public_key") or "").strip() or None,
                                         bool(data.get("trust_first_use")))
@@ -57,7 +57,7 @@ def add_zone():
                 {"zone": zone.name}, 201)
 
 
-@page(bp, "/nodes", "inventory/nodes.html")
+@page(bp, "/nodes", "inventory/nodes.html", response=shapes.Nodes)
 def nodes():
     assets = Asset.select(fn.COUNT(Asset.id)).where(Asset.node == Node.id)
     return {"nodes": [{"id": n.id, "path": n.path, "name": n.path.rsplit("/", 1)[-1],
@@ -65,16 +65,16 @@ def nodes():
                       for n in Node.select(Node, assets.alias("asset_count")).order_by(Node.path)]}
 
 
-@action(bp, "/nodes/new")
+@action(bp, "/nodes/new", response=shapes.NodeSaved, body=forms.NewNode, statuses=(201,))
 @admin_required
 def add_node():
-    node = inventory.node_for_path(str(form_data().get("path", "")).strip())
+    node = inventory.node_for_path(str(form_data(forms.NewNode).get("path", "")).strip())
     return Done(f"node {node.path} saved", url_for("inventory.nodes"), {"node": node.path}, 201)
 
 
 # ---- assets -------------------------------------------------------------------------------
 
-@page(bp, "/assets", "inventory/assets.html")
+@page(bp, "/assets", "inventory/assets.html", response=shapes.AssetList, query=forms.AssetQuery)
 def assets():
     q, node = request.args.get("q", "").strip(), request.args.get("node", "").strip()
     accounts = Account.select(fn.COUNT(Account.id)).where(Account.asset == Asset.id)
@@ -144,12 +144,12 @@ def asset_row(a: Asset) -> dict:
             "accounts": getattr(a, "account_count", None), "created_at": a.created_at}
 
 
-@action(bp, "/assets/new")
+@action(bp, "/assets/new", response=shapes.AssetAdded, body=forms.NewAsset, statuses=(201,))
 @admin_required
 def add_asset():
     """A form sends the chosen platform's params as `params.<platform>.<name>` fields (each
     platform has its own block); a script sends `params` as an object."""
-    data = form_data()
+    data = form_data(forms.NewAsset if is_api() else None)
     if is_api():
         created = new_asset(data)
     else:
@@ -175,7 +175,8 @@ def new_asset(row: dict) -> Asset:
     return inventory.create_asset(inventory.asset_from_row(row))
 
 
-@action(bp, "/assets/import")
+@action(bp, "/assets/import", response=shapes.AssetsImported, statuses=(201,),
+        body_media="text/csv")
 @admin_required
 def import_assets():
     """Assets from CSV (see `inventory.import_assets`): all rows or none, every bad row named."""
@@ -193,7 +194,7 @@ def found_asset(asset_id: int) -> Asset:
     return found
 
 
-@page(bp, "/assets/<int:asset_id>", "inventory/asset.html")
+@page(bp, "/assets/<int:asset_id>", "inventory/asset.html", response=shapes.AssetPage)
 def asset(asset_id: int):
     found = found_asset(asset_id)
     return {"asset": asset_row(found), "platform": platform_row(PLATFORMS[found.platform]),
@@ -201,12 +202,13 @@ def asset(asset_id: int):
                          .join(Asset).where(Account.asset == asset_id).order_by(Account.username)]}
 
 
-@action(bp, "/assets/<int:asset_id>/accounts")
+@action(bp, "/assets/<int:asset_id>/accounts", response=shapes.AccountSaved,
+        body=forms.AccountFields)
 @admin_required
 def set_account(asset_id: int):
     """Add or update an account; a secret typed here (a password, or a private key for
     `secret_type` ssh_key) becomes its current one."""
-    data = form_data()
+    data = form_data(forms.AccountFields)
     secret = data.get("secret") or None
     username = data.get("username")
     saved = inventory.set_account(ctl(), found_asset(asset_id).name,
@@ -220,7 +222,8 @@ def set_account(asset_id: int):
 
 # ---- accounts -----------------------------------------------------------------------------
 
-@page(bp, "/accounts", "inventory/accounts.html")
+@page(bp, "/accounts", "inventory/accounts.html", response=shapes.AccountList,
+      query=forms.AccountQuery)
 def accounts():
     filters = {name: request.args.get(name, "").strip() for name in ("asset", "username")}
     where = []

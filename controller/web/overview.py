@@ -11,7 +11,7 @@ from peewee import JOIN, Case, fn
 
 from controller.models import (Asset, Execution, Node, Plan, PlanAsset, PlanNode, Record,
                                utcnow)
-from controller.web import serialize
+from controller.web import forms, serialize, shapes
 from controller.web.forms import int_arg
 from controller.web.records import listing
 from controller.web.views import page
@@ -28,7 +28,7 @@ def root():
     return redirect(url_for("overview.index"))
 
 
-@page(bp, "/overview", "overview.html")
+@page(bp, "/overview", "overview.html", response=shapes.Overview, query=forms.OverviewQuery)
 def index():
     days = int_arg("days")
     days = days if days in WINDOWS else WINDOWS[0]

@@ -3,7 +3,7 @@ through `controller.plans` like the CLI; a run only creates pending records (the
 dispatcher publishes them), so no request thread ever touches the bus."""
 from __future__ import annotations
 
-from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template,
                    request, url_for)
 from flask_login import current_user
 from peewee import fn
@@ -11,20 +11,20 @@ from peewee import fn
 from controller.models import Asset, Execution, Node, Plan, PlanNode, User
 from controller.plan_notes import plan_notes
 from controller.planning import covered_assets, start_execution
-from controller.plans import PlanError, parse_spec, save_plan
+from controller.plans import PlanError, PlanSpec, parse_spec, save_plan
 from controller.secretgen import DEFAULT_SYMBOLS
-from controller.web import planform, serialize
+from controller.web import forms, planform, serialize, shapes
 from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.security import admin_required
-from controller.web.views import Done, action, api, form_data, is_api, page
+from controller.web.views import Done, action, answer, api_route, form_data, is_api, page
 from shared.words import plural
 
 bp = Blueprint("plans", __name__)
 RECENT = 10
 
 
-@page(bp, "/plans", "plans/list.html")
+@page(bp, "/plans", "plans/list.html", response=shapes.PlanList, query=forms.PlanQuery)
 def index():
     q = request.args.get("q", "").strip()
     node_count = PlanNode.select(fn.COUNT(PlanNode.id)).where(PlanNode.plan == Plan.id)
@@ -51,7 +51,7 @@ def found_plan(plan_id: int) -> Plan:
     return found
 
 
-@page(bp, "/plans/<int:plan_id>", "plans/show.html")
+@page(bp, "/plans/<int:plan_id>", "plans/show.html", response=shapes.PlanPage)
 def show(plan_id: int):
     plan = found_plan(plan_id)
     values = planform.form_values(plan)
@@ -108,12 +108,13 @@ def submit(plan: Plan | None, keep_secret_of: Plan | None):
         saved = save(data, plan)
     except PlanError as exc:
         if is_api():
-            return jsonify(errors=exc.errors), 422
+            return answer(shapes.PlanProblems, {"errors": exc.errors}), 422
         return render_form(planform.resubmitted(request.form, keep_secret_of), plan, exc.errors,
                            422, clone_of=keep_secret_of if keep_secret_of is not plan else None)
     if is_api():
         notes = plan_notes(saved, current_app.extensions["keyturn.ctl"].settings.secure_mode)
-        return jsonify(plan=serialize.plan_row(saved), warnings=notes), 201 if plan is None else 200
+        return (answer(shapes.PlanSaved, {"plan": serialize.plan_row(saved), "warnings": notes}),
+                201 if plan is None else 200)
     flash(f"plan {saved.name} saved", "info")
     return redirect(url_for("plans.show", plan_id=saved.id))
 
@@ -140,21 +141,25 @@ def edit(plan_id: int):
     return render_form(planform.form_values(plan), plan)
 
 
-@api.route("/plans/new", methods=["POST"], endpoint="plans_new")
+@api_route("/plans/new", "plans_new", ("POST",), response=shapes.PlanSaved, body=PlanSpec,
+           statuses=(201,), refusals=(422,))
 @admin_required
 def api_new():
+    """Save a new plan."""
     return submit(None, None)
 
 
-@api.route("/plans/<int:plan_id>/edit", methods=["POST"], endpoint="plans_edit")
+@api_route("/plans/<int:plan_id>/edit", "plans_edit", ("POST",), response=shapes.PlanSaved,
+           body=PlanSpec, refusals=(422,))
 @admin_required
 def api_edit(plan_id: int):
+    """Change a plan: the whole spec (a specific secret left out is kept)."""
     return submit(found_plan(plan_id), None)
 
 
 # ---- run, delete --------------------------------------------------------------------------
 
-@action(bp, "/plans/<int:plan_id>/execute")
+@action(bp, "/plans/<int:plan_id>/execute", response=shapes.Started, statuses=(201,))
 @admin_required
 def execute(plan_id: int):
     started = start_execution(current_app.extensions["keyturn.ctl"], found_plan(plan_id),
@@ -171,7 +176,7 @@ def confirm_delete(plan_id: int):
     return render_template("plans/delete.html", plan=serialize.plan_row(found_plan(plan_id)))
 
 
-@action(bp, "/plans/<int:plan_id>/delete")
+@action(bp, "/plans/<int:plan_id>/delete", response=shapes.Message)
 @admin_required
 def delete(plan_id: int):
     plan = found_plan(plan_id)

@@ -2,13 +2,13 @@
 appear only on the reveal page, after step-up MFA, and every reveal is audited."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, g, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 from flask_login import current_user
 from peewee import SelectQuery
 
 from controller import actions
 from controller.models import Account, Asset, Execution, Record
-from controller.web import serialize
+from controller.web import forms, serialize, shapes
 from controller.web.auth import audit
 from controller.web.forms import number
 from controller.web.paging import keyset
@@ -64,7 +64,7 @@ def record_page(filters: dict) -> dict:
     return keyset(query, Record.id, serialize=serialize.record_row, count=count)
 
 
-@page(bp, "/records", "records/list.html")
+@page(bp, "/records", "records/list.html", response=shapes.RecordList, query=forms.RecordQuery)
 def index():
     filters = {name: request.args.get(name, "").strip() for name in FILTERS}
     return {"filters": filters, "statuses": STATUSES, "records": record_page(filters)}
@@ -77,7 +77,7 @@ def found_record(record_id: int) -> Record:
     return record
 
 
-@page(bp, "/records/<int:record_id>", "records/show.html")
+@page(bp, "/records/<int:record_id>", "records/show.html", response=shapes.RecordPage)
 def show(record_id: int):
     retries = listing().where(Record.retry_of == record_id).order_by(Record.id)
     return {"record": serialize.record_row(found_record(record_id)),
@@ -95,7 +95,8 @@ def secrets_gate(record_id: int, purpose: str, scope: str | None = None):
                         url_for("records.show", record_id=record_id), scope)
 
 
-@action(bp, "/records/<int:record_id>/reveal")
+@action(bp, "/records/<int:record_id>/reveal", response=shapes.Revealed, body=forms.StepUp,
+        step_up=True)
 @admin_required
 def reveal(record_id: int):
     """The record's old and new secret, after step-up; audited with user, record, time and
@@ -111,12 +112,13 @@ def reveal(record_id: int):
              "new_secret": vault.decrypt(secret.new_secret)}
     audit(current_user.username, "secret.reveal", f"record/{record_id}", f"by {g.step_up}")
     if is_api():
-        return jsonify(record=record_id, **shown)
+        return {"record": record_id, **shown}
     return render_template("records/reveal.html",
                            record=serialize.record_row(found_record(record_id)), **shown)
 
 
-@action(bp, "/records/<int:record_id>/restore")
+@action(bp, "/records/<int:record_id>/restore", response=shapes.Message, body=forms.StepUp,
+        step_up=True)
 @admin_required
 def restore(record_id: int):
     """Make an unverified record's new secret current (admin, after step-up)."""
@@ -127,7 +129,7 @@ def restore(record_id: int):
                 url_for("records.show", record_id=record_id))
 
 
-@action(bp, "/records/<int:record_id>/retry")
+@action(bp, "/records/<int:record_id>/retry", response=shapes.Started, statuses=(201,))
 @admin_required
 def retry(record_id: int):
     started = actions.retry_records(current_app.extensions["keyturn.ctl"], [record_id],
@@ -135,7 +137,7 @@ def retry(record_id: int):
     return started_execution(started, "retry")
 
 
-@action(bp, "/records/<int:record_id>/ignore")
+@action(bp, "/records/<int:record_id>/ignore", response=shapes.Message)
 @admin_required
 def ignore(record_id: int):
     actions.ignore_record(record_id, current_user.username)

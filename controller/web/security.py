@@ -156,6 +156,7 @@ def admin_required(view):
             abort(403, "this needs the admin role")
         return view(*args, **kwargs)
 
+    guarded.admin_only = True         # what the API document says (`views.describe`)
     return guarded
 
 
@@ -216,6 +217,7 @@ def step_up_required(purpose: str, back_endpoint: str):
         def guarded(*args, **kwargs):
             return step_up_gate(purpose, url_for(back_endpoint)) or view(*args, **kwargs)
 
+        guarded.step_up = purpose
         return guarded
 
     return wrap

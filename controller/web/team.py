@@ -8,7 +8,7 @@ from flask import Blueprint, abort, current_app, render_template, url_for
 from flask_login import current_user
 
 from controller.models import User
-from controller.web import auth, forms, serialize, users
+from controller.web import auth, forms, serialize, shapes, users
 from controller.web.security import admin_required, step_up_required
 from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
@@ -20,14 +20,14 @@ def audit(action_name: str, target: str) -> None:
     auth.audit(current_user.username, action_name, target)
 
 
-@page(bp, "/users", "team/users.html")
+@page(bp, "/users", "team/users.html", response=shapes.Users)
 @admin_required
 def index():
     return {"users": [serialize.user_row(u) for u in User.select().order_by(User.username)],
             "roles": users.ROLES}
 
 
-@action(bp, "/users/new")
+@action(bp, "/users/new", response=shapes.UserSaved, body=forms.NewUser, statuses=(201,))
 @admin_required
 @step_up_required("add a user", "team.index")
 def add():
@@ -47,7 +47,7 @@ def found_user(user_id: int) -> User:
     return found
 
 
-@action(bp, "/users/<int:user_id>/active")
+@action(bp, "/users/<int:user_id>/active", response=shapes.UserSaved)
 @admin_required
 def toggle_active(user_id: int):
     """Deactivate (ends their sessions and token at once) or reactivate a user."""
@@ -61,7 +61,7 @@ def toggle_active(user_id: int):
                 url_for("team.index"), {"user": serialize.user_row(found)})
 
 
-@action(bp, "/users/<int:user_id>/role")
+@action(bp, "/users/<int:user_id>/role", response=shapes.UserSaved, body=forms.Role)
 @admin_required
 @step_up_required("change a user's role", "team.index")
 def change_role(user_id: int):
@@ -75,7 +75,7 @@ def change_role(user_id: int):
                 {"user": serialize.user_row(found_user(user_id))})
 
 
-@action(bp, "/users/<int:user_id>/reset-mfa")
+@action(bp, "/users/<int:user_id>/reset-mfa", response=shapes.Message, body=forms.StepUp)
 @admin_required
 @step_up_required("reset a user's authenticator", "team.index")
 def reset_mfa(user_id: int):
@@ -89,13 +89,13 @@ def reset_mfa(user_id: int):
 
 # ---- one's own page -----------------------------------------------------------------------
 
-@page(bp, "/me", "team/me.html")
+@page(bp, "/me", "team/me.html", response=shapes.Me)
 def me():
     return {"user": serialize.user_row(current_user.row()),
             "has_file_password": current_user.row().file_password is not None}
 
 
-@action(bp, "/me/profile")
+@action(bp, "/me/profile", response=shapes.Message, body=forms.Profile)
 def profile():
     """Mail address and the password that opens mailed result archives."""
     data = form_data(forms.Profile)
@@ -108,7 +108,7 @@ def profile():
     return Done("profile saved", url_for("team.me"))
 
 
-@action(bp, "/me/password")
+@action(bp, "/me/password", response=shapes.Message, body=forms.PasswordChange)
 def change_password():
     data = form_data(forms.PasswordChange)
     row = current_user.row()
@@ -119,7 +119,7 @@ def change_password():
     return Done("password changed; your other sessions are signed out", url_for("team.me"))
 
 
-@action(bp, "/me/token")
+@action(bp, "/me/token", response=shapes.TokenCreated, body=forms.Token, statuses=(201,))
 @step_up_required("create an API token", "team.me")
 def new_token():
     """A new API token, shown once; it replaces the previous one. An admin may let it reveal
@@ -133,7 +133,7 @@ def new_token():
     return render_template("team/token.html", token=token)
 
 
-@action(bp, "/me/token/revoke")
+@action(bp, "/me/token/revoke", response=shapes.Message)
 def revoke_token():
     users.revoke_api_token(current_user.row())
     audit("user.token_revoke", f"user/{current_user.username}")
