@@ -260,6 +260,16 @@ def plan():
               help="A parameter of some platform, e.g. become=su, create_user=true, "
                    "groups=[\"wheel\"] (UNIX), database=app (postgresql); each asset takes "
                    "its platform's, over its own (VALUE is JSON, or else a plain string).")
+@click.option("--waves", help="Roll out in waves: cumulative counts or percentages of the "
+                              "accounts, e.g. 1,5%,25%,100% (default: all at once).")
+@click.option("--max-failures", help="The failure brake between waves: a count or a share "
+                                     "of a wave, e.g. 2% (default with waves: 0).")
+@click.option("--window", help="Touch hosts only inside this maintenance window, e.g. "
+                               "\"Mon-Fri 01:00-05:00\" (KEYTURN_TIMEZONE); several: ;")
+@click.option("--asset-limit", type=int, help="At most this many rotations in flight per asset.")
+@click.option("--zone-limit", type=int, help="At most this many rotations in flight per zone.")
+@click.option("--connect-rate", type=float,
+              help="At most this many new SSH connections per second per zone.")
 def plan_add(name, secret_stdin, params, **fields):
     """Create a plan."""
     from controller.plan_notes import plan_notes
@@ -362,10 +372,18 @@ def wait_for(ctl: Controller, execution_id: int, timeout: float) -> Execution:
 
 
 def summarise(execution: Execution) -> None:
+    from controller.gates import waiting
+    from controller.rollout import describe
+
     print_table(f"execution {execution.id} ({execution.plan_name}): {execution.status}",
                 ["success", "unverified", "failed", "skipped", "total"],
                 [[execution.succeeded, execution.unverified, execution.failed, execution.skipped,
                   execution.total]])
+    for line in [*describe(execution.rollout), execution.pause_reason, waiting(execution)]:
+        if line:
+            click.echo(line)
+    if execution.wave:
+        click.echo(f"wave {execution.wave} of {len(execution.rollout['waves'])} open")
     failures = (Record.select(Record, Account, Asset).join(Account).join(Asset)
                 .where((Record.execution == execution) & (Record.status != "success")))
     if failures.count():
@@ -392,6 +410,42 @@ def execution_show(execution_id):
     summarise(found)
     for line in found.log_lines.order_by(LogLine.id):
         click.echo(f"{line.at:%Y-%m-%d %H:%M:%S} {line.level:7} {line.message}")
+
+
+@execution.command("pause")
+@click.argument("execution_id", type=int)
+def execution_pause(execution_id):
+    """Stop dispatching an execution's records; those in flight finish (audited)."""
+    from controller.steering import pause_execution
+
+    controller()
+    click.echo(f"execution {execution_id}: {pause_execution(execution_id, operator()).pause_reason}")
+
+
+@execution.command("resume")
+@click.argument("execution_id", type=int)
+def execution_resume(execution_id):
+    """Dispatch a paused execution again; after its failure brake, from the next wave on
+    (audited)."""
+    from controller.steering import resume_execution
+
+    ctl = controller()
+    resumed = resume_execution(ctl, execution_id, operator())
+    click.echo(f"execution {execution_id}: {resumed.status}"
+               + (f" ({resumed.pause_reason})" if resumed.pause_reason else ""))
+
+
+@execution.command("cancel")
+@click.argument("execution_id", type=int)
+def execution_cancel(execution_id):
+    """End an execution: records not yet dispatched are cancelled and their accounts freed;
+    those in flight settle normally (audited)."""
+    from controller.steering import cancel_execution, cancelled_count
+
+    controller()
+    cancel_execution(execution_id, operator())
+    click.echo(f"execution {execution_id} cancelled: "
+               f"{plural(cancelled_count(execution_id), 'record')} not sent")
 
 
 @execution.command("retry-failed")

@@ -17,6 +17,7 @@ from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
 from controller.models import WorkerSeen, Zone, utcnow
 from controller.reaper import reap
+from controller.steering import steer
 from controller.metrics import apply_measured
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE, rotate_queue
@@ -72,8 +73,9 @@ def record_heartbeats(beats: list[Heartbeat | ForeignHeartbeat]) -> None:
 class Daemon:
     """Owns the results consumer and the housekeeping thread of one controller process."""
 
-    def __init__(self, ctl: Controller):
+    def __init__(self, ctl: Controller, clock=utcnow):
         self.ctl = ctl
+        self.clock = clock        # maintenance windows read it (tests move it)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="keyturn-housekeeping",
                                         daemon=True)
@@ -106,7 +108,9 @@ class Daemon:
         # registered, so its workers find it before the first command.
         declare_queues(self.ctl.broker, [rotate_queue(zone.name) for zone in Zone.select(Zone.name)])
         reap(self.ctl)
-        dispatch_pending(self.ctl)
+        now = self.clock()
+        steer(self.ctl, now)
+        dispatch_pending(self.ctl, now)
         announce_lost_workers(self.ctl)
         relay_events(self.ctl)
         prune_seen()

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from controller.db import id_in
 from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen, Zone, utcnow
+from controller.gates import claim_gated, command_limits
 from controller.planning import command_expiry, command_timeout, dispatch_deadline, login_accounts
 from controller.results import apply_results, verify_candidates
 from controller.runtime import Controller
@@ -51,6 +52,7 @@ class DispatchRow(NamedTuple):
     plan_id: int | None
     params: dict | None
     ssh_timeout: float | None
+    rollout: dict | None = None       # its execution's: the limits its worker honours too
 
 
 def dispatch_rows(condition) -> list[DispatchRow]:
@@ -58,7 +60,7 @@ def dispatch_rows(condition) -> list[DispatchRow]:
         Record.id, Record.attempt, Record.action, Record.deadline, Record.old_secret,
         Record.new_secret, Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
         Asset.platform, Asset.host_key, Asset.params, Asset.refusals, Zone.name, Zone.public_key,
-        Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout)
+        Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout, Execution.rollout)
         .join(Account).join(Asset).join(Zone)
         .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
         .where(condition).order_by(Record.id).tuples()]
@@ -68,16 +70,21 @@ def dispatch_execution(ctl: Controller, execution_id: int) -> int:
     return dispatch_where(ctl, Record.execution == execution_id)
 
 
-def dispatch_pending(ctl: Controller) -> int:
-    return dispatch_where(ctl, Record.status == "pending")
+def dispatch_pending(ctl: Controller, now: datetime | None = None) -> int:
+    return dispatch_where(ctl, Record.status == "pending", now)
 
 
-def dispatch_where(ctl: Controller, condition) -> int:
-    """Claim and publish every pending record matching `condition`; returns how many were
-    published. Records a dispatcher claimed and then died holding are the reaper's."""
+def dispatch_where(ctl: Controller, condition, now: datetime | None = None) -> int:
+    """Claim and publish every pending record matching `condition` that may go now (its
+    execution running; under a rollout, what its waves, window and limits let through at `now`,
+    by default the current time); returns how many were published. Records a dispatcher
+    claimed and then died holding are the reaper's."""
     def claimed_batches():
         while claimed := claim_batch(ctl, condition):
             yield dispatch_rows(id_in(Record.id, claimed))
+        gated = claim_gated(ctl, without_held_zones(condition), now or utcnow())
+        if gated:
+            yield dispatch_rows(id_in(Record.id, gated))
     return publish_rows(ctl, claimed_batches())
 
 
@@ -108,14 +115,24 @@ def held_zones() -> set[str]:
         WorkerSeen.lost_at.is_null() & (WorkerSeen.message_schema != SCHEMA_VERSION))}
 
 
-def claim_batch(ctl: Controller, condition) -> list[int]:
-    """Move up to BATCH pending records to `dispatched`; only the claimer publishes them."""
-    now = utcnow()
+def without_held_zones(condition):
+    """`condition`, less the records of `held_zones()`."""
     held = held_zones()
     if held:
         condition &= Record.account.not_in(
             Account.select(Account.id).join(Asset).join(Zone).where(Zone.name.in_(held)))
-    batch = (Record.select(Record.id).where(condition & (Record.status == "pending"))
+    return condition
+
+
+def claim_batch(ctl: Controller, condition) -> list[int]:
+    """Move up to BATCH pending records of running executions without a rollout to
+    `dispatched`; only the claimer publishes them."""
+    now = utcnow()
+    condition = without_held_zones(condition)
+    free = Execution.select(Execution.id).where((Execution.status == "running")
+                                                & Execution.rollout.is_null())
+    batch = (Record.select(Record.id).where(condition & (Record.status == "pending")
+                                            & Record.execution.in_(free))
              .order_by(Record.id).limit(BATCH))
     query = (Record.update(status="dispatched", dispatched_at=now,
                            deadline=dispatch_deadline(ctl, now))
@@ -217,7 +234,7 @@ class Commands:
             secret_type=row.secret_type, **secrets, params=self._params_of(row),
             timeout=command_timeout(self.ctl, row.ssh_timeout or self.ctl.settings.ssh_timeout),
             not_after=command_expiry(self.ctl, row.deadline), secure_mode=self.ctl.settings.secure_mode,
-            refusal_known=refusal_known(row))
+            refusal_known=refusal_known(row), limits=command_limits(row.rollout))
         return seal("rotate", command, self.ctl.channel(row.zone, row.public_key))
 
     def _target(self, row: DispatchRow) -> AssetTarget:

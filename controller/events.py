@@ -35,12 +35,13 @@ PRUNE_EVERY = 600.0                    # seconds between two prunings
 PREFIX = "io.keyturn."
 EXECUTION_STARTED = PREFIX + "execution.started"
 EXECUTION_FINISHED = PREFIX + "execution.finished"
+EXECUTION_PAUSED = PREFIX + "execution.paused"
 RECORD_ENDED = {"success": PREFIX + "record.succeeded", "failed": PREFIX + "record.failed",
                 "unverified": PREFIX + "record.unverified"}
 WORKER_LOST = PREFIX + "worker.lost"
 HOST_KEY_MISMATCH = PREFIX + "asset.host_key_mismatch"
 REQUEST_REFUSED = PREFIX + "request.refused"
-TYPES = (EXECUTION_STARTED, EXECUTION_FINISHED, *RECORD_ENDED.values(), WORKER_LOST,
+TYPES = (EXECUTION_STARTED, EXECUTION_FINISHED, EXECUTION_PAUSED, *RECORD_ENDED.values(), WORKER_LOST,
          HOST_KEY_MISMATCH, REQUEST_REFUSED)
 
 LOST_AFTER_BEATS = 3        # a worker silent for this many heartbeat intervals is lost
@@ -90,6 +91,17 @@ def execution_event(execution: Execution) -> None:
         "status": execution.status, "total": execution.total, "succeeded": execution.succeeded,
         "failed": execution.failed, "unverified": execution.unverified,
         "skipped": execution.skipped})])
+
+
+def execution_paused(execution: Execution) -> None:
+    """An execution stopped dispatching: its failure brake, its maintenance window or an
+    operator (`paused_by`), and why in words."""
+    emit([(EXECUTION_PAUSED, f"execution/{execution.id}", {
+        "execution": execution.id, "plan": execution.plan_name, "paused_by": execution.paused_by,
+        "reason": execution.pause_reason, "wave": execution.wave,
+        "waves": len((execution.rollout or {}).get("waves") or []), "total": execution.total,
+        "succeeded": execution.succeeded, "failed": execution.failed,
+        "unverified": execution.unverified})])
 
 
 def request_refused(integration: str | None, request_id: str | None, action: str | None,

@@ -6,7 +6,7 @@ in order, every step newer than its recorded version; each step is a function of
 """
 from __future__ import annotations
 
-from peewee import CharField, DateTimeField, IntegerField
+from peewee import CharField, DateTimeField, IntegerField, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run_operations
 
 from controller.db import database, is_postgres
@@ -76,13 +76,33 @@ def key_workers_by_zone(migrator) -> list:
     return []
 
 
+def add_rollout(migrator) -> list:
+    """8: rolling a plan out under control (`controller.rollout`): its waves, failure brake,
+    maintenance window and rate limits (`Plan.rollout`, copied to `Execution.rollout`), the
+    wave each record is in and the last one opened, and why an execution is paused."""
+    from controller.models import Execution, Plan, Record
+
+    wanted = {Plan: {"rollout": JSONField(null=True)},
+              Execution: {"rollout": JSONField(null=True), "wave": IntegerField(default=0),
+                          "paused_by": CharField(max_length=16, null=True),
+                          "pause_reason": TextField(null=True)},
+              Record: {"wave": IntegerField(null=True)}}
+    operations = []
+    for model, fields in wanted.items():
+        table = model._meta.table_name
+        have = {column.name for column in database.get_columns(table)}
+        operations += [migrator.add_column(table, name, field) for name, field in fields.items()
+                       if name not in have]
+    return operations
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
-               add_worker_schema, key_workers_by_zone]
+               add_worker_schema, key_workers_by_zone, add_rollout]
 LATEST = 1 + len(STEPS)
 
 

@@ -98,6 +98,7 @@ class Plan(BaseModel):
     next_run_at = pw.DateTimeField(null=True, index=True)
     recipients = JSONField(default=list)
     active = pw.BooleanField(default=True)
+    rollout = JSONField(null=True)    # waves, brake, window, limits (`controller.rollout`)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
 
@@ -124,7 +125,8 @@ class Execution(BaseModel):
     trigger = pw.CharField(max_length=16, default="manual")   # manual | schedule | retry | api
     started_by = pw.CharField(max_length=128, default="cli")
     retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
-    status = pw.CharField(max_length=16, default="running", index=True)   # running | success | failed
+    # running | paused | success | failed | empty | cancelled
+    status = pw.CharField(max_length=16, default="running", index=True)
     created_at = pw.DateTimeField(default=utcnow, index=True)
     finished_at = pw.DateTimeField(null=True)
     notified_at = pw.DateTimeField(null=True, index=True)       # result mail handled (or claimed)
@@ -133,6 +135,10 @@ class Execution(BaseModel):
     failed = pw.IntegerField(default=0)
     unverified = pw.IntegerField(default=0)
     skipped = pw.IntegerField(default=0)
+    rollout = JSONField(null=True)      # its plan's rollout when it started, waves as counts
+    wave = pw.IntegerField(default=0)   # the last wave opened to the dispatcher (1-based)
+    paused_by = pw.CharField(max_length=16, null=True)    # brake | operator | window
+    pause_reason = pw.TextField(null=True)
 
     @property
     def ended(self) -> int:
@@ -166,6 +172,7 @@ class Record(BaseModel):
     started_at = pw.DateTimeField(null=True)
     finished_at = pw.DateTimeField(null=True)
     ignored = pw.BooleanField(default=False)
+    wave = pw.IntegerField(null=True)                 # its wave (1-based); None: no waves
 
 
 class User(BaseModel):

@@ -45,10 +45,13 @@ NO_FILE_PASSWORD = ("No secrets are attached: set a file password in keyturn to 
 # ---- which executions need mail -----------------------------------------------------------
 
 def pending_notifications(execution_ids: list[int] | None = None) -> list[int]:
-    """Ended executions of plans, retries excepted, whose result mail is not done yet (among
-    `execution_ids` when given)."""
+    """Ended executions of plans, and those their failure brake paused, retries excepted,
+    whose result mail is not done yet (among `execution_ids` when given). Resuming one makes
+    its next stop mail again."""
+    stopped = ((Execution.status.not_in(("running", "paused")))
+               | (Execution.paused_by == "brake"))      # the failure brake mails too
     query = (Execution.select(Execution.id)
-             .where((Execution.status != "running") & Execution.plan.is_null(False)
+             .where(stopped & Execution.plan.is_null(False)
                     & (Execution.trigger != "retry") & Execution.notified_at.is_null()))
     if execution_ids is not None:
         query = query.where(Execution.id.in_(execution_ids))
@@ -93,7 +96,7 @@ def summary_text(execution: Execution, rows: list[tuple[str, ...]]) -> str:
     e = execution
     lines = [f"Plan:      {e.plan_name}",
              f"Execution: {e.id} ({e.trigger}, started by {e.started_by})",
-             f"Result:    {e.status}",
+             f"Result:    {e.status}" + (f" ({e.pause_reason})" if e.pause_reason else ""),
              f"Started:   {moment(e.created_at)}",
              f"Finished:  {moment(e.finished_at)}",
              f"Accounts:  success {e.succeeded}, unverified {e.unverified}, failed {e.failed}, "

@@ -12,6 +12,7 @@ from controller.events import execution_started
 from controller.executions import finish_if_done, log, log_many
 from controller.models import (IN_FLIGHT, Account, Asset, Execution, Node, Plan, PlanAsset, PlanNode,
                                Record, Zone, utcnow)
+from controller.rollout import execution_rollout, spread
 from controller.runtime import Controller
 from controller.secretgen import PasswordRules, generate_ssh_key
 from shared.platforms import platform
@@ -135,6 +136,9 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
                 notes.append(reason)
             else:
                 eligible.append(account)
+        if plan.rollout and plan.rollout.get("waves"):   # records in the order waves draw them
+            eligible = spread(eligible, lambda a: a.zone, lambda a: a.node_path,
+                              lambda a: a.asset_id)
         targets = create_records(ctl, execution, [
             Target(account, secret) for account, secret in
             zip(eligible, new_secrets(ctl, plan, len(eligible)), strict=True)], status=status)
@@ -143,12 +147,32 @@ def plan_execution(ctl: Controller, plan: Plan, trigger: str, started_by: str,
                   for account in eligible if account.id not in held]
         execution.total = len(targets)
         execution.skipped = len(accounts) - len(targets)
+        execution.rollout = execution_rollout(plan.rollout, len(targets))
+        notes += assign_waves(execution, targets)
         execution.save()
         execution_started(execution)
         notes.append(f"{plural(len(targets), 'record')} {status}, {execution.skipped} skipped")
         log_many(execution.id, notes)
         finish_if_done(execution.id)
     return execution, targets
+
+
+def assign_waves(execution: Execution, targets: list[Target]) -> list[str]:
+    """Put each record in its wave (targets in the order `spread` drew them) and open the
+    first; returns the log lines that say so."""
+    counts = (execution.rollout or {}).get("waves")
+    if not counts:
+        return []
+    execution.wave = 1
+    start = 0
+    for wave, end in enumerate(counts, 1):
+        for ids in chunked([t.account.id for t in targets[start:end]], CHUNK):
+            Record.update(wave=wave).where((Record.execution == execution.id)
+                                           & Record.account.in_(ids)).execute()
+        start = end
+    sizes = [end - begin for begin, end in zip([0, *counts], counts)]
+    return [f"{plural(len(counts), 'wave')} of {', '.join(map(str, sizes))} accounts, brake "
+            f"{execution.rollout['max_failures']}: wave 1 opened"]
 
 
 def dispatch_deadline(ctl: Controller, dispatched_at: datetime) -> datetime:
@@ -244,6 +268,9 @@ def run_plan(ctl: Controller, plan: Plan, *, trigger: str = "manual",
 
     if ctl.settings.embedded:
         return start_execution(ctl, plan, trigger=trigger, started_by=started_by)
+    if plan.rollout:     # waves, window or limits: only the dispatcher's gates let records out
+        return publish_now(ctl, start_execution(ctl, plan, trigger=trigger,
+                                                started_by=started_by))
     execution, targets = plan_execution(ctl, plan, trigger, started_by, "dispatched")
     if targets:
         sent = publish_planned(ctl, plan, execution.id, [target.account for target in targets])

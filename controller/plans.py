@@ -8,16 +8,19 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from controller import names
 from controller.db import database
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
+from controller.rollout import LIMITS, parse_brake, parse_waves, plan_rollout
 from controller.scheduling import refresh_next_run, validate_crontab
 from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, normalise_private_key,
                                   validate_given_secret)
 from controller.vault import Vault
+from controller.windows import parse_windows
 from shared.dialogues import typeable
 from shared.errors import KeyturnError
 from shared.problems import plain
 from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names, platform
 
 SECRET_TYPES = "^(" + "|".join(SecretType) + ")$"
+ROLLOUT_FIELDS = ("waves", "max_failures", "window", *LIMITS)
 
 
 class PlanError(KeyturnError):
@@ -50,6 +53,15 @@ class PlanSpec(BaseModel):
     crontab: str | None = Field(default=None, max_length=Plan.crontab.max_length)
     recipients: list[str] = []
     active: bool = True
+    # How it rolls out (`controller.rollout`): waves with a failure brake, a maintenance
+    # window, and at most so many rotations in flight per asset and per zone, and new SSH
+    # connections per second per zone.
+    waves: list[str] | None = None
+    max_failures: str | None = Field(default=None, max_length=12)
+    window: str | None = Field(default=None, max_length=200)
+    asset_limit: int | None = Field(default=None, ge=1, le=1000)
+    zone_limit: int | None = Field(default=None, ge=1, le=100_000)
+    connect_rate: float | None = Field(default=None, gt=0, le=10_000)
 
     @field_validator("name")
     @classmethod
@@ -85,6 +97,26 @@ class PlanSpec(BaseModel):
             kind.parse_params(params)
         return params
 
+    @field_validator("waves", mode="before")
+    @classmethod
+    def _waves(cls, waves) -> list[str] | None:
+        if waves is None or (isinstance(waves, str) and not waves.strip()):
+            return None
+        if not isinstance(waves, (str, list)) or not all(isinstance(w, str) for w in (
+                waves if isinstance(waves, list) else [])):
+            raise ValueError("a text such as 1,5%,25%,100% or a list of such parts")
+        return parse_waves(waves)
+
+    @field_validator("max_failures")
+    @classmethod
+    def _brake(cls, brake: str | None) -> str | None:
+        return parse_brake(brake) if brake and brake.strip() else None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str | None) -> str | None:
+        return parse_windows(window).text if window and window.strip() else None
+
     @field_validator("crontab")
     @classmethod
     def _crontab(cls, line: str | None) -> str | None:
@@ -96,6 +128,8 @@ class PlanSpec(BaseModel):
             raise RuleError("targets", "name at least one asset or node")
         if self.interval_hours and self.crontab:
             raise RuleError("crontab", "choose an interval or a crontab line, not both")
+        if self.max_failures is not None and not self.waves:
+            raise RuleError("max_failures", "a failure brake stops between waves: give waves too")
         if self.strategy == "specific":
             if self.secret is None:
                 raise RuleError("secret", "is required with the specific strategy")
@@ -108,6 +142,12 @@ class PlanSpec(BaseModel):
         elif self.secret_type == SecretType.PASSWORD:
             self.rules.validate()
         return self
+
+    @property
+    def rollout(self) -> dict | None:
+        """What `Plan.rollout` stores."""
+        return plan_rollout(self.waves, self.max_failures, self.window,
+                            {name: getattr(self, name) for name in LIMITS})
 
     @property
     def rules(self) -> PasswordRules:
@@ -155,7 +195,8 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=Non
                             f"{typed_on[0]} cannot take")
     if errors:
         raise PlanError(errors)
-    fields = spec.model_dump(exclude={"assets", "nodes", "secret", "passphrase"})
+    fields = spec.model_dump(exclude={"assets", "nodes", "secret", "passphrase", *ROLLOUT_FIELDS})
+    fields["rollout"] = spec.rollout
     fields["given_secret"] = vault.encrypt(spec.secret.get_secret_value()) if spec.secret else None
     fields["updated_at"] = utcnow()
     with database.atomic():

@@ -21,11 +21,11 @@ from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from peewee import Expression
-from tzlocal import get_localzone
 
 from controller.db import database
 from controller.models import Execution, Plan, utcnow
 from controller.runtime import Controller
+from shared.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ def day_number(text: str) -> int:
 
 
 def plan_trigger(plan: Plan, anchor: datetime, tz: tzinfo | None) -> BaseTrigger | None:
-    """The plan's calendar: its crontab (in `tz`, the controller's local zone by default), else
+    """The plan's calendar: its crontab (in `tz`, by default KEYTURN_TIMEZONE), else
     every `interval_hours` counted from `anchor`; None for a plan run only by hand."""
     if plan.crontab:
-        return crontab_trigger(plan.crontab, tz or get_localzone())
+        return crontab_trigger(plan.crontab, tz or load_settings().tz)
     if plan.interval_hours:
         return IntervalTrigger(hours=plan.interval_hours, start_date=aware(anchor),
                                timezone=timezone.utc)
@@ -207,7 +207,7 @@ class Scheduler(Ticker):
         super().__init__("keyturn-scheduler", period)
         self.ctl = ctl
         self.fire = fire or run_plan
-        self.tz = tz
+        self.tz = tz or ctl.settings.tz     # KEYTURN_TIMEZONE
         self._reported: set[tuple[int, str]] = set()
 
     def tick(self, now: datetime) -> list[int]:

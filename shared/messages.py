@@ -29,6 +29,16 @@ class _Strict(BaseModel):
     model_config = STRICT
 
 
+class RotationLimits(_Strict):
+    """Limits of the plan a command belongs to, which its worker honours beside the
+    dispatcher: rotations in flight at once on its asset and in its zone, and new SSH
+    connections per second in its zone."""
+
+    asset_in_flight: int | None = Field(default=None, ge=1, le=1000)
+    zone_in_flight: int | None = Field(default=None, ge=1, le=100_000)
+    connects_per_second: float | None = Field(default=None, gt=0, le=10_000)
+
+
 class AssetTarget(_Strict):
     name: Text(128, line=True)
     address: Text(255, line=True)
@@ -70,6 +80,7 @@ class RotateCommand(_Strict):
     # (a result's `refusal_seen`, within a day): the worker need not check it again.
     refusal_known: bool = False
     timeout: float = Field(default=15.0, gt=0, le=600)
+    limits: RotationLimits | None = None
     # The command's validity (controller clock, epoch seconds): no worker sends anything that
     # may change a secret after it, and the account is not rotated again until it has passed
     # (see `controller.planning.command_expiry`), so a replayed copy can never set a secret

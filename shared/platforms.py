@@ -29,13 +29,15 @@ class SecretType(StrEnum):
 
 
 class RecordStatus(StrEnum):
-    """A record's life: pending → dispatched → success | failed | unverified (DESIGN.md)."""
+    """A record's life: pending → dispatched → success | failed | unverified (DESIGN.md); a
+    record an operator's cancel found not yet dispatched ends `cancelled` (nothing was sent)."""
 
     PENDING = "pending"
     DISPATCHED = "dispatched"
     SUCCESS = "success"
     FAILED = "failed"
     UNVERIFIED = "unverified"
+    CANCELLED = "cancelled"
 
 
 class PlatformParams(BaseModel):

@@ -6,10 +6,12 @@ start-up with one line that names the setting (`SettingsError`), never a traceba
 from __future__ import annotations
 
 import os
+from datetime import tzinfo
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False   # true lets webhooks reach loopback/private addresses
     webhook_max_attempts: int = Field(default=8, ge=1, le=100)
     webhook_retry_seconds: float = Field(default=30.0, gt=0, le=86400)   # first retry; doubles
+    # IANA zone of crontab lines and maintenance windows; empty: the controller machine's own.
+    timezone: str = Field(default="", max_length=64)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -121,6 +125,25 @@ class Settings(BaseSettings):
         if len({part.split(":", 1)[0] for part in urls}) > 1:
             raise ValueError("mixes amqp:// and amqps:// URLs")
         return ";".join(urls)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        if name:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("must be an IANA time zone name, e.g. Europe/Paris or UTC") from None
+        return name
+
+    @property
+    def tz(self) -> tzinfo:
+        """The zone crontab lines and maintenance windows are read in."""
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        from tzlocal import get_localzone
+
+        return get_localzone()
 
     @field_validator("metrics_token")
     @classmethod

@@ -28,6 +28,7 @@ from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, open_envelop
 from shared.settings import Settings
 from shared.zonecrypto import Channel
 from worker.keys import load_channels
+from worker.limits import Limits
 from worker.metrics import IN_FLIGHT
 from worker.rotate import rotate
 from worker.connectors import Targets
@@ -53,6 +54,7 @@ class WorkerAgent:
         self.channels: dict[str, Channel] = load_channels(settings, self.zones)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.targets = Targets()
+        self.limits = Limits()
         self._in_flight = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -95,7 +97,9 @@ class WorkerAgent:
         with self._lock:
             self._in_flight += 1
         try:
-            result = rotate(command, self.targets, self.worker_id, message_redelivered() or retried)
+            with self.limits.slot(command):    # the plan's per-asset and per-zone limits
+                result = rotate(command, self.targets, self.worker_id,
+                                message_redelivered() or retried)
         finally:
             with self._lock:
                 self._in_flight -= 1

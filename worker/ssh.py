@@ -21,6 +21,7 @@ from typing import Iterable, NamedTuple
 import paramiko
 
 from worker.errors import TargetError, describe, scrub
+from worker.limits import before_connect
 from shared.messages import AssetTarget
 from worker import sshkeys
 from worker.metrics import SSH_STEPS
@@ -68,6 +69,7 @@ def connect(asset: AssetTarget, timeout: float) -> Connection:
     """An unauthenticated transport to `asset` whose host key matches the pin (or, when the
     asset allows it, is learned on first use). Refused before any password is sent otherwise."""
     where = describe(asset)
+    before_connect()      # the plan's new-connections-per-second limit in this zone
     started = time.monotonic()
     try:
         sock = socket.create_connection((asset.address, asset.port), timeout=timeout)

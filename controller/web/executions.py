@@ -8,7 +8,7 @@ import io
 from flask import Blueprint, Response, abort, current_app, request, stream_with_context, url_for
 from flask_login import current_user
 
-from controller import actions
+from controller import actions, steering
 from controller.models import Account, Asset, Execution, LogLine, Record
 from controller.web import forms, serialize, shapes
 from controller.web.forms import int_arg
@@ -17,9 +17,10 @@ from controller.web.records import record_page
 from controller.web.security import admin_required
 from controller.web.views import Done, action, answer, api_route, page
 from controller.web.views import started as started_execution
+from shared.words import plural
 
 bp = Blueprint("executions", __name__)
-STATUSES = ("running", "success", "failed", "empty")
+STATUSES = ("running", "paused", "success", "failed", "empty", "cancelled")
 TRIGGERS = ("manual", "schedule", "retry", "api", "verify")
 LOG_SHOWN = 2000
 CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "error_code", "error",
@@ -134,3 +135,36 @@ def verify(execution_id: int):
     started = actions.verify_accounts(current_app.extensions["keyturn.ctl"], accounts,
                                       current_user.username)
     return started_execution(started, "verification")
+
+
+@action(bp, "/executions/<int:execution_id>/pause", response=shapes.Steered)
+@admin_required
+def pause(execution_id: int):
+    found_execution(execution_id)
+    steering.pause_execution(execution_id, current_user.username)
+    return Done(f"execution {execution_id} paused: records in flight finish",
+                url_for("executions.show", execution_id=execution_id),
+                {"execution": execution_id, "status": "paused"})
+
+
+@action(bp, "/executions/<int:execution_id>/resume", response=shapes.Steered)
+@admin_required
+def resume(execution_id: int):
+    found_execution(execution_id)
+    resumed = steering.resume_execution(current_app.extensions["keyturn.ctl"], execution_id,
+                                        current_user.username)
+    said = f" ({resumed.pause_reason})" if resumed.pause_reason else ""
+    return Done(f"execution {execution_id} resumed{said}",
+                url_for("executions.show", execution_id=execution_id),
+                {"execution": execution_id, "status": resumed.status})
+
+
+@action(bp, "/executions/<int:execution_id>/cancel", response=shapes.Steered)
+@admin_required
+def cancel(execution_id: int):
+    found_execution(execution_id)
+    steering.cancel_execution(execution_id, current_user.username)
+    cancelled = steering.cancelled_count(execution_id)
+    return Done(f"execution {execution_id} cancelled: {plural(cancelled, 'record')} not sent",
+                url_for("executions.show", execution_id=execution_id),
+                {"execution": execution_id, "status": "cancelled", "cancelled": cancelled})

@@ -9,6 +9,7 @@ from flask import current_app
 from werkzeug.datastructures import MultiDict
 
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode
+from controller.plans import ROLLOUT_FIELDS
 from controller.web.inventory import param_fields, typed_params
 from shared.platforms import PLATFORMS, SecretType
 
@@ -51,7 +52,7 @@ def spec_data(form: MultiDict, keep_secret_of: Plan | None) -> dict:
             "assets": chosen(form, "assets"), "nodes": chosen(form, "nodes"),
             "recipients": chosen(form, "recipients")}
     for name in ("strategy", "secret_type", "key_type", "length", "exclude_symbols",
-                 "ssh_timeout"):
+                 "ssh_timeout", *ROLLOUT_FIELDS):
         if form.get(name, "").strip():
             data[name] = form[name].strip() if name != "exclude_symbols" else form[name]
     for name in CHECKBOXES:
@@ -101,7 +102,16 @@ def form_values(plan: Plan | None) -> dict:
             "schedule": "crontab" if plan.crontab else "interval" if plan.interval_hours else "manual",
             "interval_hours": plan.interval_hours, "crontab": plan.crontab,
             "recipients": plan.recipients, "active": plan.active,
+            **rollout_values(plan.rollout),
             "params": params | {name: "\n".join(params.get(name) or []) for name in PARAM_LISTS}}
+
+
+def rollout_values(rollout: dict | None) -> dict:
+    """A plan's rollout as its form fields (waves as typed, joined)."""
+    values = dict(rollout or {})
+    if values.get("waves"):
+        values["waves"] = ",".join(values["waves"])
+    return values
 
 
 def resubmitted(form: MultiDict, plan: Plan | None) -> dict:

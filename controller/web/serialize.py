@@ -3,7 +3,9 @@ an account or record says only whether a secret exists."""
 from __future__ import annotations
 
 from controller.actions import RETRYABLE
+from controller.gates import waiting
 from controller.models import Account, AuditEvent, Execution, LogLine, Plan, Record, User, WorkerSeen
+from controller.rollout import describe
 
 
 def schedule_text(plan: Plan) -> str:
@@ -19,7 +21,7 @@ def plan_row(plan: Plan) -> dict:
             "strategy": plan.strategy, "secret_type": plan.secret_type,
             "schedule": schedule_text(plan), "interval_hours": plan.interval_hours,
             "crontab": plan.crontab, "next_run_at": plan.next_run_at,
-            "recipients": plan.recipients, "active": plan.active,
+            "recipients": plan.recipients, "active": plan.active, "rollout": describe(plan.rollout),
             "created_at": plan.created_at, "updated_at": plan.updated_at}
 
 
@@ -30,7 +32,18 @@ def execution_row(e: Execution) -> dict:
             "started_at": e.created_at, "finished_at": end,
             "duration": (end - e.created_at).total_seconds() if end else None,
             "total": e.total, "succeeded": e.succeeded, "failed": e.failed,
-            "unverified": e.unverified, "skipped": e.skipped, "ended": e.ended}
+            "unverified": e.unverified, "skipped": e.skipped, "ended": e.ended,
+            "rollout": describe(e.rollout), "wave": e.wave,
+            "waves": len((e.rollout or {}).get("waves") or []), "paused_by": e.paused_by,
+            "pause_reason": e.pause_reason, "waiting": waiting(e), "state": course(e)}
+
+
+def course(e: Execution) -> str | None:
+    """Where a rollout stands in words: why it is paused, what it waits on, which wave."""
+    waves = len((e.rollout or {}).get("waves") or [])
+    at = f"wave {e.wave} of {waves}" if waves and e.status in ("running", "paused") else None
+    said = [part for part in (at, e.pause_reason, waiting(e)) if part]
+    return "; ".join(said) or None
 
 
 def record_row(r: Record) -> dict:

@@ -72,6 +72,7 @@ class PlanRow(Shape):
     next_run_at: Moment | None
     recipients: list[str]
     active: bool
+    rollout: list[str] = Field(description="its waves, brake, window and limits in words")
     created_at: Moment
     updated_at: Moment
 
@@ -93,6 +94,13 @@ class ExecutionRow(Shape):
     unverified: Count
     skipped: Count
     ended: Count
+    rollout: list[str] = Field(description="its waves, brake, window and limits in words")
+    wave: Count = Field(description="the last wave opened (0: no waves)")
+    waves: Count
+    paused_by: str | None = Field(description="brake, window or operator")
+    pause_reason: str | None
+    waiting: str | None = Field(description="what its pending records wait on (rate limits)")
+    state: str | None = Field(description="wave, pause reason and waiting, in words")
 
 
 class RecordRow(Shape):
@@ -408,6 +416,14 @@ class Started(Message):
 
 class MaybeStarted(Message):
     execution: Id | None = None
+
+
+class Steered(Message):
+    """An execution paused, resumed or cancelled."""
+
+    execution: Id
+    status: str = Field(description="running, paused or cancelled")
+    cancelled: Count | None = Field(default=None, description="records cancelled, not sent")
 
 
 class ZoneSaved(Message):

@@ -48,7 +48,8 @@ for (const form of document.querySelectorAll("form[data-confirm]")) {
 // The execution page follows a running execution: counters, progress, new log lines, and the
 // report once it ends, all without a reload.
 const live = document.getElementById("live");
-if (live && live.dataset.status === "running") {
+const following = (status) => status === "running" || status === "paused";
+if (live && following(live.dataset.status)) {
   const log = document.getElementById("log");
   const fmt = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
   const dur = (s) => {
@@ -65,6 +66,8 @@ if (live && live.dataset.status === "running") {
     }
     live.querySelector('[data-field="finished_at"]').textContent = fmt(e.finished_at);
     live.querySelector('[data-field="duration"]').textContent = dur(e.duration);
+    const state = live.querySelector('[data-field="state"]');
+    if (state) state.textContent = e.state || "—";
     const badge = live.querySelector('[data-field="status"]');
     badge.textContent = e.status;
     badge.className = `badge ${e.status}`;
@@ -107,11 +110,12 @@ if (live && live.dataset.status === "running") {
         const data = await answer.json();
         append(data.log);
         render(data.execution);
-        if (data.execution.ended !== ended || data.execution.status !== "running") {
+        if (data.execution.ended !== ended || data.execution.status !== live.dataset.status) {
           ended = data.execution.ended;
           await refreshReport();
         }
-        if (data.execution.status !== "running") { live.dataset.status = data.execution.status; return; }
+        live.dataset.status = data.execution.status;
+        if (!following(data.execution.status)) return;
       }
     } catch (err) { /* a blip: try again */ }
     setTimeout(poll, 1000);
