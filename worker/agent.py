@@ -27,9 +27,10 @@ from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, open_envelop
                              seal)
 from shared.settings import Settings
 from shared.zonecrypto import Channel
+from worker.concurrency import InFlightLimit
 from worker.keys import load_channels
 from worker.limits import Limits
-from worker.metrics import IN_FLIGHT
+from worker.metrics import IN_FLIGHT, IN_FLIGHT_LIMIT
 from worker.rotate import rotate
 from worker.connectors import Targets
 
@@ -55,8 +56,7 @@ class WorkerAgent:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.targets = Targets()
         self.limits = Limits()
-        self._in_flight = 0
-        self._lock = threading.Lock()
+        self.in_flight = InFlightLimit(settings.worker_threads)   # adapts to the hosts' latency
         self._stopping = threading.Event()
         self._heartbeats = threading.Thread(target=self._beat, name="keyturn-heartbeats",
                                             daemon=True)
@@ -73,10 +73,11 @@ class WorkerAgent:
                                        worker_threads=self.settings.worker_threads)
         self._worker.start()
         self._heartbeats.start()
-        IN_FLIGHT.set_function(lambda: self._in_flight)   # this process's agent (one at a time)
-        logger.info("worker %s (keyturn %s, message schema %d) serves %s with %d threads",
-                    self.worker_id, shared.__version__, SCHEMA_VERSION, ", ".join(sorted(queues)),
-                    self.settings.worker_threads)
+        IN_FLIGHT.set_function(lambda: self.in_flight.in_flight)   # this process's agent
+        IN_FLIGHT_LIMIT.set_function(lambda: self.in_flight.limit)
+        logger.info("worker %s (keyturn %s, message schema %d) serves %s with up to %d commands "
+                    "in flight", self.worker_id, shared.__version__, SCHEMA_VERSION,
+                    ", ".join(sorted(queues)), self.settings.worker_threads)
 
     def stop(self) -> None:
         """Let in-flight rotations finish, stop consuming, close the pooled sessions."""
@@ -94,15 +95,13 @@ class WorkerAgent:
         command, channel = self._open(args, kwargs)
         message = CurrentMessage.get_current_message()
         retried = bool(message and message.options.get("retries"))   # a retry may follow a change
-        with self._lock:
-            self._in_flight += 1
+        started = self.in_flight.enter()    # waits while enough commands are in flight
         try:
             with self.limits.slot(command):    # the plan's per-asset and per-zone limits
                 result = rotate(command, self.targets, self.worker_id,
                                 message_redelivered() or retried)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self.in_flight.leave(started)
         publish(self.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", result, channel))
 
     def _open(self, args: tuple, kwargs: dict):
@@ -128,7 +127,7 @@ class WorkerAgent:
         while True:
             for zone, channel in self.channels.items():
                 beat = Heartbeat(worker_id=self.worker_id, zone=zone, host=socket.gethostname(),
-                                 version=shared.__version__, in_flight=self._in_flight,
+                                 version=shared.__version__, in_flight=self.in_flight.in_flight,
                                  sent_at=time.time())
                 try:
                     publish(self.broker, HEARTBEATS_QUEUE, HEARTBEAT_ACTOR,

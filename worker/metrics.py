@@ -10,6 +10,9 @@ SSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROTATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 IN_FLIGHT = Gauge("keyturn_worker_in_flight", "Commands this worker is carrying out now.")
+IN_FLIGHT_LIMIT = Gauge("keyturn_worker_in_flight_limit",
+                        "Commands this worker lets be in flight at once now (it follows how long "
+                        "they take, up to KEYTURN_WORKER_THREADS).")
 SSH_SECONDS = Histogram("keyturn_worker_ssh_seconds",
                         "Seconds of one SSH step: connect (TCP and handshake, host key "
                         "checked), auth (one login), command (one remote command).",
