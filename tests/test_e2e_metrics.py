@@ -83,6 +83,7 @@ def test_metrics_after_a_run(ctl, zone_fleet, measured):
     assert total(west, "keyturn_worker_results_total", status="success", platform="linux") == 2
     for worker in (east, west):
         assert total(worker, "keyturn_worker_in_flight") == 0
+        assert total(worker, "keyturn_worker_in_flight_limit") == 8      # first window open
         assert total(worker, "keyturn_worker_ssh_seconds_count", step="connect") >= 2
         assert total(worker, "keyturn_worker_ssh_seconds_count", step="auth") >= 2
     assert total(west, "keyturn_worker_ssh_seconds_count", step="command") >= 2
