@@ -19,7 +19,7 @@ from peewee import fn
 
 from controller.db import database, id_in, is_postgres
 from controller.models import Account, Asset, Execution, Record, utcnow
-from controller.rollout import describe
+from controller.rollout import LIMITS, describe
 from controller.runtime import Controller
 from controller.windows import Windows, parse_windows
 from shared.messages import RotationLimits
@@ -133,8 +133,7 @@ def waiting(execution: Execution) -> str | None:
     """Why a running execution's open records are not all out (its rate limits), in words, or
     None: what the execution page shows."""
     rollout = execution.rollout or {}
-    limits = [phrase for phrase in describe({k: rollout.get(k) for k in
-                                             ("asset_limit", "zone_limit", "connect_rate")})]
+    limits = describe({name: rollout.get(name) for name in LIMITS})
     if execution.status != "running" or not limits:
         return None
     held = Record.select().where((Record.execution == execution.id)
