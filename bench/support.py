@@ -68,8 +68,10 @@ def bulk_fleet(ctl, assets: int, users: int, zone: str = "bench", address: str =
     add_zone(ctl, zone, None, True)
     zone_id = Zone.get(Zone.name == zone).id
     node_id = node_for_path(node).id
-    Asset.insert_many([{"name": f"a{i:05d}", "address": address, "port": 22, "platform": "linux",
-                        "zone": zone_id, "node": node_id} for i in range(assets)]).execute()
+    for start in range(0, assets, 2000):      # PostgreSQL takes at most 65,535 parameters
+        Asset.insert_many([{"name": f"a{i:05d}", "address": address, "port": 22,
+                            "platform": "linux", "zone": zone_id, "node": node_id}
+                           for i in range(start, min(assets, start + 2000))]).execute()
     secret = ctl.vault.encrypt("bench-old-secret")
     rows = []
     for asset_id, in Asset.select(Asset.id).tuples():
