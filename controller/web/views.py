@@ -40,10 +40,12 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}        # by the endpoint name, as in app.url_map
 
 
-def describe(endpoint: str, view, **operation) -> None:
+def describe(endpoint: str, view, fallback: str | None = None, **operation) -> None:
     """Record `view`'s `Operation` for the API endpoint `endpoint`: its summary is the first
-    line of its docstring; admin-only and step-up come from the guards that wrap it."""
-    summary = (view.__doc__ or view.__name__.replace("_", " ")).strip().split("\n")[0]
+    line of its docstring (else `fallback`, else its name); admin-only and step-up come from
+    the guards that wrap it."""
+    text = view.__doc__ or fallback or view.__name__.replace("_", " ")
+    summary = text.strip().split("\n")[0]
     operation.setdefault("admin", getattr(view, "admin_only", False))
     operation.setdefault("step_up", bool(getattr(view, "step_up", None)))
     OPERATIONS[f"{api.name}.{endpoint}"] = Operation(summary, **operation)
@@ -95,7 +97,8 @@ def page(bp: Blueprint, rule: str, template: str, *, response: type[BaseModel] |
 
         bp.add_url_rule(rule, view.__name__, as_html)
         api.add_url_rule(rule, f"{bp.name}_{view.__name__}", as_json)
-        describe(f"{bp.name}_{view.__name__}", view, response=response, query=query)
+        describe(f"{bp.name}_{view.__name__}", view, f"What the console's page {rule} shows",
+                 response=response, query=query)
         return view
 
     return register
