@@ -14,7 +14,7 @@ from controller import inventory
 from controller.dispatch import dispatch_pending
 from controller.gates import claim_gated
 from controller.models import Account, AuditEvent, Execution, LogLine, OutboxEvent, Record, utcnow
-from controller.notify import pending_notifications
+from controller.notify import pending_notifications, summary_text
 from controller.planning import start_execution
 from controller.plans import PlanError, parse_spec, save_plan
 from controller.rollout import brake_exceeded, parse_brake, parse_waves, spread, wave_counts
@@ -190,6 +190,7 @@ def test_the_brake_pauses_with_a_reason_an_event_and_mail(ctl):
     from controller.events import cloudevent
     validate(cloudevent(ctl, event))
     assert execution.id in pending_notifications()
+    assert f"Result:    paused ({paused.pause_reason})" in summary_text(paused, [])
     resumed = resume_execution(ctl, execution.id, "cli:test")
     assert (resumed.status, resumed.wave, resumed.pause_reason) == ("running", 3, None)
     assert dispatch_pending(ctl) == 16
@@ -200,6 +201,7 @@ def test_pause_holds_records_and_cancel_releases_their_accounts(ctl):
     execution = rollout_run(ctl, assets=2, users=("u0", "u1"), asset_limit=1)
     assert dispatch_pending(ctl) == 2                        # one per asset
     pause_execution(execution.id, "cli:test")
+    assert execution.id not in pending_notifications()      # an operator's pause mails nobody
     end_records(records_of(execution, status="dispatched")[:1])
     assert dispatch_pending(ctl) == 0                        # paused: nothing more goes
     with pytest.raises(KeyturnError, match="only a running execution pauses"):
