@@ -5,9 +5,10 @@ default 600 s). While it runs, the console's overview and records pages are time
 `--every` seconds (the Flask app in this process, on the run's database). Prints the run's time
 and accounts/s, the longest pause between two records ending (a stall shows there; a pause of
 `bench.rotate.STALL_SECONDS` ends the run), the daemon's and the worker's peak RSS, and the
-pages' times. Every account's new password is then checked with a login (not timed).
+pages' times. Every account's new password (or `--check-sample N` of them) is then checked with
+a login (not timed).
 
-    python -m bench.rotate_big [--hosts 50] [--users 200] [--every 2]
+    python -m bench.rotate_big [--hosts 50] [--users 200] [--every 2] [--check-sample N]
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def longest_pause(execution_id: int) -> float:
 @click.option("--hosts", "host_count", default=50, show_default=True)
 @click.option("--users", "user_count", default=200, show_default=True)
 @click.option("--every", default=2.0, show_default=True, help="Seconds between page timings.")
-def main(host_count, user_count, every):
+@click.option("--check-sample", type=int, default=None,
+              help="Check this many accounts' new passwords (spread over the fleet), not all.")
+def main(host_count, user_count, every, check_sample):
     users = [f"u{j:03d}" for j in range(user_count)]
     login_password = new_password()
     with contextlib.ExitStack() as stack:
@@ -81,7 +84,7 @@ def main(host_count, user_count, every):
         timer.start()
         say("running the plan")
         try:
-            row = keyturn.run(False, None, "big")
+            row = keyturn.run(False, None, "big", check_sample=check_sample)
         finally:
             timer.done.set()
             timer.join()

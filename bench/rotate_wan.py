@@ -48,11 +48,14 @@ TARGETS = {"ref": 1.3, "ansible": 5.0}
 @click.option("--ansible-rounds", default=5000, show_default=True,
               help="sha512 rounds of password_hash in the playbook.")
 @click.option("--ansible/--no-ansible", "with_ansible", default=True)
-@click.option("--connections", default="ssh,paramiko", show_default=True)
+@click.option("--connections", default="ssh", show_default=True,
+              help="Ansible connection plugins to measure (bench.rotate: ssh is the faster).")
+@click.option("--ansible-runs", default=3, show_default=True,
+              help="In how many of the rounds Ansible runs (it takes minutes here).")
 @click.option("--workers", "worker_counts", default="1,2,4", show_default=True,
               help="Worker processes for the scale-out curve (empty: none).")
 def main(host_count, user_count, round_trip_ms, jitter_ms, runs, threads, forks, ansible_rounds,
-         with_ansible, connections, worker_counts):
+         with_ansible, connections, ansible_runs, worker_counts):
     users = [f"u{j:02d}" for j in range(user_count)]
     chosen = ansible_connections(connections) if with_ansible else []
     login_password = new_password()
@@ -73,27 +76,32 @@ def main(host_count, user_count, round_trip_ms, jitter_ms, runs, threads, forks,
         keyturn = Keyturn(stack, hosts, users, login_password, folder,
                           worker_command=wan.enter_argv + KEYTURN, validity=VALIDITY)
 
+        def add(row: dict) -> None:
+            rows.append(row)
+            say(f"{row['run']}: {row['accounts']} accounts in {row['seconds']:.1f} s")
+
         def run_keyturn(round_: int) -> None:
             say(f"round {round_}: keyturn")
-            rows.append({"round": round_, "pair": round_, **keyturn.run(False, None, "")})
+            add({"round": round_, "pair": round_, **keyturn.run(False, None, "")})
 
         def run_reference(round_: int) -> None:
             say(f"round {round_}: reference")
-            rows.append({"round": round_, "pair": round_, **in_netns(
+            add({"round": round_, "pair": round_, **in_netns(
                 wan.client_netns, reference_run, hosts, users, login_password, threads)})
 
         for round_ in range(1, runs + 1):
             for run in (run_keyturn, run_reference)[::1 if round_ % 2 else -1]:
                 run(round_)
-            for connection in chosen:
+            for connection in chosen if round_ <= ansible_runs else ():
                 say(f"round {round_}: ansible {connection}")
-                rows.append({"round": round_, "pair": "", **in_netns(
+                add({"round": round_, "pair": "", **in_netns(
                     wan.client_netns, ansible_run, hosts, users, login_password, connection,
                     ansible_rounds, forks, folder)})
         rss = keyturn.worker_peak_rss_mb()
         for count in [int(n) for n in worker_counts.split(",") if n.strip()]:
             say(f"scale-out: {count} worker processes")
             row = keyturn.run(False, None, "", workers=count)
+            say(f"{count} workers: {row['accounts']} accounts in {row['seconds']:.1f} s")
             curve.append({"workers": count, "accounts": row["accounts"], "seconds": row["seconds"],
                           "accounts_per_s": row["accounts"] / row["seconds"],
                           "peak_rss_mb_max": max(peak_rss_mb(w.pid) for w in keyturn.workers),
