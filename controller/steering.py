@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from peewee import fn
+from peewee import JOIN, fn
 
 from controller.db import database, id_in
 from controller.events import execution_event, execution_paused
@@ -72,7 +72,7 @@ def wave_outcome(execution_id: int, wave: int) -> tuple[int, int, str]:
     """A wave's size, how many of its records failed or are unverified, and their main error
     codes in words (`login_failed on 3 hosts, policy_refused on 1 host`)."""
     rows = list(Record.select(Record.status, Record.error_code, Account.asset)
-                .join(Account).where((Record.execution == execution_id) & (Record.wave == wave))
+                .join(Account, JOIN.LEFT_OUTER).where((Record.execution == execution_id) & (Record.wave == wave))
                 .tuples())
     bad = [(code or status, asset) for status, code, asset in rows
            if status in ("failed", "unverified")]
