@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from peewee import fn
 
+from controller.audit import audit
 from controller.db import database
 from controller.events import execution_started
 from controller.executions import finish_if_done, log, log_many
-from controller.models import Account, Asset, AuditEvent, Execution, Record
+from controller.models import Account, Asset, Execution, Record
 from controller.planning import BUSY, Target, create_records
 from controller.results import settle_accounts
 from controller.runtime import Controller
@@ -14,6 +15,7 @@ from shared.errors import KeyturnError
 from shared.words import plural
 
 RETRYABLE = ("failed", "unverified")
+AUDIT_NAMED = 10           # accounts a verify's audit row names (the execution has them all)
 
 
 def superseded():
@@ -57,6 +59,9 @@ def retry_records(ctl: Controller, record_ids: list[int], started_by: str) -> Ex
         execution_started(execution)
         log_many(execution.id, notes)
         finish_if_done(execution.id)   # every account skipped: it ends at once
+        audit("record.retry", f"execution/{execution.id}",
+              f"records {', '.join(str(r.id) for r in originals)} of execution {first.id}",
+              actor=started_by)
     return execution
 
 
@@ -93,6 +98,10 @@ def verify_accounts(ctl: Controller, accounts: list[Account], started_by: str) -
         log_many(execution.id, [f"verify {plural(len(chosen), 'account')}"] + [
             f"skipped {a.username}: in an active rotation" for a in accounts if a.id not in held])
         finish_if_done(execution.id)
+        audit("account.verify", f"execution/{execution.id}",
+              plural(len(accounts), "account") + ": " + ", ".join(
+                  f"{a.username}@{a.asset.name}" for a in accounts[:AUDIT_NAMED])
+              + (" …" if len(accounts) > AUDIT_NAMED else ""), actor=started_by)
     return execution
 
 
@@ -108,7 +117,7 @@ def ignore_record(record_id: int, actor: str) -> None:
         (Record.id == record_id) & Record.status.in_(RETRYABLE)).execute()
     if not updated:
         raise KeyturnError(f"record {record_id} is not a failed or unverified record")
-    AuditEvent.create(actor=actor, action="record.ignore", target=f"record/{record_id}")
+    audit("record.ignore", f"record/{record_id}", actor=actor)
 
 
 def restore_record(record_id: int, actor: str) -> None:
@@ -125,5 +134,5 @@ def restore_record(record_id: int, actor: str) -> None:
         if not claimed:
             raise KeyturnError(f"record {record_id} is not unverified, or was restored already")
         settle_accounts([record_id], "success")
-        AuditEvent.create(actor=actor, action="record.restore", target=f"record/{record_id}")
+        audit("record.restore", f"record/{record_id}", "its new secret made current", actor=actor)
         log(claimed[0].execution_id, f"record {record_id}: new secret made current by {actor}")

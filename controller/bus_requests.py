@@ -28,10 +28,11 @@ from peewee import IntegrityError
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from controller import events
+from controller.audit import audit
 from controller.db import database
 from controller.integrations import (account_in_scope, plan_in_scope, principal, scopes,
                                      signature_valid)
-from controller.models import (Account, Asset, AuditEvent, Execution, Integration, Plan,
+from controller.models import (Account, Asset, Execution, Integration, Plan,
                                RequestSeen, utcnow)
 from controller.planning import account_rows, start_execution, under_node
 from controller.runtime import Controller
@@ -211,9 +212,8 @@ def act(ctl: Controller, integration: Integration, request: Request, digest: str
         except KeyturnError as refusal:     # ours, or planning's (an operator's error text)
             answer = refuse(integration, request, str(refusal))
         else:
-            AuditEvent.create(actor=principal(integration), action="request.accepted",
-                              target=f"request/{request.id}",
-                              detail=f"{request.action}"
+            audit("request.accepted", f"request/{request.id}", actor=principal(integration),
+                  detail=f"{request.action}"
                                      + (f": execution {answer['execution']}"
                                         if "execution" in answer else ""))
         seen.reply = answer
@@ -242,9 +242,9 @@ class Budget:
                 over, self._over, self._used = self._over, 0, 0
                 self._window_end = now + 60
                 if over:
-                    AuditEvent.create(actor="integration:?", action="request.refused",
-                                      target="request/?", detail=f"{over} more messages no key "
-                                      f"vouches for were refused in a minute, not recorded one by one")
+                    audit("request.refused", "request/?", f"{over} more messages no key "
+                          f"vouches for were refused in a minute, not recorded one by one",
+                          actor="integration:?", refused=True)
             self._used += 1
             if self._used > self.per_minute:
                 self._over += 1
@@ -267,9 +267,9 @@ def refuse(integration: Integration | None, request: Request | None, reason: str
     if not vouched and not UNVOUCHED.take():
         return answer
     with database.atomic():
-        AuditEvent.create(actor=f"integration:{name or '?'}", action="request.refused",
-                          target=f"request/{request_id or '?'}",
-                          detail=f"{action or 'unknown action'}: {reason}")
+        audit("request.refused", f"request/{request_id or '?'}",
+              f"{action or 'unknown action'}: {reason}", actor=f"integration:{name or '?'}",
+              refused=True)
         events.request_refused(name, request_id, action, reason)
     logger.warning("refused a request (integration %s, id %s): %s", name or "?",
                    request_id or "?", reason)

@@ -1,7 +1,6 @@
 """Controller commands of the `keyturn` CLI: inventory, plans, runs, records, the daemon."""
 from __future__ import annotations
 
-import getpass
 import json
 import signal
 import sys
@@ -9,14 +8,16 @@ import threading
 import time
 
 import click
+from peewee import JOIN
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controller import inventory
+from controller.audit import audit
 from controller.executions import nothing_rotated
-from controller.models import (Account, Asset, AuditEvent, Execution, LogLine, Plan, Record, Zone)
-from controller.plans import PlanError, parse_spec, save_plan
+from controller.models import Account, Asset, Execution, LogLine, Plan, Record, Zone
+from controller.plans import PlanError, delete_plan, parse_spec, save_plan
 from controller.runtime import Controller, start_controller
 from shared.logs import configure_logging
 from shared.metrics import MetricsServer, metrics_options
@@ -227,6 +228,199 @@ def account_list(asset_name):
                   "rotating" if a.busy_execution else ""] for a in query])
 
 
+@asset.command("edit")
+@click.argument("name")
+@click.option("--name", "new_name", help="Rename the asset.")
+@click.option("--address")
+@click.option("--port", help="A port, or '' for the platform's default.")
+@click.option("--platform", type=choice(PLATFORMS), help="Its params and host key go unless "
+              "given again; a default port becomes the new platform's.")
+@click.option("--zone", "zone_name", help="Move it to another zone.")
+@click.option("--node", help="Move it to another node ('' for none; created when missing).")
+@click.option("--host-key", help="Pin another OpenSSH host key line ('' to unpin).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Its platform's params, replacing those it has (VALUE is JSON or text).")
+@click.option("--no-params", is_flag=True, help="Drop its params (the platform's defaults).")
+def asset_edit(name, new_name, params, no_params, **fields):
+    """Change an asset: rename, move to another zone or node, new address, port, platform or
+    params. Checked as `asset add` checks a new one."""
+    from controller.upkeep import edit_asset
+
+    controller()
+    changes = {key: value for key, value in {"name": new_name, "address": fields["address"],
+               "port": fields["port"], "platform": fields["platform"],
+               "zone": fields["zone_name"], "node": fields["node"],
+               "host_key": fields["host_key"]}.items() if value is not None}
+    if params or no_params:
+        changes["params"] = dict(parse_param(text) for text in params)
+    if not changes:
+        raise click.UsageError("nothing to change: give --name, --address, --port, --platform, "
+                               "--zone, --node, --host-key or --param")
+    saved = edit_asset(inventory.asset_by_name(name), changes)
+    click.echo(f"asset {saved.name} saved ({saved.platform}, {saved.address}:{saved.port}, "
+               f"zone {saved.zone.name})")
+
+
+@asset.command("delete")
+@click.argument("name")
+def asset_delete(name):
+    """Delete an asset and its accounts; their records stay readable. Refused while one of
+    its accounts is in a rotation."""
+    from controller.upkeep import delete_asset
+
+    controller()
+    count = delete_asset(inventory.asset_by_name(name))
+    click.echo(f"asset {name} deleted with {plural(count, 'account')} (their records are kept)")
+
+
+@asset.command("test")
+@click.argument("name")
+@click.option("--wait", is_flag=True)
+def asset_test(name, wait):
+    """Test the connection: a worker of its zone logs in with its privileged account."""
+    from controller.actions import verify_accounts
+
+    ctl = controller()
+    found = inventory.asset_by_name(name)
+    login = Account.get_or_none((Account.asset == found.id) & Account.privileged)
+    if login is None:
+        raise click.ClickException(f"asset {name} has no privileged account to log in with "
+                                   f"(add one: keyturn account add {name} USER --privileged)")
+    launch(ctl, verify_accounts(ctl, [login], operator()), wait)
+
+
+@account.command("edit")
+@click.argument("asset_name")
+@click.argument("username")
+@click.option("--username", "new_name", help="Rename the account.")
+@click.option("--privileged/--not-privileged", default=None,
+              help="Make it the account workers log in with, or not.")
+@click.option("--secret-type", type=choice(SecretType), help="With --secret-stdin: its type.")
+@click.option("--secret-stdin", is_flag=True, help="Read its current secret from standard input.")
+def account_edit(asset_name, username, new_name, privileged, secret_type, secret_stdin):
+    """Change an account: rename, privileged or not, its secret and secret type."""
+    from controller.upkeep import edit_account
+
+    ctl = controller()
+    secret = read_secret_stdin() if secret_stdin else None
+    saved = edit_account(ctl, inventory.account_by_name(asset_name, username), new_name,
+                         privileged, secret, secret_type)
+    click.echo(f"account {saved.username}@{asset_name} saved ({saved.secret_type}"
+               + (", privileged)" if saved.privileged else ")"))
+
+
+@account.command("delete")
+@click.argument("asset_name")
+@click.argument("username")
+def account_delete(asset_name, username):
+    """Delete an account; its records stay readable. Refused while it is in a rotation."""
+    from controller.upkeep import delete_account
+
+    controller()
+    delete_account(inventory.account_by_name(asset_name, username))
+    click.echo(f"account {username}@{asset_name} deleted (its records are kept)")
+
+
+@click.command("edit")
+@click.argument("name")
+@click.option("--name", "new_name", help="Rename it (its queue follows: restart its workers "
+                                         "with the new name).")
+@click.option("--trust-first-use/--no-trust-first-use", default=None)
+def zone_edit(name, new_name, trust_first_use):
+    """Rename a zone or change whether it trusts host keys on first use."""
+    from controller.upkeep import edit_zone
+
+    ctl = controller()
+    saved = edit_zone(ctl, zone_by_name(name), new_name, trust_first_use)
+    click.echo(f"zone {saved.name} saved (queue rotate.{saved.name})")
+    if saved.name != name:
+        click.echo(f"restart the zone's workers with --zone {saved.name}")
+
+
+@click.command("delete")
+@click.argument("name")
+def zone_delete(name):
+    """Delete a zone without assets."""
+    from controller.upkeep import delete_zone
+
+    controller()
+    delete_zone(zone_by_name(name))
+    click.echo(f"zone {name} deleted")
+
+
+def zone_by_name(name: str) -> Zone:
+    found = Zone.get_or_none(Zone.name == name)
+    if found is None:
+        raise click.ClickException(f"no zone named {name}")
+    return found
+
+
+@click.group()
+def node():
+    """Nodes: the folders of the asset tree."""
+
+
+@node.command("add")
+@click.argument("path")
+def node_add(path):
+    """Add a node (and its parents)."""
+    controller()
+    click.echo(f"node {inventory.add_node(path).path} saved")
+
+
+@node.command("list")
+def node_list():
+    """The node tree with the assets in each node."""
+    from controller.models import Node
+
+    controller()
+    print_table("nodes", ["node", "assets"],
+                [["  " * (n.path.count("/") - 1) + n.path.rsplit("/", 1)[-1] + f"  ({n.path})",
+                  n.assets.count()] for n in Node.select().order_by(Node.path)])
+
+
+@node.command("rename")
+@click.argument("path")
+@click.argument("new_path")
+def node_rename(path, new_path):
+    """Give a node another path; the nodes and assets under it move along."""
+    from controller.upkeep import rename_node
+
+    controller()
+    click.echo(f"node {path} is now {rename_node(node_by_path(path), new_path).path}")
+
+
+@node.command("delete")
+@click.argument("path")
+@click.option("--yes", is_flag=True, help="Delete it even with nodes or assets under it.")
+def node_delete(path, yes):
+    """Delete a node and the nodes under it; their assets stay, in no node. One holding
+    nodes or assets asks first."""
+    from controller.upkeep import NeedsConfirmation, delete_node
+
+    controller()
+    found = node_by_path(path)
+    try:
+        children, assets = delete_node(found, confirm=yes)
+    except NeedsConfirmation as exc:
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"{exc} with --yes") from None
+        click.confirm(f"{exc}?", abort=True)
+        children, assets = delete_node(found, confirm=True)
+    click.echo(f"node {path} deleted ({plural(children, 'node')} under it; "
+               f"{plural(assets, 'asset')} now in no node)")
+
+
+def node_by_path(path: str):
+    from controller import names
+    from controller.models import Node
+
+    found = Node.get_or_none(Node.path == names.node_path(path))
+    if found is None:
+        raise click.ClickException(f"no node {path}")
+    return found
+
+
 # ---- plans ---------------------------------------------------------------------------------
 
 @click.group()
@@ -323,8 +517,7 @@ def plan_list():
 def plan_delete(name):
     """Delete a plan (its executions and records are kept)."""
     controller()
-    found = inventory.plan_by_name(name)
-    found.delete_instance()
+    delete_plan(inventory.plan_by_name(name))
     click.echo(f"plan {name} deleted")
 
 
@@ -337,7 +530,9 @@ def plan_run(name, wait, timeout):
     from controller.planning import run_plan
 
     ctl = controller()
-    follow(ctl, run_plan(ctl, inventory.plan_by_name(name), started_by=operator()), wait, timeout)
+    started = run_plan(ctl, inventory.plan_by_name(name), started_by=operator())
+    audit("plan.run", f"plan/{name}", f"execution {started.id}")
+    follow(ctl, started, wait, timeout)
 
 
 def wait_for(ctl: Controller, execution_id: int, timeout: float) -> Execution:
@@ -384,12 +579,12 @@ def summarise(execution: Execution) -> None:
             click.echo(line)
     if execution.wave:
         click.echo(f"wave {execution.wave} of {len(execution.rollout['waves'])} open")
-    failures = (Record.select(Record, Account, Asset).join(Account).join(Asset)
+    failures = (Record.select(Record, Account, Asset).join(Account, JOIN.LEFT_OUTER)
+                .join(Asset, JOIN.LEFT_OUTER)
                 .where((Record.execution == execution) & (Record.status != "success")))
     if failures.count():
         print_table("not succeeded", ["record", "asset", "account", "status", "reason"],
-                    [[r.id, r.account.asset.name, r.account.username, r.status, r.error]
-                     for r in failures])
+                    [[r.id, *r.names(), r.status, r.error] for r in failures])
 
 
 # ---- executions and records ----------------------------------------------------------------
@@ -487,8 +682,9 @@ def records(ctx, execution_id, plan_name, status, limit, as_json):
         raise click.ClickException(f"no execution {execution_id}")
     if plan_name and not Execution.select().where(Execution.plan_name == plan_name).exists():
         raise click.ClickException(f"no execution of a plan named {plan_name}")
-    query = (Record.select(Record, Account, Asset, Execution).join(Account).join(Asset)
-             .switch(Record).join(Execution).order_by(Record.id.desc()).limit(limit))
+    query = (Record.select(Record, Account, Asset, Execution).join(Account, JOIN.LEFT_OUTER)
+             .join(Asset, JOIN.LEFT_OUTER).switch(Record).join(Execution)
+             .order_by(Record.id.desc()).limit(limit))
     if execution_id is not None:
         query = query.where(Record.execution == execution_id)
     if plan_name:
@@ -496,7 +692,7 @@ def records(ctx, execution_id, plan_name, status, limit, as_json):
     if status:
         query = query.where(Record.status == status)
     rows = [{"id": r.id, "execution": r.execution_id, "plan": r.execution.plan_name,
-             "asset": r.account.asset.name, "account": r.account.username, "action": r.action,
+             "asset": r.names()[0], "account": r.names()[1], "action": r.action,
              "status": r.status, "error_code": r.error_code, "error": r.error,
              "worker": r.worker_id, "attempt": r.attempt,
              "finished_at": r.finished_at.isoformat() if r.finished_at else None}
@@ -544,7 +740,9 @@ def records_restore(record_id):
 
 
 def operator() -> str:
-    return f"cli:{getpass.getuser()}"
+    from controller.audit import cli_operator
+
+    return cli_operator()
 
 
 def launch(ctl: Controller, started: Execution, wait: bool) -> None:
@@ -588,8 +786,7 @@ def secret_show(asset_name, username, which):
     value = ctl.vault.decrypt(getattr(found, f"secret_{which}"))
     if value is None:
         raise click.ClickException(f"{username}@{asset_name} has no {which} secret")
-    AuditEvent.create(actor=operator(), action="secret.show",
-                      target=f"{asset_name}/{username}", detail=which)
+    audit("secret.show", f"account/{asset_name}/{username}", which)
     click.echo(value)
 
 

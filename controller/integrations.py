@@ -13,8 +13,9 @@ import binascii
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from controller.audit import audit
 from controller.db import database
-from controller.models import AuditEvent, Integration
+from controller.models import Integration
 from shared.bounded import ZONE_NAME
 from shared.errors import KeyturnError
 
@@ -139,9 +140,8 @@ def add_integration(name: str, public_key: str, grants: list[str], rate_limit: i
     with database.atomic():
         created = Integration.create(name=name, public_key=public_key.strip(), grants=parsed,
                                      rate_limit=rate_limit)
-        AuditEvent.create(actor=actor, action="integration.add", target=f"integration/{name}",
-                          detail=", ".join(grant_text(g) for g in parsed)
-                          + f"; {rate_limit} per minute")
+        audit("integration.add", f"integration/{name}", actor=actor,
+              detail=", ".join(grant_text(g) for g in parsed) + f"; {rate_limit} per minute")
     return created
 
 
@@ -156,6 +156,6 @@ def set_active(name: str, active: bool, actor: str) -> Integration:
     found = integration_by_name(name)
     found.active = active
     found.save(only=[Integration.active])
-    AuditEvent.create(actor=actor, action="integration.enable" if active else "integration.disable",
-                      target=f"integration/{name}")
+    audit("integration.enable" if active else "integration.disable", f"integration/{name}",
+          actor=actor)
     return found

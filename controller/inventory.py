@@ -17,9 +17,10 @@ from pydantic import SecretStr, ValidationError
 
 from controller import names
 from controller import vault as vault_module
+from controller.audit import audit
 from controller.db import database, is_postgres, open_database
 from controller.migrations import migrate
-from controller.models import Account, Asset, AuditEvent, Node, Plan, WorkerSeen, Zone, utcnow
+from controller.models import Account, Asset, Node, Plan, WorkerSeen, Zone, utcnow
 from controller.runtime import Controller, make_data_dir
 from controller.secretgen import RuleError, normalise_private_key, validate_given_secret
 from shared import zonecrypto
@@ -89,15 +90,26 @@ def add_zone(ctl: Controller, name: str, public_key: str | None,
     trust = ctl.settings.trust_first_use if trust_first_use is None else trust_first_use
     zone, created = Zone.get_or_create(name=name, defaults={"public_key": public_key,
                                                             "trust_first_use": trust})
+    before = None if created else {"public_key": zone.public_key,
+                                   "trust_first_use": zone.trust_first_use}
     if not created:
         zone.public_key, zone.trust_first_use = public_key, trust
         zone.save()
+    audit("zone.add" if created else "zone.replace", f"zone/{name}", before=before,
+          after={"public_key": public_key, "trust_first_use": trust})
     return zone, made_key
 
 
 def workers(zone: Zone) -> list[WorkerSeen]:
     return list(WorkerSeen.select().where(WorkerSeen.zone == zone.name)
                 .order_by(WorkerSeen.last_seen.desc()))
+
+
+def add_node(path: object) -> Node:
+    """A node an operator adds (with its parents), audited."""
+    node = node_for_path(path)
+    audit("node.add", f"node/{node.path}", after={"path": node.path})
+    return node
 
 
 def node_for_path(path: str) -> Node:
@@ -215,15 +227,32 @@ def add_asset(name: str, address: str, port: int | None, platform_name: str, zon
 
 
 def create_asset(spec: NewAsset) -> Asset:
+    created = save_asset(spec)
+    audit("asset.add", f"asset/{created.name}", after={
+        "name": spec.name, "address": spec.address, "port": spec.port, "platform": spec.platform,
+        "zone": spec.zone, "node": spec.node, "host_key": spec.host_key, "params": spec.params})
+    return created
+
+
+def save_asset(spec: NewAsset, existing: Asset | None = None) -> Asset:
+    """Write a checked asset: a new one, or `existing` changed to `spec` (the one path for
+    adding and editing; the zone must exist, the name be free, the node is made if missing)."""
     zone = Zone.get_or_none(Zone.name == spec.zone)
     if zone is None:
         raise unknown_zone(spec.zone)
-    if Asset.select().where(Asset.name == spec.name).exists():
-        raise KeyturnError(f"asset {spec.name} exists already")
+    taken = Asset.select().where(Asset.name == spec.name)
+    if existing is not None:
+        taken = taken.where(Asset.id != existing.id)
+    if taken.exists():
+        raise names.BadName("name", f"asset {spec.name} exists already")
     node = node_for_path(spec.node) if spec.node else None
-    return Asset.create(name=spec.name, address=spec.address, port=spec.port,
-                        platform=spec.platform, zone=zone, node=node, host_key=spec.host_key,
-                        params=spec.params)
+    fields = {"name": spec.name, "address": spec.address, "port": spec.port,
+              "platform": spec.platform, "zone": zone, "node": node, "host_key": spec.host_key,
+              "params": spec.params}
+    if existing is None:
+        return Asset.create(**fields)
+    Asset.update(**fields).where(Asset.id == existing.id).execute()
+    return Asset.select(Asset, Zone).join(Zone).where(Asset.id == existing.id).get()
 
 
 def unknown_zone(name: str) -> KeyturnError:
@@ -258,10 +287,11 @@ def fetch_host_key(asset: Asset, timeout: float = 10) -> str:
 def pin_host_key(asset: Asset, key_line: str, actor: str) -> None:
     """Pin an operator-accepted host key (audited: it decides which host gets passwords)."""
     with_host_keys(asset)
+    before = asset.host_key
     asset.host_key = host_key_line(key_line)
     asset.save(only=[Asset.host_key])
-    AuditEvent.create(actor=actor, action="asset.trust", target=f"asset/{asset.name}",
-                      detail=asset.host_key)
+    audit("asset.trust", f"asset/{asset.name}", before={"host_key": before},
+          after={"host_key": asset.host_key}, actor=actor)
 
 
 def asset_by_name(name: str) -> Asset:
@@ -288,6 +318,26 @@ def plan_by_name(name: str) -> Plan:
 
 def set_account(ctl: Controller, asset_name: str, username: object, secret: str | None,
                 privileged: bool, secret_type: object = None) -> Account:
+    """`write_account`, audited (the secret only said to be set)."""
+    target = asset_by_name(asset_name)
+    found = Account.get_or_none((Account.asset == target) & (Account.username == username)
+                                ) if isinstance(username, str) else None
+    before = None if found is None else account_fields(found)
+    saved = write_account(ctl, asset_name, username, secret, privileged, secret_type)
+    audit("account.add" if found is None else "account.edit",
+          f"account/{asset_name}/{saved.username}", before=before, after=account_fields(saved))
+    return saved
+
+
+def account_fields(account: Account) -> dict:
+    """An account's fields for the audit log: whether a secret is set, never the secret."""
+    return {"asset": account.asset.name, "username": account.username,
+            "secret_type": account.secret_type, "privileged": account.privileged,
+            "secret": None if account.secret_current is None else account.current_since}
+
+
+def write_account(ctl: Controller, asset_name: str, username: object, secret: str | None,
+                  privileged: bool, secret_type: object = None) -> Account:
     """Create or update an account. `secret_type` None keeps an account's type (a new one is
     a password account); changing the type needs the new secret, which must be of that type.
     The name and the type are the asset's platform's. An account in rotation keeps its

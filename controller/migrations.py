@@ -76,6 +76,69 @@ def key_workers_by_zone(migrator) -> list:
     return []
 
 
+def keep_history_of_deleted(migrator) -> list:
+    """9: records outlive their accounts (`Record.account` nullable, set to NULL when the
+    account is deleted, whose names go in `Record.asset_name` and `account_name`), and the
+    audit log says from which address, with what outcome, and the non-secret fields before
+    and after a change. Runs again harmlessly."""
+    from controller.models import AuditEvent, Record
+
+    if is_postgres():
+        loosen_record_account()
+    else:
+        loosen_sqlite_record_account()
+    return (missing_columns(migrator, Record, {"asset_name": CharField(max_length=128, null=True),
+                                               "account_name": CharField(max_length=64, null=True)})
+            + missing_columns(migrator, AuditEvent, {
+                "address": CharField(max_length=64, null=True),
+                "outcome": CharField(max_length=8, default="done"),
+                "before": JSONField(null=True), "after": JSONField(null=True)}))
+
+
+def loosen_record_account() -> None:
+    """PostgreSQL: `record.account_id` nullable, with ON DELETE SET NULL."""
+    database.execute_sql('ALTER TABLE "record" ALTER COLUMN "account_id" DROP NOT NULL')
+    for (name,) in database.execute_sql(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'record'::regclass "
+            "AND contype = 'f' AND conkey = ARRAY[(SELECT attnum FROM pg_attribute WHERE "
+            "attrelid = 'record'::regclass AND attname = 'account_id')]").fetchall():
+        database.execute_sql(f'ALTER TABLE "record" DROP CONSTRAINT "{name}"')
+    database.execute_sql('ALTER TABLE "record" ADD CONSTRAINT "record_account_id_fkey" FOREIGN KEY '
+                         '("account_id") REFERENCES "account" ("id") ON DELETE SET NULL')
+
+
+def loosen_sqlite_record_account() -> None:
+    """SQLite cannot change a foreign key in place: the record table is made anew from its own
+    CREATE statement with the account column loosened (so it keeps every column other steps
+    gave it), and its rows and indexes copied."""
+    (sql,) = database.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                  "AND name = 'record'").fetchone()
+    loosened = (sql.replace('"account_id" INTEGER NOT NULL', '"account_id" INTEGER')
+                .replace('REFERENCES "account" ("id") ON DELETE CASCADE',
+                         'REFERENCES "account" ("id") ON DELETE SET NULL'))
+    if loosened == sql:
+        return
+    indexes = database.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                   "AND tbl_name = 'record' AND sql IS NOT NULL").fetchall()
+    columns = ", ".join(f'"{c.name}"' for c in database.get_columns("record"))
+    database.execute_sql('ALTER TABLE "record" RENAME TO "record_old"')
+    for name, _ in indexes:
+        database.execute_sql(f'DROP INDEX "{name}"')
+    database.execute_sql(loosened)
+    database.execute_sql(f'INSERT INTO "record" ({columns}) SELECT {columns} FROM "record_old"')
+    database.execute_sql('DROP TABLE "record_old"')
+    for _, index in indexes:
+        database.execute_sql(index)
+
+
+def missing_columns(migrator, model, fields: dict) -> list:
+    """Adding the columns (name: field) `model`'s table lacks."""
+    table = model._meta.table_name
+    have = {c.name for c in database.get_columns(table)}
+    return [migrator.add_column(table, name, field) for name, field in fields.items()
+            if name not in have]
+
+
 def add_rollout(migrator) -> list:
     """8: rolling a plan out under control (`controller.rollout`): its waves, failure brake,
     maintenance window and rate limits (`Plan.rollout`, copied to `Execution.rollout`), the
@@ -102,7 +165,7 @@ OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
-               add_worker_schema, key_workers_by_zone, add_rollout]
+               add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted]
 LATEST = 1 + len(STEPS)
 
 

@@ -156,7 +156,10 @@ class Record(BaseModel):
     """One account's rotation inside an execution. Old and new secret are set before dispatch."""
 
     execution = pw.ForeignKeyField(Execution, backref="records", on_delete="CASCADE")
-    account = pw.ForeignKeyField(Account, backref="records", on_delete="CASCADE")
+    # None once the account was deleted: the history stays, with the names it had then.
+    account = pw.ForeignKeyField(Account, backref="records", null=True, on_delete="SET NULL")
+    asset_name = pw.CharField(max_length=128, null=True)       # set when the account is deleted
+    account_name = pw.CharField(max_length=64, null=True)
     retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
     action = pw.CharField(max_length=8, default="rotate")          # rotate | verify
     status = pw.CharField(max_length=16, default=RecordStatus.PENDING, index=True)
@@ -173,6 +176,13 @@ class Record(BaseModel):
     finished_at = pw.DateTimeField(null=True)
     ignored = pw.BooleanField(default=False)
     wave = pw.IntegerField(null=True)                 # its wave (1-based); None: no waves
+
+    def names(self) -> tuple[str, str]:
+        """(asset, account) it rotated: its account's now, or those kept at its deletion (the
+        account and asset must have been selected with it)."""
+        if self.account_id is None:
+            return self.asset_name or "?", self.account_name or "?"
+        return self.account.asset.name, self.account.username
 
 
 class User(BaseModel):
@@ -193,11 +203,17 @@ class User(BaseModel):
 
 
 class AuditEvent(BaseModel):
+    """A change, reveal or refused attempt by a person, token or process (`controller.audit`)."""
+
     at = pw.DateTimeField(default=utcnow, index=True)
     actor = pw.CharField(max_length=128)
     action = pw.CharField(max_length=64)
     target = pw.CharField(max_length=255)
     detail = pw.TextField(default="")
+    address = pw.CharField(max_length=64, null=True)       # the client's, for a web request
+    outcome = pw.CharField(max_length=8, default="done")   # done | refused (detail: why)
+    before = JSONField(null=True)                          # the non-secret fields it changed
+    after = JSONField(null=True)
 
 
 class OutboxEvent(BaseModel):

@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from controller import names
+from controller.audit import audit
 from controller.db import database
 from controller.models import Asset, Node, Plan, PlanAsset, PlanNode, utcnow
 from controller.rollout import LIMITS, parse_brake, parse_waves, plan_rollout
@@ -199,6 +200,7 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=Non
     fields["rollout"] = spec.rollout
     fields["given_secret"] = vault.encrypt(spec.secret.get_secret_value()) if spec.secret else None
     fields["updated_at"] = utcnow()
+    before = None if plan is None else plan_fields(plan)
     with database.atomic():
         if plan is None:
             plan = Plan.create(**fields)
@@ -210,4 +212,30 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=Non
         PlanAsset.insert_many([{"plan": plan, "asset": a} for a in assets.values()]).execute()
         PlanNode.insert_many([{"plan": plan, "node": n} for n in nodes.values()]).execute()
         refresh_next_run(plan, now)
+        audit("plan.add" if before is None else "plan.edit", f"plan/{plan.name}", before=before,
+              after=plan_fields(plan))
     return plan
+
+
+UNAUDITED = ("id", "created_at", "updated_at", "next_run_at")
+
+
+def plan_fields(plan: Plan) -> dict:
+    """A plan's fields as the audit log keeps them (its given secret only said to change),
+    with the names of the assets and nodes it targets."""
+    fields = {f.name: getattr(plan, f.name) for f in Plan._meta.sorted_fields
+              if f.name not in UNAUDITED}
+    fields["secret"] = fields.pop("given_secret")
+    fields["assets"] = sorted(a for (a,) in Asset.select(Asset.name).join(PlanAsset).where(
+        PlanAsset.plan == plan.id).tuples())
+    fields["nodes"] = sorted(n for (n,) in Node.select(Node.path).join(PlanNode).where(
+        PlanNode.plan == plan.id).tuples())
+    return fields
+
+
+def delete_plan(plan: Plan) -> None:
+    """Delete a plan; its executions and records stay (they keep its name)."""
+    before = plan_fields(plan)
+    with database.atomic():
+        plan.delete_instance()
+        audit("plan.delete", f"plan/{plan.name}", before=before)

@@ -30,10 +30,11 @@ from typing import NamedTuple
 
 from peewee import Cast, ValuesList
 
+from controller.audit import audit
 from controller.db import database, id_in, is_postgres
 from controller.events import record_events
 from controller.executions import finish_if_done, log_many
-from controller.models import Account, Asset, AuditEvent, Execution, Record, Zone, utcnow
+from controller.models import Account, Asset, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
 from shared.platforms import platform
 
@@ -143,8 +144,8 @@ def refuse_foreign(record, result: RotateResult) -> str:
     reason = (f"a result sealed by zone {result.zone} for record {record.id}, whose asset "
               f"{record.asset} is in zone {record.zone}: refused")
     logger.error("%s (worker %s)", reason, result.worker_id, extra={"record": record.id})
-    AuditEvent.create(actor=f"zone:{result.zone}", action="result.refused",
-                      target=f"record/{record.id}", detail=reason)
+    audit("result.refused", f"record/{record.id}", reason, actor=f"zone:{result.zone}",
+          refused=True)
     return reason
 
 

@@ -14,11 +14,12 @@ from datetime import datetime
 
 from peewee import JOIN, fn
 
+from controller.audit import audit as write_audit
 from controller.db import database, id_in
 from controller.events import execution_event, execution_paused
 from controller.executions import finish_if_done, log
 from controller.gates import window_open, windows
-from controller.models import IN_FLIGHT, Account, AuditEvent, Execution, Record, utcnow
+from controller.models import IN_FLIGHT, Account, Execution, Record, utcnow
 from controller.rollout import brake_exceeded
 from controller.runtime import Controller
 from shared.errors import KeyturnError
@@ -146,8 +147,7 @@ def found(execution_id: int) -> Execution:
 
 
 def audit(actor: str, action: str, execution: Execution, detail: str) -> None:
-    AuditEvent.create(actor=actor, action=action, target=f"execution/{execution.id}",
-                      detail=detail)
+    write_audit(action, f"execution/{execution.id}", detail, actor=actor)
 
 
 def pause_execution(execution_id: int, actor: str) -> Execution:

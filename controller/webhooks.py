@@ -25,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from controller.audit import audit
 from controller.claims import claim
 from controller.db import database, id_in
 from controller.events import TYPES, encode
-from controller.models import AuditEvent, OutboxEvent, WebhookDelivery, WebhookSubscription, utcnow
+from controller.models import OutboxEvent, WebhookDelivery, WebhookSubscription, utcnow
 from controller.runtime import Controller
 from shared.errors import KeyturnError
 
@@ -66,8 +67,7 @@ def add_subscription(ctl: Controller, name: str, url: str, event_types: list[str
     with database.atomic():
         created = WebhookSubscription.create(name=name, url=url, event_types=types,
                                              secret=ctl.vault.encrypt(text))
-        AuditEvent.create(actor=actor, action="webhook.add", target=f"webhook/{name}",
-                          detail=f"{url} for {', '.join(types)}")
+        audit("webhook.add", f"webhook/{name}", f"{url} for {', '.join(types)}", actor=actor)
     return created, text
 
 
@@ -85,8 +85,7 @@ def set_active(name: str, active: bool, actor: str) -> WebhookSubscription:
     found = subscription_by_name(name)
     found.active = active
     found.save(only=[WebhookSubscription.active])
-    AuditEvent.create(actor=actor, action="webhook.enable" if active else "webhook.disable",
-                      target=f"webhook/{name}")
+    audit("webhook.enable" if active else "webhook.disable", f"webhook/{name}", actor=actor)
     return found
 
 

@@ -52,10 +52,12 @@ OWN_PACKAGES = ("controller", "worker", "shared")
 
 CONTROLLER = "controller.cli"
 ZONE_COMMANDS = {"add": f"{CONTROLLER}:zone_add", "list": f"{CONTROLLER}:zone_list",
+                 "edit": f"{CONTROLLER}:zone_edit", "delete": f"{CONTROLLER}:zone_delete",
                  "keygen": "worker.cli:zone_keygen",
                  "broker-account": "shared.broker_accounts:zone_command"}
 COMMANDS = {name: f"{CONTROLLER}:{name}" for name in (
-    "init", "asset", "account", "plan", "execution", "records", "secret", "daemon", "serve")}
+    "init", "asset", "account", "node", "plan", "execution", "records", "secret", "daemon",
+    "serve")}
 COMMANDS["worker"] = "worker.cli:worker"
 COMMANDS["user"] = "controller.web.cli:user"
 COMMANDS["broker-account"] = "shared.broker_accounts:broker_account"

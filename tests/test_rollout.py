@@ -238,6 +238,23 @@ def test_the_window_pauses_and_reopens_by_the_injected_clock(ctl):
     assert dispatch_pending(ctl, datetime(2026, 12, 7, 1, 0)) == 1
 
 
+def test_a_command_without_limits_reads_as_before(ctl):
+    """Workers released before limits refuse unknown fields: a command without any carries no
+    `limits` key at all."""
+    import json
+
+    from shared import zonecrypto
+    build_fleet(ctl, assets=("web-1",), users=("alice",))
+    start_execution(ctl, save_plan(parse_spec({"name": "plain", "usernames": ["alice"],
+                                               "nodes": ["/prod"]}), ctl.vault))
+    dispatch_pending(ctl)
+    channel = zonecrypto.Channel(zonecrypto.read_private_key(ctl.settings.zone_key_path("dmz")),
+                                 ctl.private_key.public_key)
+    from shared.broker import rotate_queue
+    envelope = json.loads(ctl.broker.queues[rotate_queue("dmz")].get_nowait().decode())["args"][0]
+    assert "limits" not in json.loads(channel.open(envelope["box"]))
+
+
 def test_limits_hold_records_and_reach_the_worker(ctl):
     execution = rollout_run(ctl, assets=2, users=("u0", "u1", "u2"), asset_limit=2,
                             connect_rate=3)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pyotp
 import pytest
 
-from controller.models import Plan, Record, User
+from controller.models import Node, Plan, Record, User, Zone
 from controller.planning import start_execution
 from controller.plans import parse_spec, save_plan
 from controller.results import apply_results
@@ -165,6 +165,8 @@ def route_samples(app, ran):
     ids = {"plan_id": Plan.get().id, "execution_id": ran.id, "record_id": Record.get().id,
            "asset_id": Record.get().account.asset_id,
            "user_id": User.get(User.username == "otto").id,
+           "account_id": Record.get().account_id, "zone_id": Zone.get().id,
+           "node_id": Node.get().id,
            "integration_id": 1, "webhook_id": 1}       # none exists: a 404 is the answer
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":

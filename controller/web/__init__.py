@@ -43,7 +43,7 @@ def session_key(ctl: Controller) -> bytes:
 def create_app(ctl: Controller | None = None) -> Flask:
     from controller.web import (audit, auth, executions, forms, health, integrations, inventory,
                                 openapi, overview, plans, records, security, team, templating,
-                                views)
+                                upkeep, views)
 
     ctl = ctl or start_controller(load_settings())
     app = Flask(__name__)
@@ -63,7 +63,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
     app.url_map.converters["int"] = forms.IdConverter     # before any rule is added
     auth.login_manager.init_app(app)
     templating.install(app)
-    for module in (auth, overview, plans, executions, records, inventory, team, audit,
+    for module in (auth, overview, plans, executions, records, inventory, upkeep, team, audit,
                    integrations, openapi):
         app.register_blueprint(module.bp)
     app.register_blueprint(views.api)

@@ -16,6 +16,7 @@ from flask import (Blueprint, current_app, flash, g, redirect, render_template, 
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from peewee import Value, fn
 
+from controller.audit import audit
 from controller.models import AuditEvent, User, utcnow
 from controller.web import health, users
 from controller.web.forms import Login
@@ -104,14 +105,10 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def audit(actor: str, action: str, target: str, detail: str = "") -> None:
-    AuditEvent.create(actor=actor, action=action, target=target, detail=detail)
-
-
 def end_sessions(actor: str, action: str, row: User) -> None:
     """Audit `action` (one of SESSION_ENDING) on the user: every session of theirs begun
     before it ends, except the one asking, which goes on."""
-    audit(actor, action, f"user/{row.username}")
+    audit(action, f"user/{row.username}", actor=actor)
     if current_user.is_authenticated and current_user.id == row.id and not g.get("token_auth"):
         session["signed_in_at"] = utcnow().isoformat()
 
@@ -120,7 +117,7 @@ def audit_failed(username: str, reason: str) -> None:
     """A failed step, under the user's name only if it names a user (people type passwords
     into the name field)."""
     name = users.existing_name(username) or "?"
-    audit(name, "auth.failed", f"user/{name}", f"{reason} from {request.remote_addr}")
+    audit("auth.failed", f"user/{name}", reason, actor=name, refused=True)
 
 
 # ---- the steps ----------------------------------------------------------------------------
@@ -212,7 +209,7 @@ def totp_step(enrolling: bool):
         return render_template(template, error="wrong or already used code", **context), 401
     if enrolling:
         users.finish_enrolment(row)
-        audit(row.username, "auth.enrol", f"user/{row.username}")
+        audit("auth.enrol", f"user/{row.username}", actor=row.username)
     return sign_in(row, session.get("next"))
 
 
@@ -227,14 +224,14 @@ def sign_in(row: User, target: str | None):
     login_user(ConsoleUser(row))
     session["signed_in_at"] = utcnow().isoformat()
     mark_mfa()
-    audit(row.username, "auth.signin", f"user/{row.username}", f"from {request.remote_addr}")
+    audit("auth.signin", f"user/{row.username}", actor=row.username)
     return redirect(target)
 
 
 @bp.route("/logout", methods=["POST"])
 def logout():
     """End the session here and for any copy of its cookie."""
-    audit(current_user.username, "auth.signout", f"user/{current_user.username}")
+    audit("auth.signout", f"user/{current_user.username}")
     logout_user()
     session.clear()
     flash("signed out", "info")

@@ -5,10 +5,10 @@ import sys
 
 import click
 
+from controller.audit import audit
 from controller.models import User
 from controller.runtime import start_controller
 from controller.web import users
-from controller.web.auth import audit
 from shared.errors import KeyturnError
 from shared.settings import load_settings
 
@@ -58,7 +58,6 @@ def user_token(name, scopes):
     """Print a new API token for a user (replacing their previous one)."""
     start_controller(load_settings())
     token = users.new_api_token(users.user_by_name(name), scopes)
-    audit("cli", "user.token", f"user/{name}", f"scope {' '.join(scopes)}" if scopes else "")
     click.echo(token)
 
 
@@ -69,7 +68,7 @@ def user_reset_mfa(name):
     end."""
     start_controller(load_settings())
     users.reset_totp(users.user_by_name(name))
-    audit("cli", "user.reset_mfa", f"user/{name}")
+    audit("user.reset_mfa", f"user/{name}")
     click.echo(f"user {name} enrols a new authenticator at next sign-in")
 
 

@@ -7,6 +7,7 @@ import io
 
 from flask import Blueprint, Response, abort, current_app, request, stream_with_context, url_for
 from flask_login import current_user
+from peewee import JOIN, fn
 
 from controller import actions, steering
 from controller.models import Account, Asset, Execution, LogLine, Record
@@ -79,8 +80,10 @@ def report_csv(execution_id: int):
     found_execution(execution_id)
     rows = (Record.select(Record.id, Record.action, Record.status, Record.error_code,
                           Record.error, Record.worker_id, Record.attempt, Record.started_at,
-                          Record.finished_at, Asset.name, Asset.address, Account.username)
-            .join(Account).join(Asset).where(Record.execution == execution_id)
+                          Record.finished_at, fn.COALESCE(Asset.name, Record.asset_name),
+                          Asset.address, fn.COALESCE(Account.username, Record.account_name))
+            .join(Account, JOIN.LEFT_OUTER).join(Asset, JOIN.LEFT_OUTER)
+            .where(Record.execution == execution_id)
             .order_by(Record.id).tuples())
 
     def generate():

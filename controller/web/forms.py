@@ -12,7 +12,8 @@ import re
 from typing import Annotated, Any
 
 from flask import request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError,
+                      WithJsonSchema)
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
@@ -193,6 +194,45 @@ class AccountFields(Body):
     secret_type: text(Account.secret_type.max_length) | None = None
 
 
+class AssetEdit(Body):
+    """The fields an edit changes (those not sent stay); blank or null: the default."""
+
+    name: text(Asset.name.max_length) | None = None
+    address: text(Asset.address.max_length) | None = None
+    port: Annotated[WholeNumber, WithJsonSchema({"anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": 65535}, {"type": "null"}]})] = Field(
+        None, description="null: the platform's default")
+    platform: text(Asset.platform.max_length) | None = Field(
+        None, description="its params and host key go unless sent too")
+    zone: text(Zone.name.max_length) | None = None
+    node: text(Node.path.max_length) | None = Field(None, description="blank: in no node")
+    host_key: text(4096) | None = Field(None, description="blank: none pinned")
+    params: dict[str, Any] | None = Field(None, description="replaces its params")
+
+
+class AccountEdit(Body):
+    """What an account edit changes (null or not sent: kept)."""
+
+    username: text(Account.username.max_length) | None = None
+    privileged: StrictBool | None = None
+    secret: Secret | None = Field(None, description="becomes its current secret")
+    secret_type: text(Account.secret_type.max_length) | None = None
+
+
+class NodeEdit(Body):
+    path: text(Node.path.max_length) = Field("", description="its new path, e.g. /eu/web")
+
+
+class NodeDelete(Body):
+    confirm: Flag = Field(False, description="delete it with the nodes and assets under it")
+
+
+class ZoneEdit(Body):
+    name: text(Zone.name.max_length) | None = Field(
+        None, description="its new name (its workers need restarting with it)")
+    trust_first_use: StrictBool | None = None
+
+
 # ---- query strings ------------------------------------------------------------------------
 
 Size = Annotated[WholeNumber, WithJsonSchema({"anyOf": [
@@ -253,9 +293,12 @@ class AccountQuery(ById):
 
 
 class AuditQuery(ById):
-    actor: Query = ""
-    action: Query = ""
-    target: Query = ""
+    actor: Query = Field("", description="exactly this actor")
+    action: Query = Field("", description="exactly this action, or a kind ending in . or *")
+    target: Query = Field("", description="this target or what is under it")
+    outcome: Query = Field("", description="done or refused")
+    since: Query = Field("", description="from this date or UTC time on")
+    until: Query = Field("", description="to the end of this date, or before this UTC time")
 
 
 def parse(model: type[Body], data: Any) -> dict:

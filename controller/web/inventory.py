@@ -68,7 +68,7 @@ def nodes():
 @action(bp, "/nodes/new", response=shapes.NodeSaved, body=forms.NewNode, statuses=(201,))
 @admin_required
 def add_node():
-    node = inventory.node_for_path(str(form_data(forms.NewNode).get("path", "")).strip())
+    node = inventory.add_node(str(form_data(forms.NewNode).get("path", "")).strip())
     return Done(f"node {node.path} saved", url_for("inventory.nodes"), {"node": node.path}, 201)
 
 
@@ -149,30 +149,42 @@ def asset_row(a: Asset) -> dict:
 def add_asset():
     """A form sends the chosen platform's params as `params.<platform>.<name>` fields (each
     platform has its own block); a script sends `params` as an object."""
-    data = form_data(forms.NewAsset if is_api() else None)
-    if is_api():
+    data = form_params(form_data(forms.NewAsset if is_api() else None))
+    try:
         created = new_asset(data)
-    else:
-        kind = PLATFORMS.get(data.get("platform") or DEFAULT_PLATFORM)     # else names.platform says so
-        if kind is not None:
-            data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind))
-        try:
-            created = new_asset(data)
-        except KeyturnError as exc:
-            return asset_form_again(data, exc)
+    except KeyturnError as exc:
+        if is_api():
+            raise
+        return asset_form_again(None, data, exc)
     return Done(f"asset {created.name} added", url_for("inventory.asset", asset_id=created.id),
                 {"asset": asset_row(created)}, 201)
 
 
-def asset_form_again(typed: dict, exc: KeyturnError):
-    """The assets page again with the form as typed and the error beside its field (422), so
-    one mistake does not cost every value."""
+def asset_form_again(asset_id: int | None, typed: dict, exc: KeyturnError):
+    """The page of the asset form (the assets page to add, the asset's page to edit) again,
+    with the form as typed and the error beside its field (422): one mistake does not cost
+    every value."""
     errors = {getattr(exc, "field", "form"): getattr(exc, "message", str(exc))}
-    return render_template("inventory/assets.html", **assets(), typed=typed, errors=errors), 422
+    if asset_id is None:
+        return render_template("inventory/assets.html", **assets(), typed=typed,
+                               errors=errors), 422
+    return render_template("inventory/asset.html", **asset(asset_id), typed=typed,
+                           errors=errors), 422
 
 
 def new_asset(row: dict) -> Asset:
     return inventory.create_asset(inventory.asset_from_row(row))
+
+
+def form_params(data: dict) -> dict:
+    """A console form's fields with the chosen platform's params gathered into `params` (each
+    platform has its own block `params.<platform>.<name>`); a script sends `params` itself."""
+    if is_api():
+        return data
+    kind = PLATFORMS.get(data.get("platform") or DEFAULT_PLATFORM)     # else names.platform says so
+    if kind is not None:
+        data["params"] = typed_params(data, f"params.{kind.name}.", param_fields(kind))
+    return data
 
 
 @action(bp, "/assets/import", response=shapes.AssetsImported, statuses=(201,),
@@ -198,6 +210,8 @@ def found_asset(asset_id: int) -> Asset:
 def asset(asset_id: int):
     found = found_asset(asset_id)
     return {"asset": asset_row(found), "platform": platform_row(PLATFORMS[found.platform]),
+            "platforms": [platform_row(kind) for kind in PLATFORMS.values()],
+            "zone_names": [name for (name,) in Zone.select(Zone.name).order_by(Zone.name).tuples()],
             "accounts": [serialize.account_row(a) for a in Account.select(Account, Asset)
                          .join(Asset).where(Account.asset == asset_id).order_by(Account.username)]}
 

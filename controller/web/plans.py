@@ -8,10 +8,11 @@ from flask import (Blueprint, abort, current_app, flash, redirect, render_templa
 from flask_login import current_user
 from peewee import fn
 
+from controller.audit import audit
 from controller.models import Asset, Execution, Node, Plan, PlanNode, User
 from controller.plan_notes import plan_notes
 from controller.planning import covered_assets, start_execution
-from controller.plans import PlanError, PlanSpec, parse_spec, save_plan
+from controller.plans import PlanError, PlanSpec, delete_plan, parse_spec, save_plan
 from controller.secretgen import DEFAULT_SYMBOLS
 from controller.web import forms, planform, serialize, shapes
 from controller.web.forms import int_arg
@@ -162,9 +163,11 @@ def api_edit(plan_id: int):
 @action(bp, "/plans/<int:plan_id>/execute", response=shapes.Started, statuses=(201,))
 @admin_required
 def execute(plan_id: int):
-    started = start_execution(current_app.extensions["keyturn.ctl"], found_plan(plan_id),
+    plan = found_plan(plan_id)
+    started = start_execution(current_app.extensions["keyturn.ctl"], plan,
                               trigger="api" if is_api() else "manual",
                               started_by=current_user.username)
+    audit("plan.run", f"plan/{plan.name}", f"execution {started.id}")
     return Done(f"execution {started.id} started: {plural(started.total, 'account')}, "
                 f"{started.skipped} skipped", url_for("executions.show", execution_id=started.id),
                 {"execution": started.id}, 201)
@@ -180,6 +183,6 @@ def confirm_delete(plan_id: int):
 @admin_required
 def delete(plan_id: int):
     plan = found_plan(plan_id)
-    plan.delete_instance()
+    delete_plan(plan)
     return Done(f"plan {plan.name} deleted (its executions and records are kept)",
                 url_for("plans.index"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 from flask_login import current_user
-from peewee import SelectQuery
+from peewee import JOIN, SelectQuery
 
 from controller import actions
+from controller.audit import audit
 from controller.models import Account, Asset, Execution, Record
 from controller.web import forms, serialize, shapes
-from controller.web.auth import audit
 from controller.web.forms import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required, step_up_gate
@@ -28,10 +28,12 @@ def listing() -> SelectQuery:
     return (Record.select(Record.id, Record.execution, Record.account, Record.retry_of,
                           Record.action, Record.status, Record.error_code, Record.error,
                           Record.worker_id, Record.attempt, Record.ignored, Record.created_at,
-                          Record.started_at, Record.finished_at, Execution.id,
-                          Execution.plan_name, Account.id, Account.username, Asset.id, Asset.name,
+                          Record.started_at, Record.finished_at, Record.asset_name,
+                          Record.account_name, Execution.id, Execution.plan_name, Account.id,
+                          Account.username, Asset.id, Asset.name,
                           actions.superseded().alias("later"))
-            .join(Account).join(Asset).switch(Record).join(Execution))
+            .join(Account, JOIN.LEFT_OUTER).join(Asset, JOIN.LEFT_OUTER)
+            .switch(Record).join(Execution))
 
 
 def conditions(filters: dict) -> list:
@@ -49,7 +51,12 @@ def conditions(filters: dict) -> list:
             accounts = accounts.where(Asset.name == filters["asset"])
         if filters.get("account"):
             accounts = accounts.where(Account.username == filters["account"])
-        found.append(Record.account.in_(accounts))
+        kept = Record.account.is_null()          # a deleted account's records, by their names
+        if filters.get("asset"):
+            kept &= Record.asset_name == filters["asset"]
+        if filters.get("account"):
+            kept &= Record.account_name == filters["account"]
+        found.append(Record.account.in_(accounts) | kept)
     if filters.get("status") in STATUSES:
         found.append(Record.status == filters["status"])
     return found
@@ -90,7 +97,8 @@ def secrets_gate(record_id: int, purpose: str, scope: str | None = None):
     """None when the user may go on (after step-up, or with an API token granted `scope`);
     else the answer asking for a TOTP code."""
     record = found_record(record_id)
-    return step_up_gate(f"{purpose} for {record.account.username}@{record.account.asset.name} "
+    asset, username = record.names()
+    return step_up_gate(f"{purpose} for {username}@{asset} "
                         f"(record {record_id})",
                         url_for("records.show", record_id=record_id), scope)
 
@@ -110,7 +118,7 @@ def reveal(record_id: int):
     vault = current_app.extensions["keyturn.ctl"].vault
     shown = {"old_secret": vault.decrypt(secret.old_secret),
              "new_secret": vault.decrypt(secret.new_secret)}
-    audit(current_user.username, "secret.reveal", f"record/{record_id}", f"by {g.step_up}")
+    audit("secret.reveal", f"record/{record_id}", f"by {g.step_up}")
     if is_api():
         return {"record": record_id, **shown}
     return render_template("records/reveal.html",

@@ -12,6 +12,7 @@ from flask import abort, current_app, g, jsonify, render_template, request, sess
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from controller.audit import audit
 from controller.web import users
 from controller.web.views import form_data, is_api
 from shared.errors import KeyturnError
@@ -153,6 +154,8 @@ def admin_required(view):
     @functools.wraps(view)
     def guarded(*args, **kwargs):
         if current_user.role != "admin":
+            audit(request.endpoint or view.__name__, request.path, "this needs the admin role",
+                  refused=True)
             abort(403, "this needs the admin role")
         return view(*args, **kwargs)
 
@@ -199,6 +202,9 @@ def step_up_gate(purpose: str, back: str, scope: str | None = None):
         g.step_up = proof
         return None
     error = "wrong or already used code" if form_data().get("code") else None
+    if error:
+        audit(request.endpoint or "step_up", request.path, f"to {purpose}: {error}",
+              refused=True)
     if is_api():
         return jsonify(error=error or "send a fresh TOTP code as 'code'"), 401
     fields = {name: value for name, value in request.form.items()

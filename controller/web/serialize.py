@@ -49,8 +49,9 @@ def course(e: Execution) -> str | None:
 def record_row(r: Record) -> dict:
     """A record fetched by `records.listing()` (with its account, asset and execution, and
     `later`: whether the account has a later record, so this one is no longer retried)."""
+    asset, username = r.names()
     return {"id": r.id, "execution": r.execution_id, "plan": r.execution.plan_name,
-            "asset": r.account.asset.name, "account": r.account.username,
+            "asset": asset, "account": username, "account_deleted": r.account_id is None,
             "account_id": r.account_id, "action": r.action, "status": r.status,
             "error_code": r.error_code, "error": r.error, "worker": r.worker_id,
             "attempt": r.attempt, "retry_of": r.retry_of_id, "ignored": r.ignored,
@@ -84,5 +85,6 @@ def user_row(u: User) -> dict:
 
 
 def audit_row(event: AuditEvent) -> dict:
-    return {"id": event.id, "at": event.at, "actor": event.actor, "action": event.action,
-            "target": event.target, "detail": event.detail}
+    return {"id": event.id, "at": event.at, "actor": event.actor, "address": event.address,
+            "action": event.action, "outcome": event.outcome, "target": event.target,
+            "detail": event.detail, "before": event.before, "after": event.after}

@@ -109,7 +109,8 @@ class RecordRow(Shape):
     plan: str
     asset: str
     account: str
-    account_id: Id
+    account_deleted: bool = Field(description="its account was deleted (names as they were)")
+    account_id: Id | None = Field(description="None once the account was deleted")
     action: str
     status: str
     error_code: str | None
@@ -169,9 +170,13 @@ class AuditRow(Shape):
     id: Id
     at: Moment
     actor: str
+    address: str | None = Field(description="the client's address, for a web request")
     action: str
+    outcome: str = Field(description="done, or refused (the detail says why)")
     target: str
     detail: str
+    before: dict | None = Field(description="the non-secret fields it changed, before")
+    after: dict | None = Field(description="and after (a secret is only said to change)")
 
 
 class ZoneRow(Shape):
@@ -372,6 +377,8 @@ class AssetList(Shape):
 class AssetPage(Shape):
     asset: AssetRow
     platform: PlatformRow
+    platforms: list[PlatformRow] = Field(description="what the edit form offers")
+    zone_names: list[str]
     accounts: list[AccountRow]
 
 
@@ -399,6 +406,7 @@ class Integrations(Shape):
 
 class AuditLog(Shape):
     filters: dict[str, str]
+    outcomes: list[str]
     events: Page[AuditRow, int]
 
 
@@ -445,6 +453,28 @@ class AssetsImported(Message):
 
 class AccountSaved(Message):
     account: Id
+
+
+class AssetSaved(Message):
+    asset: AssetRow
+
+
+class AssetDeleted(Message):
+    asset: str
+    accounts: Count = Field(description="its accounts deleted with it (their records stay)")
+
+
+class AccountEdited(Message):
+    account: AccountRow
+
+
+class AccountDeleted(Message):
+    account: Id
+
+
+class NodeDeleted(Message):
+    nodes: Count = Field(description="the node and those under it")
+    assets: Count = Field(description="assets now in no node")
 
 
 class UserSaved(Message):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, render_template, url_for
 from flask_login import current_user
 
+from controller.audit import audit
 from controller.models import User
 from controller.web import auth, forms, serialize, shapes, users
 from controller.web.security import admin_required, step_up_required
@@ -14,10 +15,6 @@ from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
 
 bp = Blueprint("team", __name__)
-
-
-def audit(action_name: str, target: str) -> None:
-    auth.audit(current_user.username, action_name, target)
 
 
 @page(bp, "/users", "team/users.html", response=shapes.Users)
@@ -35,7 +32,6 @@ def add():
     created = users.create_user(str(data.get("username", "")).strip(),
                                 str(data.get("password", "")), str(data.get("role", "")),
                                 str(data.get("email") or "").strip() or None)
-    audit("user.add", f"user/{created.username}")
     return Done(f"user {created.username} added; they enrol an authenticator at first sign-in",
                 url_for("team.index"), {"user": serialize.user_row(created)}, 201)
 
@@ -56,7 +52,8 @@ def toggle_active(user_id: int):
         raise KeyturnError("you cannot deactivate yourself")
     found.active = not found.active
     found.save(only=[User.active])
-    audit("user.activate" if found.active else "user.deactivate", f"user/{found.username}")
+    audit("user.activate" if found.active else "user.deactivate", f"user/{found.username}",
+          before={"active": not found.active}, after={"active": found.active})
     return Done(f"user {found.username} {'activated' if found.active else 'deactivated'}",
                 url_for("team.index"), {"user": serialize.user_row(found)})
 
@@ -70,7 +67,6 @@ def change_role(user_id: int):
     if found.id == current_user.id and role != found.role:
         raise KeyturnError("you cannot change your own role")
     users.set_role(found, role)
-    auth.audit(current_user.username, "user.role", f"user/{found.username}", role)
     return Done(f"user {found.username} is now {role}", url_for("team.index"),
                 {"user": serialize.user_row(found_user(user_id))})
 
@@ -100,11 +96,14 @@ def profile():
     """Mail address and the password that opens mailed result archives."""
     data = form_data(forms.Profile)
     row = current_user.row()
+    before = {"email": row.email, "file_password": row.file_password}
     row.email = users.mail_address(str(data.get("email") or "").strip())
     if data.get("file_password"):
         row.file_password = current_app.extensions["keyturn.ctl"].vault.encrypt(
             str(data["file_password"]))
     row.save(only=[User.email, User.file_password])
+    audit("user.profile", f"user/{row.username}", before=before,
+          after={"email": row.email, "file_password": row.file_password})
     return Done("profile saved", url_for("team.me"))
 
 
@@ -126,8 +125,6 @@ def new_token():
     secrets without a TOTP code (`scope=reveal`), for scripts that must."""
     scope = str(form_data(forms.Token).get("scope") or "").strip()
     token = users.new_api_token(current_user.row(), (scope,) if scope else ())
-    auth.audit(current_user.username, "user.token", f"user/{current_user.username}",
-               f"scope {scope}" if scope else "")
     if is_api():
         return {"token": token}, 201
     return render_template("team/token.html", token=token)
@@ -136,5 +133,4 @@ def new_token():
 @action(bp, "/me/token/revoke", response=shapes.Message)
 def revoke_token():
     users.revoke_api_token(current_user.row())
-    audit("user.token_revoke", f"user/{current_user.username}")
     return Done("API token revoked", url_for("team.me"))

@@ -12,6 +12,7 @@ import segno
 from email_validator import EmailNotValidError, validate_email
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from controller.audit import audit
 from controller.models import User
 from controller.runtime import Controller
 from shared.errors import KeyturnError
@@ -59,8 +60,11 @@ def create_user(username: str, password: str, role: str, email: str | None = Non
     check_new_name(username)
     check_role(role)
     email = mail_address(email)
-    return User.create(username=username, password_hash=hash_password(password), role=role,
-                       email=email)
+    created = User.create(username=username, password_hash=hash_password(password), role=role,
+                          email=email)
+    audit("user.add", f"user/{username}", after={"username": username, "role": role,
+                                                  "email": email})
+    return created
 
 
 def check_new_name(username: str) -> None:
@@ -81,6 +85,8 @@ def set_role(user: User, role: str) -> None:
     """A new role; the API token loses its scopes, which were granted for the old one."""
     check_role(role)
     User.update(role=role, api_token_scopes=None).where(User.id == user.id).execute()
+    audit("user.role", f"user/{user.username}", before={"role": user.role},
+          after={"role": role})
 
 
 def mail_address(address: str | None) -> str | None:
@@ -168,6 +174,8 @@ def new_api_token(user: User, scopes: tuple[str, ...] = ()) -> str:
     User.update(api_token_hash=_token_hash(token),
                 api_token_scopes=" ".join(sorted(set(scopes))) or None).where(
         User.id == user.id).execute()
+    audit("user.token", f"user/{user.username}",
+          f"scope {' '.join(scopes)}" if scopes else "")
     return token
 
 
@@ -177,6 +185,7 @@ def token_scopes(user: User) -> frozenset[str]:
 
 def revoke_api_token(user: User) -> None:
     User.update(api_token_hash=None, api_token_scopes=None).where(User.id == user.id).execute()
+    audit("user.token_revoke", f"user/{user.username}")
 
 
 def user_for_token(token: str) -> User | None:

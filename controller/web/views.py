@@ -136,6 +136,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
             try:
                 done = view(**kwargs)
             except KeyturnError as exc:
+                refused(view, exc)
                 flash(said(exc), "error")
                 return redirect(back())
             if not isinstance(done, Done):
@@ -148,6 +149,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
             try:
                 done = view(**kwargs)
             except KeyturnError as exc:
+                refused(view, exc)
                 return jsonify(error=said(exc)), 409
             if isinstance(done, Done):
                 return answer(response, {"message": done.message, **done.data}), done.status
@@ -163,6 +165,14 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
         return view
 
     return register
+
+
+def refused(view, exc: KeyturnError) -> None:
+    """Audit a refused action with its reason (what was asked: the view and the path)."""
+    from controller.audit import audit
+
+    audit(f"{view.__module__.rsplit('.', 1)[-1]}.{view.__name__}", request.path, said(exc),
+          refused=True)
 
 
 def said(exc: Exception) -> str:

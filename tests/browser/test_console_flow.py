@@ -76,7 +76,7 @@ def add_inventory(page, base: str, hosts: dict) -> None:
                 (user, password, False) for user, password in OLD.items()]:
             page.fill("#c-user", username)
             page.fill("#c-secret", secret)
-            page.set_checked("input[name=privileged]", privileged)
+            page.set_checked("#c-privileged", privileged)
             page.click("button:has-text('Save account')")
             page.wait_for_selector(f"text=account {username}: secret set")
 
@@ -111,6 +111,13 @@ def test_operator_rotates_and_reveals_in_the_browser(ctl, hosts, console, browse
     page.wait_for_url(f"{console}/overview")
     add_inventory(page, console, hosts)
     assert Account.select().where(Account.privileged).count() == 2
+
+    # "test connection": the zone's worker logs in to box-0 with its privileged account
+    page.goto(f"{console}/assets/{Asset.get(Asset.name == 'box-0').id}")
+    page.click("button:has-text('Test connection')")
+    page.wait_for_url(re.compile(r".*/executions/\d+$"))
+    page.wait_for_selector('#live [data-field="status"]:not(.running)', timeout=120_000)
+    assert page.inner_text('#live [data-field="status"]') == "success", page.inner_text("#log")
 
     # a random-strategy plan for alice on both hosts
     page.click("text=Plans")
@@ -156,6 +163,14 @@ def test_operator_rotates_and_reveals_in_the_browser(ctl, hosts, console, browse
     page.click("button:has-text('Confirm')")
     assert page.inner_text("#new-secret") == new["box-1"]
     assert page.inner_text("#old-secret") == OLD["alice"]
+
+    # delete bob on box-1 (the page asks first); the records stay
+    page.goto(f"{console}/assets/{Asset.get(Asset.name == 'box-1').id}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("tr:has(td:text-is('bob')) button:has-text('delete')")
+    page.wait_for_selector("text=account bob@box-1 deleted")
+    assert not Account.select().join(Asset).where((Asset.name == "box-1")
+                                                  & (Account.username == "bob")).exists()
 
     page.goto(f"{console}/overview")
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)

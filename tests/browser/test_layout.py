@@ -2,7 +2,8 @@
 desktop width (1440 px) and a phone's (390 px): element boxes, not screenshots, decide. Nothing
 may need sideways scrolling to be reached (the records table's buttons included), the filter
 form stays a strip above the table, a multi-select takes plain clicks and shows its choices
-strongly, and on a phone the navigation moves above the page. Screenshots land in artifacts/."""
+strongly, the plan form's node picker is a tree, and on a phone the navigation moves above
+the page. Screenshots land in artifacts/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -96,17 +97,24 @@ def test_desktop_pages_fit_and_multi_select_takes_plain_clicks(console, page_of,
     assert sideways(page) == 0
 
     page.goto(f"{console}/plans/new")
-    page.click("#f-nodes option[value='/prod']")
-    page.click("#f-nodes option[value='/prod/web']")          # no Ctrl: both chosen
-    assert page.eval_on_selector("#f-nodes", "s => [...s.selectedOptions].map(o => o.value)") \
-        == ["/prod", "/prod/web"]
-    page.click("#f-nodes option[value='/prod']")              # a second click drops it
-    assert page.eval_on_selector("#f-nodes", "s => [...s.selectedOptions].map(o => o.value)") \
-        == ["/prod/web"]
+    page.click("#f-assets option[value='web-1']")
+    page.click("#f-assets option[value='web-2']")            # no Ctrl: both chosen
+    assert page.eval_on_selector("#f-assets", "s => [...s.selectedOptions].map(o => o.value)") \
+        == ["web-1", "web-2"]
+    page.click("#f-assets option[value='web-1']")            # a second click drops it
+    assert page.eval_on_selector("#f-assets", "s => [...s.selectedOptions].map(o => o.value)") \
+        == ["web-2"]
     page.click("#f-name")                                      # the select loses focus
-    chosen = page.eval_on_selector("#f-nodes option[value='/prod/web']",
+    chosen = page.eval_on_selector("#f-assets option[value='web-2']",
                                    "o => getComputedStyle(o).backgroundColor")
     assert chosen == "rgb(36, 86, 199)", chosen               # the brand colour, not pale grey
+    # the node picker is a tree: each node a box, a child indented under its parent
+    page.check(".node-picker input[value='/prod/web']")
+    assert page.eval_on_selector_all(".node-picker input:checked", "i => i.map(e => e.value)") \
+        == ["/prod/web"]
+    parent, child = (box(page, f".node-picker input[value='{path}']")
+                     for path in ("/prod", "/prod/web"))
+    assert child["left"] > parent["left"] and child["top"] > parent["top"]
 
 
 def test_phone_pages_fit_with_the_navigation_above(console, page_of, failures):
