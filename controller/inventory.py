@@ -112,6 +112,12 @@ def add_node(path: object) -> Node:
     return node
 
 
+def tree_order(path: str) -> list[str]:
+    """A sort key putting each node right under its parent (by path alone, /a-b would come
+    between /a and /a/b)."""
+    return path.split("/")
+
+
 def node_for_path(path: str) -> Node:
     """The node at `path`, created (with its parents) when missing."""
     parts = names.node_path(path).split("/")[1:]

@@ -141,6 +141,16 @@ def test_zones_and_nodes_are_renamed_and_deleted(ctl, as_admin, fleet):
     assert inside.status_code == 409 and "inside" in inside.json["error"]
 
 
+def test_nodes_are_listed_as_a_tree(ctl, as_admin, fleet):
+    for path in ("/prod-eu", "/prod/web/a", "/prod/db"):
+        inventory.add_node(path)
+    tree = ["/prod", "/prod/db", "/prod/web", "/prod/web/a", "/prod-eu"]
+    assert [n["path"] for n in as_admin.get("/api/v1/nodes").json["nodes"]] == tree
+    form = as_admin.get("/plans/new").text
+    assert [form.index(f'name="nodes" value="{path}"') for path in tree] == sorted(
+        form.index(f'name="nodes" value="{path}"') for path in tree)
+
+
 def test_a_node_holding_nodes_or_assets_asks_first(ctl, as_admin, fleet):
     inventory.add_node("/prod/db")
     prod = Node.get(Node.path == "/prod")

@@ -60,9 +60,10 @@ def add_zone():
 @page(bp, "/nodes", "inventory/nodes.html", response=shapes.Nodes)
 def nodes():
     assets = Asset.select(fn.COUNT(Asset.id)).where(Asset.node == Node.id)
+    rows = sorted(Node.select(Node, assets.alias("asset_count")),
+                  key=lambda n: inventory.tree_order(n.path))
     return {"nodes": [{"id": n.id, "path": n.path, "name": n.path.rsplit("/", 1)[-1],
-                       "depth": n.path.count("/") - 1, "assets": n.asset_count}
-                      for n in Node.select(Node, assets.alias("asset_count")).order_by(Node.path)]}
+                       "depth": n.path.count("/") - 1, "assets": n.asset_count} for n in rows]}
 
 
 @action(bp, "/nodes/new", response=shapes.NodeSaved, body=forms.NewNode, statuses=(201,))

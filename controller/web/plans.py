@@ -9,6 +9,7 @@ from flask_login import current_user
 from peewee import fn
 
 from controller.audit import audit
+from controller.inventory import tree_order
 from controller.models import Asset, Execution, Node, Plan, PlanNode, User
 from controller.plan_notes import plan_notes
 from controller.planning import covered_assets, start_execution
@@ -71,7 +72,8 @@ def show(plan_id: int):
 def choices() -> dict:
     """What the form offers to pick from (names only: one small query each)."""
     return {"asset_names": [n for (n,) in Asset.select(Asset.name).order_by(Asset.name).tuples()],
-            "node_paths": [p for (p,) in Node.select(Node.path).order_by(Node.path).tuples()],
+            "node_paths": sorted((p for (p,) in Node.select(Node.path).tuples()),
+                                 key=tree_order),
             "user_names": [u for (u,) in User.select(User.username).where(User.active)
                            .order_by(User.username).tuples()],
             "no_email": [u for (u,) in User.select(User.username).where(
