@@ -8,9 +8,9 @@ import re
 
 import pytest
 import schemathesis
-from pydantic import ValidationError
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance,
                                                response_schema_conformance,
@@ -18,7 +18,6 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,
 
 from controller.models import Account, Asset, Node, Plan, Record, User, Zone
 from controller.web import openapi, shapes, users, views
-from tests.web_support import Console
 
 EXAMPLES = 12          # per operation (about 60): the run stays well under 90 s
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
