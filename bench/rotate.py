@@ -88,10 +88,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def check_logins(logins: list[tuple[SshHost, str, str]]) -> int:
-    """How many of (host, user, password) do NOT log in (real SSH logins, in parallel)."""
+    """How many of (host, user, password) do NOT log in (real SSH logins, in parallel); a
+    refused one is tried once more alone (on a busy machine a slow PAM check times out as a
+    refusal)."""
     with ThreadPoolExecutor(max_workers=16) as pool:
         works = list(pool.map(lambda t: t[0].password_works(t[1], t[2]), logins))
-    return works.count(False)
+    return sum(1 for login, worked in zip(logins, works)
+               if not worked and not login[0].password_works(login[1], login[2]))
 
 
 # ---- keyturn ---------------------------------------------------------------------------------

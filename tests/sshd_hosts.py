@@ -185,18 +185,19 @@ class SshHost:
                      input=f"{username} {rule}\n".encode())
 
     def add_users(self, passwords: dict[str, str]) -> None:
-        """Create many plain users with home dirs, for benchmarks with thousands of accounts:
-        one shell for all, their first passwords hashed by openssl's sha512-crypt, far cheaper
-        than the host's own yescrypt (what a rotation sets is hashed as the host does)."""
+        """Create many plain users, for benchmarks with thousands of accounts: one shell for all,
+        no home directories (a password login needs none), their first passwords hashed by
+        openssl's sha512-crypt, far cheaper than the host's own yescrypt (what a rotation sets
+        is hashed as the host does)."""
         names = list(passwords)
         hashes = subprocess.run(["openssl", "passwd", "-6", "-stdin"], check=True,
                                 capture_output=True, timeout=60,
                                 input="".join(f"{passwords[n]}\n" for n in names).encode())
         self.run(["sh", "-c", 'while read -r name hash; do '
-                              'useradd --create-home --shell /bin/bash -p "$hash" "$name" || exit 1; '
-                              'done'],
+                              'useradd --shell /bin/bash -p "$hash" "$name" || exit 1; done'],
                  input="".join(f"{name} {hashed}\n" for name, hashed
-                               in zip(names, hashes.stdout.decode().split())).encode())
+                               in zip(names, hashes.stdout.decode().split())).encode(),
+                 timeout=60 + len(names))
 
     def set_password(self, username: str, password: str) -> None:
         """Set a password the way an admin would: chpasswd, password on stdin."""
@@ -223,11 +224,11 @@ class SshHost:
         finally:
             client.close()
 
-    def run(self, argv: list[str], input: bytes | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], input: bytes | None = None, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess:
         """Run a command as root inside the host (its /etc, users, homes); output captured."""
         return subprocess.run(self._nsenter(argv), input=input, capture_output=True,
-                              check=check, timeout=60)
+                              check=check, timeout=timeout)
 
     def shadow_line(self, username: str) -> str:
         """The user's line in the host's /etc/shadow, to check what a rotation wrote."""
