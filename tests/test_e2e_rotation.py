@@ -82,4 +82,4 @@ def test_records_cli_lists_outcomes_as_json(ctl, zone_fleet, cluster):
     shown = cluster.run("secret", "show", "west-2", "carol")
     assert shown.stdout.strip() == current_secret(ctl, "west-2", "carol")
     audit = AuditEvent.get(AuditEvent.action == "secret.show")
-    assert audit.target == "west-2/carol" and audit.actor.startswith("cli:")
+    assert audit.target == "account/west-2/carol" and audit.actor.startswith("cli:")
