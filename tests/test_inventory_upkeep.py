@@ -91,7 +91,7 @@ def test_the_api_refuses_a_value_of_the_wrong_shape_with_400(ctl, as_admin, flee
     assert done.status_code in (400, 409) and field in done.json.get("fields", [field])
     assert field in done.json["error"]
     privileged = as_admin.post_json(f"/api/v1/accounts/{account('web-1', 'bob').id}/edit",
-                                    {"privileged": "yes"})
+                                    {"privileged": {"yes": 1}})
     assert privileged.status_code == 400 and privileged.json["fields"] == ["privileged"]
 
 

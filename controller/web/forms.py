@@ -12,8 +12,7 @@ import re
 from typing import Annotated, Any
 
 from flask import request
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError,
-                      WithJsonSchema)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
@@ -115,6 +114,10 @@ def _flag(value: Any) -> Any:
 WholeNumber = Annotated[int | None, BeforeValidator(_whole_or_blank), WithJsonSchema(
     {"anyOf": [{"type": "integer", "minimum": 0, "maximum": LARGEST}, {"type": "null"}]})]
 Flag = Annotated[bool, BeforeValidator(_flag), WithJsonSchema({"type": "boolean"})]
+# A flag an edit may leave out: null or absent keeps the value, else as `Flag`.
+KeptFlag = Annotated[bool | None, BeforeValidator(lambda value: None if value is None
+                                                   else _flag(value)),
+                     WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "null"}]})]
 
 
 # ---- bodies -------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class AccountEdit(Body):
     """What an account edit changes (null or not sent: kept)."""
 
     username: text(Account.username.max_length) | None = None
-    privileged: StrictBool | None = None
+    privileged: KeptFlag = None
     secret: Secret | None = Field(None, description="becomes its current secret")
     secret_type: text(Account.secret_type.max_length) | None = None
 
@@ -230,7 +233,7 @@ class NodeDelete(Body):
 class ZoneEdit(Body):
     name: text(Zone.name.max_length) | None = Field(
         None, description="its new name (its workers need restarting with it)")
-    trust_first_use: StrictBool | None = None
+    trust_first_use: KeptFlag = None
 
 
 # ---- query strings ------------------------------------------------------------------------
