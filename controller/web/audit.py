@@ -3,16 +3,14 @@ who, from where, on what, and the fields before and after; newest first, filtere
 action, target, outcome and time, and exported as CSV. Auditors read it as admins do."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import datetime, timedelta
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, request
 
 from controller.models import AuditEvent
 from controller.web import forms, serialize, shapes
-from controller.web.executions import csv_cell
+from controller.web.csv_download import csv_response
 from controller.web.paging import keyset
 from controller.web.views import api_route, page
 
@@ -74,23 +72,13 @@ def export_csv():
     filters = {name: request.args.get(name, "").strip() for name in FILTERS}
     rows = filtered(filters).order_by(AuditEvent.id.desc())
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+    def lines():
         for event in rows.iterator():
-            writer.writerow([csv_cell(value) for value in (
-                event.id, event.at.isoformat(), event.actor, event.address, event.action,
-                event.outcome, event.target, event.detail, as_json(event.before),
-                as_json(event.after))])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+            yield (event.id, event.at.isoformat(), event.actor, event.address, event.action,
+                   event.outcome, event.target, event.detail, as_json(event.before),
+                   as_json(event.after))
 
-    return Response(stream_with_context(generate()), mimetype="text/csv", headers={
-        "Content-Disposition": 'attachment; filename="audit.csv"'})
+    return csv_response("audit.csv", CSV_COLUMNS, lines())
 
 
 def as_json(fields: dict | None) -> str:

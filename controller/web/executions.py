@@ -2,16 +2,14 @@
 as CSV), and the actions on an execution's failures."""
 from __future__ import annotations
 
-import csv
-import io
-
-from flask import Blueprint, Response, abort, current_app, request, stream_with_context, url_for
+from flask import Blueprint, abort, current_app, request, url_for
 from flask_login import current_user
 from peewee import JOIN, fn
 
 from controller import actions, steering
 from controller.models import Account, Asset, Execution, LogLine, Record
 from controller.web import forms, serialize, shapes
+from controller.web.csv_download import csv_response
 from controller.web.forms import int_arg
 from controller.web.paging import keyset
 from controller.web.records import record_page
@@ -26,7 +24,6 @@ TRIGGERS = ("manual", "schedule", "retry", "api", "verify")
 LOG_SHOWN = 2000
 CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "error_code", "error",
                "worker", "attempt", "started_at", "finished_at")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may take for a formula
 
 
 @page(bp, "/executions", "executions/list.html", response=shapes.ExecutionList,
@@ -86,31 +83,13 @@ def report_csv(execution_id: int):
             .where(Record.execution == execution_id)
             .order_by(Record.id).tuples())
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
+    def lines():
         for (record_id, act, status, code, error, worker, attempt, started, finished, asset,
              address, username) in rows.iterator():
-            writer.writerow([csv_cell(value) for value in (
-                record_id, asset, address, username, act, status, code, error, worker, attempt,
-                started, finished)])
-            if buffer.tell() > 64 * 1024:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+            yield (record_id, asset, address, username, act, status, code, error, worker,
+                   attempt, started, finished)
 
-    return Response(stream_with_context(generate()), mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="execution-{execution_id}.csv"'})
-
-
-def csv_cell(value):
-    """A value a spreadsheet shows and never runs: text it could take for a formula gets a
-    leading `'`, as spreadsheet tools expect (an error text may be a host's output)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+    return csv_response(f"execution-{execution_id}.csv", CSV_COLUMNS, lines())
 
 
 bp.add_url_rule("/executions/<int:execution_id>/report.csv", "report_csv", report_csv)
