@@ -195,6 +195,22 @@ def test_stopped_host_is_unreachable(ssh_farm, targets):
         host.close()
 
 
+@pytest.mark.parametrize("redelivered,attempt,status", [
+    (False, 1, "failed"), (True, 1, "unverified"), (False, 2, "unverified")])
+def test_a_repeat_that_cannot_reach_its_host_is_unverified(ssh_farm, targets, redelivered,
+                                                           attempt, status):
+    """A command seen before (redelivered, or dispatched again) may have made its change on an
+    earlier delivery: a failure before it could look is not proof that nothing changed."""
+    host, = ssh_farm.start_hosts(1)
+    try:
+        host.stop()
+        result = rotate(command(host, "alice", fresh(), attempt=attempt), targets, "w1",
+                        redelivered)
+        assert (result.status, result.error_code) == (status, "unreachable")
+    finally:
+        host.close()
+
+
 @pytest.mark.parametrize("redelivered", [False, True])
 def test_an_expired_command_changes_nothing_and_sends_nothing(host, targets, redelivered):
     """A replayed or long-delayed copy is refused before any connection to the host."""

@@ -52,18 +52,25 @@ class _Run:
 
     def rotate(self, redelivered: bool) -> RotateResult:
         c = self.command
+        seen_before = redelivered or c.attempt > 1
         try:
             ensure_time_to_change(c)   # early, once more right before the change is sent
             self.target.check()
-            if redelivered or c.attempt > 1:
+            if seen_before:
                 repeated = self.check_repeat()
                 if repeated is not None:
                     return repeated
+                seen_before = False    # the target still has the old secret: as if new
             self.target.change()
         except TargetError as exc:
-            if not exc.command_sent:
-                return self.result("failed", exc.code, str(exc))
-            return self.settle_unknown(exc)
+            if exc.command_sent:
+                return self.settle_unknown(exc)
+            if seen_before and exc.code != "expired":
+                # an earlier delivery may have made the change before this one could look
+                return self.result("unverified", exc.code, f"{exc}; an earlier delivery of this "
+                                                           f"command may have changed the "
+                                                           f"{self.kind} of {c.username}")
+            return self.result("failed", exc.code, str(exc))
         return self.prove()
 
     def check_repeat(self) -> RotateResult | None:
