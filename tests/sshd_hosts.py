@@ -220,14 +220,16 @@ class SshHost:
         self.run(["chpasswd"], input=f"{username}:{password}\n".encode())
 
     def password_works(self, username: str, password: str) -> bool:
-        """Whether a real SSH password login succeeds; False on auth failure, raises on other errors."""
+        """Whether a real SSH password login succeeds; False when the host refuses it, raises on
+        other errors. An answer that does not come in time (a slow PAM check on a busy machine)
+        is such an error, not a refusal."""
         client = paramiko.SSHClient()
         key_type, key_data = self.host_public_key.split()
         client.get_host_keys().add(self.address, key_type,
                                    paramiko.Ed25519Key(data=base64.b64decode(key_data)))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         connect = functools.partial(client.connect, self.address, self.port, username, password,
-                                    timeout=5, banner_timeout=5, auth_timeout=5,
+                                    timeout=10, banner_timeout=30, auth_timeout=30,
                                     allow_agent=False, look_for_keys=False)
         try:
             if self.wan is None:
@@ -235,7 +237,9 @@ class SshHost:
             else:                  # from where the hosts' clients are, over the slow link
                 in_netns(self.wan.client_netns, connect)
             return True
-        except paramiko.AuthenticationException:
+        except paramiko.AuthenticationException as exc:
+            if str(exc) == "Authentication timeout.":
+                raise TimeoutError(f"{username}@{self.name}: no answer to the login in time") from exc
             return False
         finally:
             client.close()
