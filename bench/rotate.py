@@ -87,6 +87,17 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def start_hosts(stack: contextlib.ExitStack, folder: Path, count: int, users: list[str],
+                login_password: str, wan=None, note: str = "") -> list[SshHost]:
+    """`count` sshd hosts (behind `wan` when given) with `users` and the sudo login, closed
+    with `stack`."""
+    farm = SshHostFarm(folder / "hosts", wan)
+    stack.callback(farm.close)
+    say(f"starting {count} sshd hosts with {len(users)} users each{note}")
+    return farm.start_hosts(count, users={u: new_password() for u in users},
+                            sudo_user=(LOGIN, login_password))
+
+
 def check_logins(logins: list[tuple[SshHost, str, str]]) -> int:
     """How many of (host, user, password) do NOT log in (real SSH logins, in parallel); a
     refused one is tried once more alone (on a busy machine a slow PAM check times out as a
@@ -394,11 +405,7 @@ def main(host_count, user_count, runs, pairs, threads, forks, ansible_rounds, wi
     rows: list[dict] = []
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyturn-bench-")))
-        farm = SshHostFarm(folder / "hosts")
-        stack.callback(farm.close)
-        say(f"starting {host_count} sshd hosts with {user_count} users each")
-        hosts = farm.start_hosts(host_count, users={u: new_password() for u in users},
-                                 sudo_user=(LOGIN, login_password))
+        hosts = start_hosts(stack, folder, host_count, users, login_password)
         say("setting up keyturn (PostgreSQL, RabbitMQ, daemon)")
         keyturn = Keyturn(stack, hosts, users, login_password, folder)
 

@@ -22,11 +22,10 @@ from pathlib import Path
 import click
 
 from bench.console_pages import signed_in_client
-from bench.rotate import Keyturn, LOGIN, new_password, peak_rss_mb, say
+from bench.rotate import Keyturn, new_password, peak_rss_mb, say, start_hosts
 from bench.support import report
 from controller.models import Execution, Record
 from controller.web import create_app
-from tests.sshd_hosts import SshHostFarm
 
 PAGES = ("/overview", "/records")
 DEFAULT_VALIDITY = {}      # the settings' own: a command waits in the queue for minutes here
@@ -72,11 +71,7 @@ def main(host_count, user_count, every, check_sample):
     login_password = new_password()
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyturn-bench-")))
-        farm = SshHostFarm(folder / "hosts")
-        stack.callback(farm.close)
-        say(f"starting {host_count} sshd hosts with {user_count} users each")
-        hosts = farm.start_hosts(host_count, users={u: new_password() for u in users},
-                                 sudo_user=(LOGIN, login_password))
+        hosts = start_hosts(stack, folder, host_count, users, login_password)
         say(f"setting up keyturn: {host_count * user_count:,} accounts")
         keyturn = Keyturn(stack, hosts, users, login_password, folder,
                           validity=DEFAULT_VALIDITY)

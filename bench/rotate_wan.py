@@ -22,11 +22,10 @@ from pathlib import Path
 
 import click
 
-from bench.rotate import (Keyturn, LOGIN, ansible_connections, ansible_run, new_password,
-                          peak_rss_mb, print_report, reference_run, say, summarise)
+from bench.rotate import (Keyturn, ansible_connections, ansible_run, new_password, peak_rss_mb,
+                          print_report, reference_run, say, start_hosts, summarise)
 from bench.support import report
 from tests.processes import KEYTURN
-from tests.sshd_hosts import SshHostFarm
 from tests.wan import Wan, in_netns
 
 AMQP_PORT = 5672
@@ -65,12 +64,8 @@ def main(host_count, user_count, round_trip_ms, jitter_ms, runs, threads, forks,
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyturn-bench-")))
         wan = Wan(folder / "wan", round_trip_ms / 2, jitter_ms)
         stack.callback(wan.close)
-        farm = SshHostFarm(folder / "hosts", wan)
-        stack.callback(farm.close)          # before the Wan: closed in reverse order
-        say(f"starting {host_count} sshd hosts with {user_count} users each, "
-            f"{round_trip_ms:g} ms away")
-        hosts = farm.start_hosts(host_count, users={u: new_password() for u in users},
-                                 sudo_user=(LOGIN, login_password))
+        hosts = start_hosts(stack, folder, host_count, users, login_password, wan,
+                            f", {round_trip_ms:g} ms away")   # closed before the Wan
         wan.forward(AMQP_PORT)
         say("setting up keyturn (PostgreSQL, RabbitMQ, daemon)")
         keyturn = Keyturn(stack, hosts, users, login_password, folder,
