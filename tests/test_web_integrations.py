@@ -30,9 +30,11 @@ def test_admins_add_and_disable_after_a_fresh_code(window_closed, as_admin, as_a
     found = Integration.get(Integration.name == "hr")
     off = as_admin.post_json(f"/api/v1/integrations/{found.id}/active", {"code": next_code(admin)})
     assert off.status_code == 200 and not Integration.get_by_id(found.id).active
-    actions = [a.action for a in AuditEvent.select().where(AuditEvent.actor == admin.username)
-               .order_by(AuditEvent.id)]
-    assert actions[-2:] == ["integration.add", "integration.disable"]
+    actions = [(a.action, a.outcome) for a in AuditEvent.select()
+               .where(AuditEvent.actor == admin.username).order_by(AuditEvent.id)]
+    assert actions[-3:] == [("integration.add", "done"),      # the refused one is audited too
+                            ("integrations.add_integration", "refused"),
+                            ("integration.disable", "done")]
     listed = as_auditor.get("/api/v1/integrations").json
     assert [i["name"] for i in listed["integrations"]] == ["hr"]
 
