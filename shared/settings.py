@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     zone_key_file: Path | None = None
     controller_public_key: str | None = None
-    worker_threads: int = Field(default=128, ge=1, le=256)   # most commands in flight
+    worker_threads: int = Field(default=8, ge=1, le=256)   # most commands in flight (far zones: 64-128)
     ssh_timeout: float = Field(default=15.0, gt=0, le=600)
     rotation_deadline: int = Field(default=600, ge=10)
     clock_skew: int = Field(default=30, ge=0, le=600)   # how far worker clocks may be off ours
