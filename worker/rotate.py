@@ -24,6 +24,11 @@ from worker.metrics import count_result
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 4000          # RotateResult.error's bound
+# Refusals the command alone decides (or the target's fixed rules): an earlier delivery of the
+# same command was refused the same way, so it changed nothing either.
+SAME_ON_EVERY_DELIVERY = frozenset({"expired", "unsupported_secret", "bad_secret", "empty_secret",
+                                    "no_secret", "bad_dialogue", "no_dialogue", "unsupported",
+                                    "protected"})
 
 
 def rotate(command: RotateCommand, targets: Targets, worker_id: str,
@@ -65,7 +70,7 @@ class _Run:
         except TargetError as exc:
             if exc.command_sent:
                 return self.settle_unknown(exc)
-            if seen_before and exc.code != "expired":
+            if seen_before and exc.code not in SAME_ON_EVERY_DELIVERY:
                 # an earlier delivery may have made the change before this one could look
                 return self.result("unverified", exc.code, f"{exc}; an earlier delivery of this "
                                                            f"command may have changed the "
