@@ -3,11 +3,13 @@ log file, stopped (or killed) by the test and always cleaned up; and the waits a
 ports the tests' own servers share."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,3 +109,37 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+ADDRESS_LOCK_DIR = Path(tempfile.gettempdir()) / "keyturn-test-addresses"
+
+
+def _ports_free(address: str, ports: tuple[int, ...]) -> bool:
+    """Whether nothing listens on these ports of the address, so a server can bind them."""
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
+def claim_address(prefix: str, ports: tuple[int, ...]) -> tuple[str, int]:
+    """An unused loopback address `prefix.x.y` whose fixed ports are free, and the locked file
+    descriptor that keeps every other test process off it until it is closed (parallel test
+    workers, a second run on the machine): servers that listen on their protocol's own port
+    (sshd on 22, a DC on 389/636) each get an address of their own."""
+    ADDRESS_LOCK_DIR.mkdir(exist_ok=True)
+    for n in range(2, 0xFFFF):
+        address = f"{prefix}.{n >> 8}.{n & 0xFF}"
+        fd = os.open(ADDRESS_LOCK_DIR / address, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _ports_free(address, ports):
+                return address, fd
+        except BlockingIOError:
+            pass
+        os.close(fd)
+    raise RuntimeError(f"no free address left in {prefix}.0.0/16")

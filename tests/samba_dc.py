@@ -1,11 +1,12 @@
 """A real Active Directory domain controller for the tests: Samba (`samba-tool domain
 provision --server-role=dc --dns-backend=NONE`) in a temporary directory of its own, run as
-`samba -i` with only its LDAP service, bound to 127.88.0.1 alone (no other test uses that
-address), LDAPS on 636 with a certificate of a test CA (tests.certs). The domain keeps Samba's
+`samba -i` with only its LDAP service, bound to a loopback address of its own in 127.88.0.0/16
+(claimed, so parallel test workers each have theirs), LDAPS on 636 with a certificate of a test CA (tests.certs). The domain keeps Samba's
 default password policy (complexity on, at least 7 characters, history 24). Provisioned once
 per session (a few seconds) and stopped at the end, even when it fails."""
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 from pathlib import Path
@@ -15,9 +16,9 @@ import pytest
 from ldap3.protocol.formatters.formatters import format_sid
 
 from tests.certs import make_certificates
+from tests.processes import claim_address
 from tests.server_process import server_in_temp_dir, stop_process, wait_until_answering
 
-ADDRESS = "127.88.0.1"
 REALM, DOMAIN = "KEYTURN.TEST", "KEYTURN"
 BASE_DN = "DC=keyturn,DC=test"
 USERS = f"CN=Users,{BASE_DN}"
@@ -31,12 +32,16 @@ class SambaDC:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        self.address, self.port = ADDRESS, 636
+        # LDAP and LDAPS on their own ports, so an address of its own (parallel test workers)
+        self.address, self._address_lock = claim_address("127.88", (389, 636))
+        self.port = 636
         self.log_path = directory / "samba.log"
-        certs = make_certificates(directory, ADDRESS)
+        certs = make_certificates(directory, self.address)
         self.ca = certs.ca
-        self.options = [f"--option=interfaces={ADDRESS}/8", "--option=bind interfaces only=yes",
+        self.options = [f"--option=interfaces={self.address}/8", "--option=bind interfaces only=yes",
                         "--option=server services=ldap", f"--option=log file={self.log_path}",
+                        # its pid file in its own directory, not the machine's /run/samba
+                        f"--option=pid directory={directory}",
                         "--option=old password allowed period=0",
                         "--option=tls enabled=yes", f"--option=tls keyfile={certs.key}",
                         f"--option=tls certfile={certs.cert}", f"--option=tls cafile={certs.ca}"]
@@ -134,6 +139,7 @@ class SambaDC:
 
     def stop(self) -> None:
         stop_process(self.process, 20)
+        os.close(self._address_lock)
 
 
 @pytest.fixture(scope="session")

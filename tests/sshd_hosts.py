@@ -28,7 +28,6 @@ import atexit
 import base64
 import json
 import secrets
-import fcntl
 import functools
 import os
 import shutil
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import paramiko
 
+from tests.processes import claim_address
 from tests.wan import Wan, in_netns
 
 try:
@@ -52,7 +52,6 @@ except ImportError:        # run as a command where only keyturn's own packages 
 
 SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
-ADDRESS_LOCK_DIR = Path(tempfile.gettempdir()) / "keyturn-sshd-addresses"
 SUDO_RULES = {"nopasswd": "ALL=(ALL) NOPASSWD: ALL", "password": "ALL=(ALL) ALL"}
 
 # Runs as `sh -c HOLDER_SCRIPT holder SCRATCH` inside a fresh private mount namespace.
@@ -85,33 +84,6 @@ while :; do
   [ $killed = 0 ] && break
 done
 """
-
-
-def _port_22_free(address: str) -> bool:
-    """Whether nothing listens on address:22, so sshd can bind it."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, 22))
-        except OSError:
-            return False
-    return True
-
-
-def _claim_address() -> tuple[str, int]:
-    """Pick an unused 127.77.x.y; the returned locked fd keeps parallel test runs off it."""
-    ADDRESS_LOCK_DIR.mkdir(exist_ok=True)
-    for n in range(2, 0xFFFF):
-        address = f"127.77.{n >> 8}.{n & 0xFF}"
-        fd = os.open(ADDRESS_LOCK_DIR / address, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _port_22_free(address):
-                return address, fd
-        except BlockingIOError:
-            pass
-        os.close(fd)
-    raise RuntimeError("no free address left in 127.77.0.0/16")
 
 
 _HASHES: dict[str, str] = {}
@@ -147,7 +119,7 @@ class SshHost:
         self._holder: subprocess.Popen | None = None
         self._sshd: subprocess.Popen | None = None
         if wan is None:
-            self.address, self._address_lock = _claim_address()
+            self.address, self._address_lock = claim_address("127.77", (22,))
         else:        # the address exists only in this host's and the Wan's namespaces
             self.address, self._address_lock = wan.new_address(), None
         try:
