@@ -222,7 +222,7 @@ class Keyturn:
         if failed:
             raise SystemExit(f"keyturn: {failed} accounts do not log in with their new password")
         return {"run": "keyturn" + (" (cli)" if cli else "") + (" (profiled)" if profilers else ""),
-                "accounts": accounts,
+                "accounts": accounts, "logins_checked": len(logins),
                 "seconds": seconds, "published_s": published, **self._timeline(execution)}
 
     def current_logins(self) -> list[tuple[SshHost, str, str]]:
