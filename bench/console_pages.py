@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from bench.support import bulk_fleet, controller_for, report, temp_database
-from controller.db import bulk_insert, database, is_postgres
+from controller.db import bulk_insert, database, is_postgres, refresh_statistics
 from controller.models import Account, Asset, Execution, LogLine, Record, utcnow
 from controller.plans import parse_spec, save_plan
 from controller.web import create_app, users
@@ -65,8 +65,11 @@ def fill(ctl, records: int) -> dict:
         bulk_insert(Record, fields, rows)
         LogLine.insert_many([{"execution": execution.id, "at": started, "message": f"line {n}"}
                              for n in range(20)]).execute()
-    if is_postgres():
-        database.execute_sql("ANALYZE")     # what autovacuum does within a minute of a bulk load
+    if is_postgres():   # what autovacuum does within a minute of a bulk load (PostgreSQL 13+
+        # vacuums after inserts too): statistics, and the visibility map index-only scans need
+        database.execute_sql("VACUUM ANALYZE")
+    else:
+        refresh_statistics()    # what `keyturn daemon` does when it starts, and hourly
     middle = Execution.select().order_by(Execution.id).offset(executions // 2).first()
     record = Record.select(Record.id).order_by(Record.id).offset(records // 2).first()
     asset = Asset.select().order_by(Asset.id).offset(7).first()

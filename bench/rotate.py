@@ -48,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.rotate_reference import Target, rotate_all
-from bench.support import controller_for, temp_database, temp_vhost
+from bench.support import bulk_inventory, controller_for, temp_database, temp_vhost
 from controller import inventory
 from controller.db import database
 from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen, utcnow
@@ -111,10 +111,10 @@ def check_logins(logins: list[tuple[SshHost, str, str]]) -> int:
 # ---- keyturn ---------------------------------------------------------------------------------
 
 class Keyturn:
-    """keyturn on a throw-away PostgreSQL schema and RabbitMQ vhost: the inventory registered
-    in this process, the daemon and the workers (default settings) as `keyturn` processes;
-    `worker_command` is how a worker is started (e.g. in another network namespace), `validity`
-    the commands' validity settings."""
+    """keyturn on a throw-away PostgreSQL schema and RabbitMQ vhost: the inventory inserted in
+    bulk in this process (each asset checked as `keyturn asset add` checks it), the daemon and
+    the workers (default settings) as `keyturn` processes; `worker_command` is how a worker is
+    started (e.g. in another network namespace), `validity` the commands' validity settings."""
 
     def __init__(self, stack: contextlib.ExitStack, hosts: list[SshHost], users: list[str],
                  login_password: str, folder: Path, worker_command: list[str] = KEYTURN,
@@ -126,12 +126,12 @@ class Keyturn:
         self.ctl = controller_for(folder / "data", db_url, self.amqp, **validity)
         stack.callback(database.close)
         inventory.add_zone(self.ctl, ZONE, None, trust_first_use=False)
-        for name, host in self.hosts.items():
-            inventory.add_asset(name, host.address, 22, "linux", ZONE, "/bench",
-                                host.host_public_key)
-            inventory.set_account(self.ctl, name, LOGIN, login_password, True)
-            for user in users:
-                inventory.set_account(self.ctl, name, user, "unknown-to-keyturn", False)
+        specs = [inventory.new_asset(name, host.address, 22, "linux", ZONE, "/bench",
+                                     host.host_public_key) for name, host in self.hosts.items()]
+        bulk_inventory(self.ctl, [{"name": s.name, "address": s.address, "port": s.port,
+                                   "platform": s.platform, "host_key": s.host_key} for s in specs],
+                       ZONE, "/bench", {LOGIN: (login_password, True)}
+                       | {user: ("unknown-to-keyturn", False) for user in users})
         self.plan = save_plan(parse_spec({"name": PLAN, "nodes": ["/bench"], "usernames": users}),
                               self.ctl.vault)
         self.group = ProcessGroup(keyturn_env(self.ctl.settings, self.amqp)
@@ -222,7 +222,7 @@ class Keyturn:
         if failed:
             raise SystemExit(f"keyturn: {failed} accounts do not log in with their new password")
         return {"run": "keyturn" + (" (cli)" if cli else "") + (" (profiled)" if profilers else ""),
-                "accounts": accounts,
+                "accounts": accounts, "logins_checked": len(logins),
                 "seconds": seconds, "published_s": published, **self._timeline(execution)}
 
     def current_logins(self) -> list[tuple[SshHost, str, str]]:

@@ -5,14 +5,16 @@ default 600 s). While it runs, the console's overview and records pages are time
 `--every` seconds (the Flask app in this process, on the run's database). Prints the run's time
 and accounts/s, the longest pause between two records ending (a stall shows there; a pause of
 `bench.rotate.STALL_SECONDS` ends the run), the daemon's and the worker's peak RSS, and the
-pages' times. Every account's new password (or `--check-sample N` of them) is then checked with
-a login (not timed).
+pages' times (and again once the run ended), the records left pending or dispatched, the
+commands that expired waiting in the queue (sent again) and the load average. Every account's new password (or `--check-sample N` of them) is then checked with
+a login (not timed; any that fails ends the run).
 
     python -m bench.rotate_big [--hosts 50] [--users 200] [--every 2] [--check-sample N]
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import tempfile
 import threading
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import click
+from peewee import fn
 
 from bench.console_pages import signed_in_client
 from bench.rotate import Keyturn, new_password, peak_rss_mb, say, start_hosts
@@ -29,28 +32,46 @@ from controller.web import create_app
 
 PAGES = ("/overview", "/records")
 DEFAULT_VALIDITY = {}      # the settings' own: a command waits in the queue for minutes here
+# What the worker logs for a command that waited in the queue past its validity (it goes back to
+# pending and is sent again with a fresh one): a run longer than the validity has some.
+EXPIRED = "expired before the change was sent"
 
 
 class PageTimer(threading.Thread):
-    """Times each of PAGES every `every` seconds until stopped (its own database connection)."""
+    """Times each of PAGES every `every` seconds until stopped (its own database connection),
+    and `after` the run, when the daemon has applied every result."""
 
     def __init__(self, ctl, every: float):
         super().__init__(name="page-timer", daemon=True)
         self.client = signed_in_client(create_app(ctl))
         self.every = every
         self.times: dict[str, list[float]] = {page: [] for page in PAGES}
+        self.after_times: dict[str, list[float]] = {page: [] for page in PAGES}
         self.failures: list[str] = []
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.every):
-            for page in PAGES:
-                started = time.perf_counter()
-                answer = self.client.get(page)
-                answer.get_data()
-                self.times[page].append(1000 * (time.perf_counter() - started))
-                if answer.status_code != 200:
-                    self.failures.append(f"{page}: {answer.status_code}")
+            self.time_pages(self.times)
+
+    def after(self, runs: int = 5) -> None:
+        for _ in range(runs):
+            self.time_pages(self.after_times)
+
+    def time_pages(self, into: dict[str, list[float]]) -> None:
+        for page in PAGES:
+            started = time.perf_counter()
+            answer = self.client.get(page)
+            answer.get_data()
+            into[page].append(1000 * (time.perf_counter() - started))
+            if answer.status_code != 200:
+                self.failures.append(f"{page}: {answer.status_code}")
+
+
+def left_waiting(execution_id: int) -> dict[str, int]:
+    """The execution's records by status: any pending or dispatched one left is a stall."""
+    return dict(Record.select(Record.status, fn.COUNT(Record.id))
+                .where(Record.execution == execution_id).group_by(Record.status).tuples())
 
 
 def longest_pause(execution_id: int) -> float:
@@ -78,23 +99,37 @@ def main(host_count, user_count, every, check_sample):
         timer = PageTimer(keyturn.ctl, every)
         timer.start()
         say("running the plan")
+        loads = [os.getloadavg()[0]]
         try:
             row = keyturn.run(False, None, "big", check_sample=check_sample)
         finally:
+            loads.append(os.getloadavg()[0])
             timer.done.set()
             timer.join()
-        pause = longest_pause(Execution.select().order_by(Execution.id.desc()).get().id)
+        execution_id = Execution.select().order_by(Execution.id.desc()).get().id
+        pause, statuses = longest_pause(execution_id), left_waiting(execution_id)
         daemon_rss, worker_rss = peak_rss_mb(keyturn.daemon.pid), keyturn.worker_peak_rss_mb()
+        expired = sum(worker.log_text().count(EXPIRED) for worker in keyturn.workers)
+        timer.after()
     if timer.failures:
         raise SystemExit(f"console pages failed during the run: {timer.failures[:5]}")
-    report(f"a big run: {row['accounts']:,} accounts, one daemon, one worker", [{
+    figures = {
         "accounts": row["accounts"], "seconds": row["seconds"],
         "accounts_per_s": row["accounts"] / row["seconds"],
         "longest_pause_s": pause,
-        "daemon_peak_rss_mb": daemon_rss, "worker_peak_rss_mb": worker_rss}])
-    report("console pages during the run (ms)", [
-        {"page": page, "timings": len(times), "median_ms": statistics.median(times),
-         "max_ms": max(times)} for page, times in timer.times.items() if times])
+        "left_pending_or_dispatched": statuses.get("pending", 0) + statuses.get("dispatched", 0),
+        "statuses": " ".join(f"{k}={v}" for k, v in sorted(statuses.items())),
+        "logins_checked": row["logins_checked"], "logins_failed": 0,
+        "commands_expired_in_queue": expired,
+        "daemon_peak_rss_mb": daemon_rss, "worker_peak_rss_mb": worker_rss,
+        "load_1min_start_end": f"{loads[0]:.1f}/{loads[1]:.1f}"}
+    report(f"a big run: {row['accounts']:,} accounts, one daemon, one worker",   # one per line
+           [{"figure": name, "value": value} for name, value in figures.items()])
+    report("console pages during and after the run (ms)", [
+        {"page": page, "when": when, "timings": len(times), "median_ms": statistics.median(times),
+         "max_ms": max(times)}
+        for when, timed in (("during", timer.times), ("after", timer.after_times))
+        for page, times in timed.items() if times])
 
 
 if __name__ == "__main__":

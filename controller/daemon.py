@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from dramatiq.errors import BrokerConnectionError
@@ -12,7 +13,7 @@ from pika.exceptions import AMQPConnectionError
 from controller.amqp_queue import RawQueues
 from controller.bus_requests import REQUESTS_QUEUE, RequestHandler, prune_seen
 from controller.consumers import BatchConsumer
-from controller.db import database
+from controller.db import database, refresh_statistics
 from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
 from controller.models import WorkerSeen, Zone, utcnow
@@ -29,6 +30,7 @@ from shared.messages import (SCHEMA_VERSION, BadMessage, ForeignHeartbeat, Heart
 
 logger = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 1.0
+STATISTICS_SECONDS = 3600     # the database's planner statistics refreshed (SQLite; at start too)
 
 
 def zone_channel(ctl: Controller, zone: str):
@@ -76,6 +78,7 @@ class Daemon:
     def __init__(self, ctl: Controller, clock=utcnow):
         self.ctl = ctl
         self.clock = clock        # maintenance windows read it (tests move it)
+        self._statistics_due = 0.0   # time.monotonic() of the next refresh_statistics
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._housekeeping, name="keyturn-housekeeping",
                                         daemon=True)
@@ -114,6 +117,9 @@ class Daemon:
         announce_lost_workers(self.ctl)
         relay_events(self.ctl)
         prune_seen()
+        if time.monotonic() >= self._statistics_due:
+            refresh_statistics()
+            self._statistics_due = time.monotonic() + STATISTICS_SECONDS
 
     def _housekeeping(self) -> None:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):

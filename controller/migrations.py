@@ -159,13 +159,31 @@ def add_rollout(migrator) -> list:
     return operations
 
 
+def index_record_lists(migrator) -> list:
+    """10: indexes the records page filters by at 1,000,000 records: `account (username, id)`
+    instead of `account (username)`, and `record (account_id, execution_id)` instead of
+    `record (account_id)`, so the records of the accounts with a name (in a plan's executions)
+    are found and counted from the indexes alone. Runs again harmlessly."""
+    wanted = {"account": (("username", "id"), "account_username"),
+              "record": (("account_id", "execution_id"), "record_account_id")}
+    operations = []
+    for table, (columns, replaced) in wanted.items():
+        have = {index.name for index in database.get_indexes(table)}
+        if f"{table}_{'_'.join(columns)}" not in have:
+            operations.append(migrator.add_index(table, columns, False))
+        if replaced in have:
+            operations.append(migrator.drop_index(table, replaced))
+    return operations
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
-               add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted]
+               add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted,
+               index_record_lists]
 LATEST = 1 + len(STEPS)
 
 

@@ -63,7 +63,7 @@ class Account(BaseModel):
     """A user on an asset with its secret versions: current, pending (in rotation) and previous."""
 
     asset = pw.ForeignKeyField(Asset, backref="accounts", on_delete="CASCADE")
-    username = pw.CharField(max_length=64, index=True)
+    username = pw.CharField(max_length=64)
     secret_type = pw.CharField(max_length=16, default=SecretType.PASSWORD)
     privileged = pw.BooleanField(default=False)
     secret_current = pw.BlobField(null=True)
@@ -75,7 +75,9 @@ class Account(BaseModel):
     busy_execution = pw.IntegerField(null=True, index=True)   # the execution rotating it now (one at a time)
 
     class Meta:
-        indexes = ((("asset", "username"), True),)
+        # (username, id): the records page's "accounts named u007" is read from the index
+        # alone, not from 20,000 rows all over the table.
+        indexes = ((("asset", "username"), True), (("username", "id"), False))
 
 
 class Plan(BaseModel):
@@ -157,7 +159,8 @@ class Record(BaseModel):
 
     execution = pw.ForeignKeyField(Execution, backref="records", on_delete="CASCADE")
     # None once the account was deleted: the history stays, with the names it had then.
-    account = pw.ForeignKeyField(Account, backref="records", null=True, on_delete="SET NULL")
+    account = pw.ForeignKeyField(Account, backref="records", null=True, on_delete="SET NULL",
+                                 index=False)           # (account, execution) below
     asset_name = pw.CharField(max_length=128, null=True)       # set when the account is deleted
     account_name = pw.CharField(max_length=64, null=True)
     retry_of = pw.ForeignKeyField("self", null=True, on_delete="SET NULL")
@@ -176,6 +179,10 @@ class Record(BaseModel):
     finished_at = pw.DateTimeField(null=True)
     ignored = pw.BooleanField(default=False)
     wave = pw.IntegerField(null=True)                 # its wave (1-based); None: no waves
+
+    class Meta:
+        # The records of some accounts (in a plan's executions) counted from the index alone.
+        indexes = ((("account", "execution"), False),)
 
     def names(self) -> tuple[str, str]:
         """(asset, account) it rotated: its account's now, or those kept at its deletion (the

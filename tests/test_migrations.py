@@ -112,3 +112,34 @@ def test_step_7_keeps_a_row_per_worker_and_zone(ctl):
     record_heartbeats(beats)
     assert sorted(WorkerSeen.select(WorkerSeen.zone).where(WorkerSeen.worker_id == "w1")
                   .tuples()) == [("dmz",), ("lab",)]
+
+
+def test_the_records_list_indexes_replace_the_single_column_ones(ctl):
+    """A database from before the records list's composite indexes (`account (username)`,
+    `record (account_id)`) upgrades to `account (username, id)` and `record (account_id,
+    execution_id)`, with its rows; running the step again changes nothing."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run
+
+    from controller.db import is_postgres
+    from controller.models import SchemaVersion
+
+    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    run(migrator.drop_index("account", "account_username_id"),
+        migrator.drop_index("record", "record_account_id_execution_id"),
+        migrator.add_index("account", ("username",), False),
+        migrator.add_index("record", ("account_id",), False))
+    Zone.create(name="kept", public_key="k")
+    before = migrations.STEPS.index(migrations.index_record_lists) + 1
+    SchemaVersion.update(version=before).execute()
+
+    def indexes(table):
+        return {index.name: index.columns for index in database.get_indexes(table)}
+
+    assert migrations.migrate() == (before, migrations.LATEST)
+    assert indexes("account")["account_username_id"] == ["username", "id"]
+    assert indexes("record")["record_account_id_execution_id"] == ["account_id", "execution_id"]
+    assert "account_username" not in indexes("account")
+    assert "record_account_id" not in indexes("record")
+    assert Zone.get(Zone.name == "kept").public_key == "k"
+    run(*migrations.index_record_lists(migrator))
+    assert indexes("record")["record_account_id_execution_id"] == ["account_id", "execution_id"]

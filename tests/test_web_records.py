@@ -35,6 +35,34 @@ def test_list_filters_by_plan_execution_asset_account_status(as_admin, ran):
     assert as_admin.get("/api/v1/records?status=failed").json["records"]["total"] == 1
 
 
+def test_an_account_filter_pages_through_live_and_deleted_accounts_records(ctl, as_admin, ran):
+    """The records of the accounts named alice now and of a deleted alice (kept by her names)
+    are one list (two queries merged), newest first, page by page both ways, with one total."""
+    gone = record_of(ran, "alice", "web-1")
+    assert as_admin.post_json(f"/api/v1/accounts/{gone.account_id}/delete").status_code == 200
+    finish(start_execution(ctl, save(ctl, "again"), started_by="ada"), {})
+    wanted = sorted((r.id for r in Record.select().where(
+        (Record.account_name == "alice") | Record.account.in_(
+            Account.select(Account.id).where(Account.username == "alice")))), reverse=True)
+    assert len(wanted) == 3 and gone.id in wanted
+
+    def listed(**cursor):
+        return as_admin.get("/api/v1/records", query_string={"account": "alice", "size": 1}
+                            | cursor).json["records"]
+
+    pages = [listed()]
+    while pages[-1]["after"] is not None:
+        pages.append(listed(after=pages[-1]["after"]))
+    assert [item["id"] for p in pages for item in p["items"]] == wanted
+    assert {p["total"] for p in pages} == {3} and pages[0]["before"] is None
+    back = [listed(before=pages[-1]["before"])]
+    while back[-1]["before"] is not None:
+        back.append(listed(before=back[-1]["before"]))
+    assert [item["id"] for p in back for item in p["items"]] == wanted[-2::-1]
+    both = listed(asset="web-1", size=5)
+    assert [item["id"] for item in both["items"]] == [gone.id] and both["total"] == 1
+
+
 def test_pages_and_csv_never_contain_a_secret(ctl, as_admin, ran):
     secrets = secrets_of(ctl, ran)
     assert len(secrets) == 8

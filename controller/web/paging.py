@@ -20,17 +20,24 @@ def keyset(query: SelectQuery, key: Field, *, descending: bool = True, serialize
     """One page of `query` ordered by `key`, after `?after=` or before `?before=` (a key value).
     Returns the serialized items, the cursors of the neighbouring pages (None at either end)
     and the number of rows that match (from `count`, a lighter query, when given)."""
+    return keyset_union([query], key, descending=descending, serialize=serialize,
+                        counts=[query if count is None else count])
+
+
+def keyset_union(queries: list[SelectQuery], key: Field, *, descending: bool = True,
+                 serialize=lambda row: row, counts: list[SelectQuery]) -> dict:
+    """`keyset` over the union of `queries`, which match disjoint rows (the total is the sum
+    of `counts`): each is paged alone and the pages merged by `key`. A filter that is an OR of
+    two conditions on different indexes (an account's records, and those kept by name after
+    it was deleted) stays a scan of the whole table on PostgreSQL; as two queries each uses
+    its own index."""
     size = page_size()
     after, before = cursor(key, "after"), cursor(key, "before")
-    filtered = query
-    if before is not None:
-        filtered = filtered.where(key > before if descending else key < before)
-        order = key.asc() if descending else key.desc()
-    else:
-        if after is not None:
-            filtered = filtered.where(key < after if descending else key > after)
-        order = key.desc() if descending else key.asc()
-    rows = list(filtered.order_by(order).limit(size + 1))
+    rows = []
+    for query in queries:
+        rows += page_rows(query, key, descending, after, before, size + 1)
+    if len(queries) > 1:      # one query's rows are in the database's order already
+        rows.sort(key=lambda row: getattr(row, key.name), reverse=descending == (before is None))
     more = len(rows) > size
     rows = rows[:size]
     if before is not None:
@@ -39,10 +46,23 @@ def keyset(query: SelectQuery, key: Field, *, descending: bool = True, serialize
     has_next = more if before is None else True
     has_prev = after is not None if before is None else more
     return {"items": [serialize(row) for row in rows],
-            "total": (count if count is not None else query).count(),
+            "total": sum(count.count() for count in counts),
             "after": keys[-1] if keys and has_next else None,
             "before": keys[0] if keys and has_prev else None,
             "size": size}
+
+
+def page_rows(query: SelectQuery, key: Field, descending: bool, after, before,
+              limit: int) -> list:
+    """The first `limit` rows of `query` past the cursor, nearest the cursor first."""
+    if before is not None:
+        query = query.where(key > before if descending else key < before)
+        order = key.asc() if descending else key.desc()
+    else:
+        if after is not None:
+            query = query.where(key < after if descending else key > after)
+        order = key.desc() if descending else key.asc()
+    return list(query.order_by(order).limit(limit))
 
 
 def cursor(key: Field, name: str):

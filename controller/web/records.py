@@ -11,7 +11,7 @@ from controller.audit import audit
 from controller.models import Account, Asset, Execution, Record
 from controller.web import forms, serialize, shapes
 from controller.web.forms import number
-from controller.web.paging import keyset
+from controller.web.paging import keyset_union
 from controller.web.security import admin_required, step_up_gate
 from controller.web.views import Done, action, is_api, page
 from controller.web.views import started as started_execution
@@ -36,39 +36,45 @@ def listing() -> SelectQuery:
             .switch(Record).join(Execution))
 
 
-def conditions(filters: dict) -> list:
+def conditions(filters: dict) -> tuple[list, list]:
     """Filters as conditions on the record's own indexed columns (sub-selects for names), so
-    the list and its count need no join to filter."""
+    the list and its count need no join to filter: (those every record listed meets, and the
+    alternatives of which each meets one). An asset or account filter has two, disjoint: the
+    records of such an account now, and those of a deleted one by the names kept."""
     found = []
     if filters.get("plan"):
         found.append(Record.execution.in_(Execution.select(Execution.id)
                                           .where(Execution.plan_name == filters["plan"])))
     if filters.get("execution"):
         found.append(Record.execution == number("execution", filters["execution"]))
-    if filters.get("asset") or filters.get("account"):
-        accounts = Account.select(Account.id).join(Asset)
-        if filters.get("asset"):
-            accounts = accounts.where(Asset.name == filters["asset"])
-        if filters.get("account"):
-            accounts = accounts.where(Account.username == filters["account"])
-        kept = Record.account.is_null()          # a deleted account's records, by their names
-        if filters.get("asset"):
-            kept &= Record.asset_name == filters["asset"]
-        if filters.get("account"):
-            kept &= Record.account_name == filters["account"]
-        found.append(Record.account.in_(accounts) | kept)
     if filters.get("status") in STATUSES:
         found.append(Record.status == filters["status"])
-    return found
+    if not (filters.get("asset") or filters.get("account")):
+        return found, []
+    accounts = Account.select(Account.id)
+    kept = Record.account.is_null()
+    if filters.get("asset"):
+        accounts = accounts.where(Account.asset.in_(Asset.select(Asset.id)
+                                                    .where(Asset.name == filters["asset"])))
+        kept &= Record.asset_name == filters["asset"]
+    if filters.get("account"):
+        accounts = accounts.where(Account.username == filters["account"])
+        kept &= Record.account_name == filters["account"]
+    return found, [Record.account.in_(accounts), kept]
+
+
+def filtered(query: SelectQuery, where: list) -> SelectQuery:
+    return query.where(*where) if where else query
 
 
 def record_page(filters: dict) -> dict:
-    """One keyset page of the records matching `filters`, newest first."""
-    where = conditions(filters)
-    query, count = listing(), Record.select(Record.id)
-    if where:
-        query, count = query.where(*where), count.where(*where)
-    return keyset(query, Record.id, serialize=serialize.record_row, count=count)
+    """One keyset page of the records matching `filters`, newest first: one query per
+    alternative (PostgreSQL filters an OR of them row by row over the whole table)."""
+    where, alternatives = conditions(filters)
+    branches = [where + [alternative] for alternative in alternatives] or [where]
+    return keyset_union([filtered(listing(), branch) for branch in branches], Record.id,
+                        serialize=serialize.record_row,
+                        counts=[filtered(Record.select(Record.id), branch) for branch in branches])
 
 
 @page(bp, "/records", "records/list.html", response=shapes.RecordList, query=forms.RecordQuery)
