@@ -90,3 +90,12 @@ def rabbitmq_url():
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (`.ci/run` spreads the suite over processes), the slow tests run one
+    after another in one process: each starts fleets of hosts or servers and waits on timeouts,
+    and beside each other on a small machine they would only compete for its cores."""
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.xdist_group("slow"))

@@ -52,7 +52,8 @@ def test_a_key_account_is_stored_and_an_ssh_key_plan_finds_it(ctl):
 
 @pytest.mark.parametrize("secret", ["not a key", openssh_key(b"locked"),
                                     "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n"
-                                    "-----END OPENSSH PRIVATE KEY-----\n"])
+                                    "-----END OPENSSH PRIVATE KEY-----\n"],
+                         ids=["not a key", "passphrase", "truncated"])   # the same in every process
 def test_a_key_that_does_not_parse_is_refused_without_echoing_it(ctl, secret):
     build_fleet(ctl, users=())
     with pytest.raises(RuleError) as caught:
