@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from peewee import chunked
 
+from controller.db import database
 from controller.events import execution_event
 from controller.models import Execution, LogLine, utcnow
 from shared.words import plural
@@ -50,12 +51,23 @@ def log_many(execution_id: int, messages: list[str], level: str = "info") -> Non
 
 
 def write_lines(lines: list[Line]) -> None:
-    """Insert log lines in batches of 500 (one statement each), in the order given."""
-    now = utcnow()
-    rows = [{"execution": line.execution_id, "at": now, "level": line.level,
-             "message": line.message, "record": line.record_id} for line in lines]
-    for batch in chunked(rows, 500):
-        LogLine.insert_many(batch).execute()
+    """Insert log lines in batches of 500 (one statement each), in the order given. The
+    statement is built here, not by `insert_many`: results write a line per account, and
+    peewee's per-value work cost a quarter of applying a result."""
+    if not lines:
+        return
+    at = LogLine.at.db_value(utcnow())
+    for batch in chunked(lines, 500):
+        params = []
+        for line in batch:
+            params += (line.execution_id, at, line.level, line.message, line.record_id)
+        database.execute_sql(insert_lines_sql(len(batch)), params)
+
+
+def insert_lines_sql(count: int) -> str:
+    p = database.param
+    return ('INSERT INTO "logline" ("execution_id", "at", "level", "message", "record") VALUES '
+            + ", ".join([f"({p}, {p}, {p}, {p}, {p})"] * count))
 
 
 def finish_if_done(execution_id: int) -> bool:
