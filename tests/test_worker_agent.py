@@ -142,6 +142,19 @@ def test_agent_restarted_with_more_zones_on_the_same_broker(host, zones):
         agent.stop()
 
 
+def test_progress_messages_can_be_turned_off_for_an_older_controller(host, zones):
+    settings, channels = zones
+    broker = make_broker(None)
+    agent = start_worker(settings.model_copy(update={"worker_progress": False}), ["dmz"], broker)
+    try:
+        publish(broker, rotate_queue("dmz"), ROTATE_ACTOR,
+                sealed_command(host, channels, "dmz", 41, "bob", "bob-quiet-41"))
+        broker.join(rotate_queue("dmz"), timeout=30_000)
+        assert [e.kind for e in drain(broker, RESULTS_QUEUE)] == ["result"]
+    finally:
+        agent.stop()
+
+
 def test_missing_keys_stop_start_up_with_one_line(zones, tmp_path):
     settings, _ = zones
     with pytest.raises(KeyturnError, match=r"no private key for zone west at .*keyturn zone keygen west"):

@@ -98,7 +98,8 @@ class WorkerAgent:
         started = self.in_flight.enter()    # waits while enough commands are in flight
         try:
             with self.limits.slot(command):    # the plan's per-asset and per-zone limits
-                self._started(command, channel)
+                if self.settings.worker_progress:
+                    self._started(command, channel)
                 result = rotate(command, self.targets, self.worker_id,
                                 message_redelivered() or retried)
         finally:
