@@ -116,8 +116,8 @@ if (live && following(live.dataset.status)) {
       if (answer.ok) {
         const data = await answer.json();
         append(data.log);
-        if (data.log.length >= 500) { setTimeout(poll, 0); return; }   // more lines wait: catch up
         render(data.execution);
+        if (data.log.length >= 500) { setTimeout(poll, 0); return; }   // more lines wait: catch up
         if (data.execution.ended !== ended || data.execution.status !== live.dataset.status) {
           ended = data.execution.ended;
           await refreshReport();
