@@ -1,7 +1,9 @@
 """Results throughput: 100,000 result messages waiting in RabbitMQ, consumed and applied by a
 `keyturn daemon` process on PostgreSQL (and SQLite); prints the rate and the daemon's peak RSS.
+With `--progress`, each result follows its worker's progress message ("started"), as workers
+of this release send them: twice the messages, and the "picked up" line per account.
 
-    python -m bench.results [--accounts 100000]
+    python -m bench.results [--accounts 100000] [--progress]
 """
 from __future__ import annotations
 
@@ -18,18 +20,23 @@ from controller.planning import start_execution
 from shared import zonecrypto
 from shared.broker import RESULT_ACTOR, RESULTS_QUEUE
 from shared.publisher import Publisher
-from shared.messages import RotateResult, seal
+from shared.messages import RotateProgress, RotateResult, seal
 from tests.processes import keyturn_env
 
 
-def queue_results(ctl, execution_id: int) -> int:
-    """Publish one sealed `success` result per record, as workers would."""
+def queue_results(ctl, execution_id: int, progress: bool = False) -> int:
+    """Publish one sealed `success` result per record (after its progress message, with
+    `progress`), as workers would."""
     channel = zonecrypto.Channel(zonecrypto.read_private_key(ctl.settings.zone_key_path("bench")),
                                  ctl.private_key.public_key)
     now = time.time()
     ids = [r for (r,) in Record.select(Record.id).where(Record.execution == execution_id).tuples()]
     with Publisher(ctl.broker) as publisher:
         for record_id in ids:
+            if progress:
+                started = RotateProgress(record_id=record_id, attempt=1, zone="bench",
+                                         worker_id="bench:1", at=now)
+                publisher.publish(RESULTS_QUEUE, RESULT_ACTOR, seal("progress", started, channel))
             result = RotateResult(record_id=record_id, attempt=1, zone="bench", worker_id="bench:1",
                                   status="success", host_key="ssh-ed25519 AAAAbench",
                                   started_at=now, finished_at=now)
@@ -45,11 +52,11 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run(kind: str, accounts: int) -> dict:
+def run(kind: str, accounts: int, progress: bool = False) -> dict:
     with bench_plan(kind, accounts) as (ctl, plan, amqp):
         execution = start_execution(ctl, plan)
         Record.update(status="dispatched").execute()        # as if published to workers
-        queued = queue_results(ctl, execution.id)
+        queued = queue_results(ctl, execution.id, progress)
         daemon = subprocess.Popen([sys.executable, "-m", "shared.cli", "daemon"],
                                   env=keyturn_env(ctl.settings, amqp), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
@@ -65,15 +72,17 @@ def run(kind: str, accounts: int) -> dict:
             daemon.wait(30)
         done = Execution.get_by_id(execution.id)
         assert done.succeeded == queued == accounts, (done.succeeded, queued)
-        return {"run": f"daemon {kind}", "results": queued, "seconds": watch.seconds,
+        return {"run": f"daemon {kind}" + (" with progress" if progress else ""), "results": queued, "seconds": watch.seconds,
                 "per_second": queued / watch.seconds, "daemon_peak_rss_mb": rss}
 
 
 @click.command()
 @click.option("--accounts", default=100_000, show_default=True)
 @click.option("--sqlite/--no-sqlite", default=True, help="Also measure on SQLite.")
-def main(accounts, sqlite):
-    rows = [run("postgres", accounts)] + ([run("sqlite", accounts)] if sqlite else [])
+@click.option("--progress", is_flag=True, help="Each result after its progress message.")
+def main(accounts, sqlite, progress):
+    rows = [run("postgres", accounts, progress)] + ([run("sqlite", accounts, progress)] if sqlite
+                                                    else [])
     report("results throughput (target: >= 3000/s on PostgreSQL; daemon RSS <= 250 MB)", rows)
 
 

@@ -17,16 +17,18 @@ from controller.db import database, refresh_statistics
 from controller.dispatch import dispatch_pending
 from controller.events import announce_lost_workers, relay_events
 from controller.models import WorkerSeen, Zone, utcnow
+from controller.progress import apply_progress_batch
 from controller.reaper import reap
+from controller.silence import report_silent
 from controller.steering import steer
 from controller.metrics import apply_measured
 from controller.runtime import Controller
 from shared.broker import HEARTBEATS_QUEUE, RESULTS_QUEUE, rotate_queue
 from shared.bus import check_bus, declare_queues
 from shared.errors import KeyturnError
-from shared.messages import (SCHEMA_VERSION, BadMessage, ForeignHeartbeat, Heartbeat, RotateResult,
-                             claimed_version, open_envelope, open_foreign_heartbeat,
-                             parse_envelope)
+from shared.messages import (SCHEMA_VERSION, BadMessage, ForeignHeartbeat, Heartbeat,
+                             RotateProgress, RotateResult, claimed_version, open_envelope,
+                             open_foreign_heartbeat, parse_envelope)
 
 logger = logging.getLogger(__name__)
 HOUSEKEEPING_SECONDS = 1.0
@@ -40,12 +42,27 @@ def zone_channel(ctl: Controller, zone: str):
         raise BadMessage(str(exc)) from None
 
 
-def open_body(ctl: Controller, raw: object, expected: type):
+def open_body(ctl: Controller, raw: object, expected: type | tuple[type, ...]):
     envelope = parse_envelope(raw)
     body = open_envelope(envelope, zone_channel(ctl, envelope.zone))
     if not isinstance(body, expected):
-        raise BadMessage(f"expected a {expected.__name__}, got {envelope.kind}")
+        raise BadMessage(f"expected a {getattr(expected, '__name__', 'result')}, got {envelope.kind}")
     return body
+
+
+def apply_worker_reports(bodies: list[RotateResult | RotateProgress]) -> dict[int, str]:
+    """The results queue carries results and, from workers of this release on, progress
+    messages (a worker publishes its "started" before its result, so applying a batch's
+    progress first keeps each record's story in order); returns {index: reason} refused."""
+    progress = [(i, body) for i, body in enumerate(bodies) if isinstance(body, RotateProgress)]
+    results = [(i, body) for i, body in enumerate(bodies) if not isinstance(body, RotateProgress)]
+    refused = {}
+    for batch, apply in ((progress, apply_progress_batch),
+                         (results, lambda items: apply_measured(items).refused)):
+        if batch:
+            answer = apply([body for _, body in batch])
+            refused |= {batch[index][0]: reason for index, reason in answer.items()}
+    return refused
 
 
 def open_heartbeat(ctl: Controller, raw: object) -> Heartbeat | ForeignHeartbeat:
@@ -83,8 +100,9 @@ class Daemon:
         self._thread = threading.Thread(target=self._housekeeping, name="keyturn-housekeeping",
                                         daemon=True)
         self._consumers = [
-            BatchConsumer(ctl.broker, RESULTS_QUEUE, lambda raw: open_body(ctl, raw, RotateResult),
-                          lambda results: apply_measured(results).refused),
+            BatchConsumer(ctl.broker, RESULTS_QUEUE,
+                          lambda raw: open_body(ctl, raw, (RotateResult, RotateProgress)),
+                          apply_worker_reports),
             BatchConsumer(ctl.broker, HEARTBEATS_QUEUE, lambda raw: open_heartbeat(ctl, raw),
                           record_heartbeats),
         ]
@@ -111,6 +129,7 @@ class Daemon:
         # registered, so its workers find it before the first command.
         declare_queues(self.ctl.broker, [rotate_queue(zone.name) for zone in Zone.select(Zone.name)])
         reap(self.ctl)
+        report_silent(self.ctl)
         now = self.clock()
         steer(self.ctl, now)
         dispatch_pending(self.ctl, now)

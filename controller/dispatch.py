@@ -11,6 +11,7 @@ from peewee import JOIN, chunked
 from pydantic import ValidationError
 
 from controller.db import id_in
+from controller.executions import Line, record_name, write_lines
 from controller.models import Account, Asset, Execution, Plan, Record, WorkerSeen, Zone, utcnow
 from controller.gates import claim_gated, command_limits
 from controller.planning import command_expiry, command_timeout, dispatch_deadline, login_accounts
@@ -53,6 +54,7 @@ class DispatchRow(NamedTuple):
     params: dict | None
     ssh_timeout: float | None
     rollout: dict | None = None       # its execution's: the limits its worker honours too
+    execution_id: int | None = None   # for its "dispatched" log line
 
 
 def dispatch_rows(condition) -> list[DispatchRow]:
@@ -60,7 +62,8 @@ def dispatch_rows(condition) -> list[DispatchRow]:
         Record.id, Record.attempt, Record.action, Record.deadline, Record.old_secret,
         Record.new_secret, Account.username, Account.secret_type, Asset.id, Asset.name, Asset.address, Asset.port,
         Asset.platform, Asset.host_key, Asset.params, Asset.refusals, Zone.name, Zone.public_key,
-        Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout, Execution.rollout)
+        Zone.trust_first_use, Plan.id, Plan.params, Plan.ssh_timeout, Execution.rollout,
+        Execution.id)
         .join(Account).join(Asset).join(Zone)
         .switch(Record).join(Execution).join(Plan, JOIN.LEFT_OUTER)
         .where(condition).order_by(Record.id).tuples()]
@@ -103,7 +106,7 @@ def publish_planned(ctl: Controller, plan: Plan, execution_id: int, accounts: li
                                 a.port, a.platform, a.host_key, a.asset_params,
                                 a.asset_refusals, a.zone,
                                 a.public_key, a.trust_first_use, plan.id, plan.params,
-                                plan.ssh_timeout))
+                                plan.ssh_timeout, None, execution_id))
     return publish_rows(ctl, chunked(rows, BATCH))
 
 
@@ -157,6 +160,7 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
                 rows = [row for row in rows if row.zone not in held]
             handed += [row.id for row in rows]
             publisher = publisher or Publisher(ctl.broker)
+            sent = []
             for row in commands.usable(rows):
                 try:
                     envelope = commands.sealed(row)
@@ -166,6 +170,8 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
                     continue
                 publisher.publish(rotate_queue(row.zone), ROTATE_ACTOR, envelope)
                 published.append(row.id)
+                sent.append(row)
+            write_lines([dispatched_line(row) for row in sent])   # one statement per 500
         if publisher is not None:
             publisher.wait_confirmed()
         return len(published)
@@ -181,6 +187,13 @@ def publish_rows(ctl: Controller, batches: Iterable[list[DispatchRow]]) -> int:
     finally:
         if publisher is not None:
             publisher.close()
+
+
+def dispatched_line(row: DispatchRow) -> Line:
+    again = f", attempt {row.attempt}" if row.attempt > 1 else ""
+    what = "verify" if row.action == "verify" else "rotate"
+    return Line(row.execution_id, f"{record_name(row.id, row.username, row.asset_name)}: "
+                                  f"dispatched to zone {row.zone} ({what}{again})", "info", row.id)
 
 
 def back_to_pending(record_ids: list[int]) -> int:

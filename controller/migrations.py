@@ -176,6 +176,21 @@ def index_record_lists(migrator) -> list:
     return operations
 
 
+def add_live_log(migrator) -> list:
+    """11: the execution log tells each account's story (`controller.executions`): the record
+    a line is about (`LogLine.record`, indexed, for the page's account filter) and when a
+    record's "silent past its timeout" line was written (`Record.silent_at`, so it is written
+    once per dispatch by any number of daemons)."""
+    from controller.models import LogLine, Record
+
+    operations = (missing_columns(migrator, LogLine, {"record": IntegerField(null=True)})
+                  + missing_columns(migrator, Record, {"silent_at": DateTimeField(null=True)}))
+    indexed = {tuple(index.columns) for index in database.get_indexes("logline")}
+    if ("record",) not in indexed:
+        operations.append(migrator.add_index("logline", ("record",)))
+    return operations
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
@@ -183,7 +198,7 @@ OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
                add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted,
-               index_record_lists]
+               index_record_lists, add_live_log]
 LATEST = 1 + len(STEPS)
 
 

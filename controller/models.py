@@ -152,6 +152,9 @@ class LogLine(BaseModel):
     at = pw.DateTimeField(default=utcnow)
     level = pw.CharField(max_length=8, default="info")
     message = pw.TextField()
+    # The record a line is about (None: the execution's own), so the page can show one
+    # account's story out of a 10,000-account log. A plain id: lines outlive nothing.
+    record = pw.IntegerField(null=True, index=True)
 
 
 class Record(BaseModel):
@@ -175,8 +178,9 @@ class Record(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     dispatched_at = pw.DateTimeField(null=True)
     deadline = pw.DateTimeField(null=True, index=True)
-    started_at = pw.DateTimeField(null=True)
+    started_at = pw.DateTimeField(null=True)      # a worker picked it up (progress), then its result's
     finished_at = pw.DateTimeField(null=True)
+    silent_at = pw.DateTimeField(null=True)       # its "no result past the timeout" line was written
     ignored = pw.BooleanField(default=False)
     wave = pw.IntegerField(null=True)                 # its wave (1-based); None: no waves
 

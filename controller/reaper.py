@@ -3,7 +3,7 @@ are dispatched again with the same new secret, and after the last attempt marked
 from __future__ import annotations
 
 from controller.db import database
-from controller.executions import log
+from controller.executions import Line, record_name, write_lines
 from controller.models import Account, Asset, Record, Zone, utcnow
 from controller.results import Outcome, count_settled, settle_records
 from controller.runtime import Controller
@@ -22,15 +22,22 @@ def reap(ctl: Controller) -> tuple[int, int]:
     zones = {record.account.asset.zone.name for record in late}
     waiting = {zone for zone in zones if ready_messages(ctl.broker, rotate_queue(zone))}
     overdue = [record for record in late if record.account.asset.zone.name not in waiting]
-    requeued, gave_up = 0, []
+    requeued, gave_up, lines = 0, [], []
+    attempts = ctl.settings.max_dispatch_attempts
     with database.atomic():
         for record in overdue:
-            if record.attempt < ctl.settings.max_dispatch_attempts:
+            if record.attempt < attempts:
                 # As read: another daemon's reaper may have re-queued it, and the dispatcher
-                # sent it again, since.
-                requeued += (Record.update(status="pending", attempt=Record.attempt + 1)
-                             .where((Record.id == record.id) & (Record.status == "dispatched")
-                                    & (Record.attempt == record.attempt)).execute())
+                # sent it again, since. Its next pick-up and silence are new ones.
+                again = (Record.update(status="pending", attempt=Record.attempt + 1,
+                                       started_at=None, silent_at=None)
+                         .where((Record.id == record.id) & (Record.status == "dispatched")
+                                & (Record.attempt == record.attempt)).execute())
+                requeued += again
+                if again:
+                    lines.append(Line(record.execution_id, f"{name_of(record)}: no result by "
+                                      f"its deadline; dispatched again (attempt "
+                                      f"{record.attempt + 1} of {attempts})", "warning", record.id))
             else:
                 gave_up.append(Outcome(record.id, "dispatched", "unverified", "no_result",
                                        f"no result after {record.attempt} attempts; both "
@@ -38,9 +45,14 @@ def reap(ctl: Controller) -> tuple[int, int]:
                                        f"settles the account"))
         settled = settle_records(gave_up)     # not a record whose result arrived meanwhile
         by_id = {record.id: record for record in overdue}
-        for s in settled:
-            record = by_id[s.record_id]
-            log(s.execution_id, f"record {record.id} ({record.account.username}): no result after "
-                                f"{record.attempt} attempts, unverified", level="warning")
+        lines += [Line(s.execution_id, f"{name_of(by_id[s.record_id])}: no result after "
+                                       f"{by_id[s.record_id].attempt} attempts; given up as "
+                                       f"unverified (both candidate secrets kept)", "warning",
+                       s.record_id) for s in settled]
+        write_lines(lines)
         count_settled(settled)
     return requeued, len(settled)
+
+
+def name_of(record: Record) -> str:
+    return record_name(record.id, record.account.username, record.account.asset.name)

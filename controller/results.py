@@ -33,7 +33,7 @@ from peewee import Cast, ValuesList
 from controller.audit import audit
 from controller.db import database, id_in, is_postgres
 from controller.events import record_events
-from controller.executions import finish_if_done, log_many
+from controller.executions import Line, finish_if_done, one_line, record_name, write_lines
 from controller.models import Account, Asset, Execution, Record, Zone, utcnow
 from shared.messages import RotateResult
 from shared.platforms import platform
@@ -62,6 +62,7 @@ class Change(NamedTuple):
     outcome: Outcome
     account: str | None = None
     line: str | None = None
+    level: str = "info"
 
 
 class Settled(NamedTuple):
@@ -129,22 +130,19 @@ def apply_result_batch(results: list[RotateResult]) -> Applied:
         for asset_id, host_key in pins.items():
             pin_host_key(asset_id, host_key)
         remember_refusals(refusals)
-        lines: dict[int, list[str]] = {}
-        for s in settled:
-            if changes[s.record_id].line:
-                lines.setdefault(s.execution_id, []).append(changes[s.record_id].line)
-        for execution_id, execution_lines in lines.items():
-            log_many(execution_id, execution_lines)
+        write_lines([Line(s.execution_id, changes[s.record_id].line, changes[s.record_id].level,
+                          s.record_id) for s in settled if changes[s.record_id].line])
         count_settled(settled)
     return Applied(len(settled), refused)
 
 
-def refuse_foreign(record, result: RotateResult) -> str:
-    """A zone's key spoke for a record of another zone: audit it, apply nothing."""
-    reason = (f"a result sealed by zone {result.zone} for record {record.id}, whose asset "
+def refuse_foreign(record, message, kind: str = "result") -> str:
+    """A zone's key spoke for a record of another zone (a result, or a `progress`): audit it,
+    apply nothing."""
+    reason = (f"a {kind} sealed by zone {message.zone} for record {record.id}, whose asset "
               f"{record.asset} is in zone {record.zone}: refused")
-    logger.error("%s (worker %s)", reason, result.worker_id, extra={"record": record.id})
-    audit("result.refused", f"record/{record.id}", reason, actor=f"zone:{result.zone}",
+    logger.error("%s (worker %s)", reason, message.worker_id, extra={"record": record.id})
+    audit(f"{kind}.refused", f"record/{record.id}", reason, actor=f"zone:{message.zone}",
           refused=True)
     return reason
 
@@ -161,8 +159,8 @@ def expired_now(record, result: RotateResult) -> bool:
 
 def redispatch(record_ids: list[int]) -> None:
     """Expired commands: the dispatcher sends their records again with a fresh validity."""
-    if record_ids:
-        Record.update(status="pending").where(
+    if record_ids:    # picked up afresh: its next "picked up" and "silent" lines are new ones
+        Record.update(status="pending", started_at=None, silent_at=None).where(
             id_in(Record.id, record_ids) & (Record.status == "dispatched")).execute()
 
 
@@ -176,10 +174,23 @@ def rotation_change(record, result: RotateResult) -> Change | None:
     outcome = Outcome(record.id, record.status, result.status,
                       None if success else result.error_code, None if success else result.error,
                       result.worker_id, _time(result.started_at), _time(result.finished_at))
-    line = (f"record {record.id} ({record.username}@{record.asset}): {result.note}"
-            if result.note else None)
+    line, level = outcome_line(record, result)
     return Change(outcome, result.status if result.status in ("success", "failed") else None,
-                  line)
+                  line, level)
+
+
+def outcome_line(record, result: RotateResult) -> tuple[str, str]:
+    """The log line of a rotation's end and its level: changed and proven, or why not (the
+    error code and the worker's scrubbed message, as one bounded line)."""
+    name = record_name(record.id, record.username, record.asset)
+    note = f": {one_line(result.note)}" if result.note else ""
+    by = f"worker {one_line(result.worker_id, 255)}"
+    if result.status == "success":
+        kind = "password" if record.secret_type == "password" else "key"
+        return f"{name}: changed and proven by {by} (the new {kind} logs in){note}", "info"
+    reason = f"{result.error_code or 'error'}: {one_line(result.error or 'no reason given')}"
+    return f"{name}: {result.status} ({reason}; {by}){note}", (
+        "error" if result.status == "failed" else "warning")
 
 
 def verify_candidates(current, pending) -> list:
@@ -200,8 +211,11 @@ def verify_change(record, result: RotateResult) -> Change | None:
         return Change(Outcome(record.id, record.status, "success", None, None, result.worker_id),
                       "success" if found == "pending" else "failed", line)
     error = result.error or "neither the current nor the pending secret logs in"
-    return Change(Outcome(record.id, record.status, "failed", result.error_code or "no_candidate",
-                          error, result.worker_id))
+    code = result.error_code or "no_candidate"
+    line = (f"{record_name(record.id, record.username, record.asset)}: verify failed ({code}: "
+            f"{one_line(error)})")
+    return Change(Outcome(record.id, record.status, "failed", code, error, result.worker_id),
+                  None, line, "error")
 
 
 def settle_records(outcomes: list[Outcome]) -> list[Settled]:

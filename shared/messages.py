@@ -125,6 +125,22 @@ class RotateResult(_Strict):
     finished_at: Epoch
 
 
+class RotateProgress(_Strict):
+    """A worker started a command: sent before it talks to the asset, so the execution log can
+    say who picked the record up and the controller can tell a silent host from a command still
+    waiting in its queue. Informational only: it never changes a record's status, so a replay,
+    duplicate or late copy is harmless. Workers of earlier releases never send it. Never carries
+    a secret."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    record_id: Id
+    attempt: Attempt
+    zone: ZoneName
+    worker_id: Text(255, line=True)
+    stage: Literal["started"] = "started"
+    at: Epoch                    # the worker's clock when it started the command
+
+
 class Heartbeat(_Strict):
     v: Literal[1] = SCHEMA_VERSION
     worker_id: Text(255, line=True)
@@ -162,14 +178,15 @@ class Envelope(_Strict):
     """What travels on the bus: routing facts in the clear, the body sealed."""
 
     v: Literal[1] = SCHEMA_VERSION
-    kind: Literal["rotate", "result", "heartbeat"]
+    kind: Literal["rotate", "result", "progress", "heartbeat"]
     zone: ZoneName
     record_id: Id | None = None
     attempt: Attempt | None = None
     box: Annotated[str, Field(max_length=MAX_BOX)]
 
 
-_KINDS = {"rotate": RotateCommand, "result": RotateResult, "heartbeat": Heartbeat}
+_KINDS = {"rotate": RotateCommand, "result": RotateResult, "progress": RotateProgress,
+          "heartbeat": Heartbeat}
 
 
 def seal(kind: str, body: BaseModel, channel: Channel) -> dict:

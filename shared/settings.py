@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     web_secure_cookies: bool = True      # false only for plain HTTP off loopback
     web_trusted_proxies: int = Field(default=0, ge=0, le=10)   # X-Forwarded-For hops to believe
     heartbeat_interval: float = Field(default=10.0, gt=0)
+    worker_progress: bool = True   # send "started" progress messages (off: for an older controller)
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="text", pattern="^(text|json)$")   # json: one object a line
     # The console's /metrics: refused unless a token or an allow-list of networks is set.

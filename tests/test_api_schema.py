@@ -76,7 +76,8 @@ def test_json_answers_are_built_through_their_models(as_admin, ran):
     """A page's JSON says times with a Z and nothing its model does not name."""
     shown = as_admin.get(f"/api/v1/executions/{ran.id}").json
     assert shown["execution"]["started_at"].endswith("Z")
-    assert set(shown) == {"execution", "retryable", "log", "records"}
+    assert set(shown) == {"execution", "retryable", "log", "log_older", "log_paged", "log_after",
+                          "log_filter", "records"}
 
 
 def test_bad_input_names_its_fields(as_admin):

@@ -143,3 +143,28 @@ def test_the_records_list_indexes_replace_the_single_column_ones(ctl):
     assert Zone.get(Zone.name == "kept").public_key == "k"
     run(*migrations.index_record_lists(migrator))
     assert indexes("record")["record_account_id_execution_id"] == ["account_id", "execution_id"]
+
+
+def test_step_11_ties_log_lines_to_records_and_keeps_the_old_lines(ctl):
+    """A version 10 database (log lines without a record, records without `silent_at`)."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate as run
+
+    from controller.db import is_postgres
+    from controller.models import Execution, LogLine, Record, SchemaVersion
+
+    migrator = PostgresqlMigrator(database) if is_postgres() else SqliteMigrator(database)
+    run(migrator.drop_index("logline", "logline_record"),
+        migrator.drop_column("logline", "record"), migrator.drop_column("record", "silent_at"))
+    execution = Execution.insert(plan_name="old").execute()
+    database.execute_sql('INSERT INTO logline (execution_id, at, level, message) '
+                         "VALUES (%s, '2026-01-01 00:00:00', 'info', 'an old line')"
+                         .replace("%s", str(execution)))
+    SchemaVersion.update(version=10).execute()
+    assert migrations.migrate() == (10, migrations.LATEST)
+    assert {"record"} <= {c.name for c in database.get_columns("logline")}
+    assert {"silent_at"} <= {c.name for c in database.get_columns("record")}
+    assert ("record",) in {tuple(i.columns) for i in database.get_indexes("logline")}
+    old = LogLine.get(LogLine.message == "an old line")
+    assert old.record is None and old.execution_id == execution
+    assert Record.select().where(Record.silent_at.is_null(False)).count() == 0
+    assert migrations.migrate() == (migrations.LATEST, migrations.LATEST)

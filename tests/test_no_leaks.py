@@ -10,7 +10,7 @@ import pytest
 
 from controller import inventory
 from controller.events import EXCHANGE
-from controller.models import Account, Record
+from controller.models import Account, LogLine, Record
 from shared import zonecrypto
 from shared.broker import RESULTS_QUEUE
 from shared.messages import open_envelope, parse_envelope
@@ -31,8 +31,8 @@ def test_no_secret_in_logs_results_events_errors_or_views(ctl, zone_fleet, rabbi
         workers = [group.start(f"worker-{zone}", "worker", "--zone", zone) for zone in ("east", "west")]
         assert group.run("plan", "run", "leaky").returncode == 0
         total = Record.select().count()
-        raw_results = wait_until(lambda: peek(rabbitmq_url, RESULTS_QUEUE, total), 120,
-                                 what="every result in the queue")
+        raw_results = wait_until(lambda: peek(rabbitmq_url, RESULTS_QUEUE, 2 * total), 120,
+                                 what="every progress message and result in the queue")
         group.start("daemon", "daemon")
         wait_until(lambda: not Record.select().where(Record.status.in_(("pending", "dispatched")))
                    .exists(), 120, what="results applied")
@@ -58,9 +58,11 @@ def test_no_secret_in_logs_results_events_errors_or_views(ctl, zone_fleet, rabbi
              "raw results": b"".join(raw_results).decode(), "opened results": "".join(opened),
              "events": json.dumps(events[2]),
              "record errors": "".join(r.error or "" for r in Record.select()),
+             "execution log": "\n".join(line.message for line in LogLine.select()),
              "views": "".join(views)}
     assert "DEBUG" in texts["logs"] and len(texts["opened results"]) > 1000 and events[2]
     assert any("user_missing" in t for t in texts.values())
+    assert "picked up by worker" in texts["execution log"] and "user_missing" in texts["execution log"]
     for where, text in texts.items():
         leaked = [s for s in secrets if s in text]
         assert not leaked, f"{len(leaked)} secret(s) in {where}"

@@ -22,8 +22,8 @@ from shared.broker import (HEARTBEATS_QUEUE, RESULTS_QUEUE, ROTATE_ACTOR, WORKER
 from shared.bus import check_bus
 from shared.cli import cli
 from shared.errors import KeyturnError
-from shared.messages import (AssetTarget, Envelope, Heartbeat, RotateCommand, RotateResult,
-                             open_envelope, seal)
+from shared.messages import (AssetTarget, Envelope, Heartbeat, RotateCommand, RotateProgress,
+                             RotateResult, open_envelope, seal)
 from shared.settings import load_settings
 from shared.zonecrypto import (Channel, decode_public_key, encode_public_key, generate_private_key,
                                write_private_key)
@@ -98,11 +98,19 @@ def test_agent_rotates_and_sends_dead_letters_aside(host, zones, caplog):
         broker.join(rotate_queue("dmz"), fail_fast=False, timeout=30_000)   # old dead letters
         broker.join(rotate_queue("east"), timeout=30_000)
         assert len(broker.dead_letters) == len(garbage)
-        results = {}
+        results, started = {}, {}
         for envelope in drain(broker, RESULTS_QUEUE):
-            assert envelope.kind == "result"
-            results[envelope.record_id] = open_envelope(envelope, channels[envelope.zone])
-        assert sorted(results) == [10, 11]
+            body = open_envelope(envelope, channels[envelope.zone])
+            if envelope.kind == "progress":    # each command's "started", before its result
+                assert envelope.record_id not in results
+                started[envelope.record_id] = body
+            else:
+                assert envelope.kind == "result"
+                results[envelope.record_id] = body
+        assert sorted(results) == sorted(started) == [10, 11]
+        assert all(isinstance(p, RotateProgress) and p.worker_id == agent.worker_id
+                   and p.stage == "started" and p.attempt == 1 for p in started.values())
+        assert started[10].at <= results[10].started_at + 1
         assert all(isinstance(r, RotateResult) and r.status == "success" for r in results.values())
         assert results[10].worker_id == f"{socket.gethostname()}:{os.getpid()}"
         assert host.password_works("alice", "alice-new-dmz")
@@ -127,8 +135,22 @@ def test_agent_restarted_with_more_zones_on_the_same_broker(host, zones):
             publish(broker, rotate_queue(zone), ROTATE_ACTOR,
                     sealed_command(host, channels, zone, record_id, "bob", f"bob-{zone}-31"))
             broker.join(rotate_queue(zone), timeout=30_000)
-        results = [open_envelope(e, channels[e.zone]) for e in drain(broker, RESULTS_QUEUE)]
+        results = [open_envelope(e, channels[e.zone]) for e in drain(broker, RESULTS_QUEUE)
+                   if e.kind == "result"]
         assert sorted((r.record_id, r.status) for r in results) == [(31, "success"), (32, "success")]
+    finally:
+        agent.stop()
+
+
+def test_progress_messages_can_be_turned_off_for_an_older_controller(host, zones):
+    settings, channels = zones
+    broker = make_broker(None)
+    agent = start_worker(settings.model_copy(update={"worker_progress": False}), ["dmz"], broker)
+    try:
+        publish(broker, rotate_queue("dmz"), ROTATE_ACTOR,
+                sealed_command(host, channels, "dmz", 41, "bob", "bob-quiet-41"))
+        broker.join(rotate_queue("dmz"), timeout=30_000)
+        assert [e.kind for e in drain(broker, RESULTS_QUEUE)] == ["result"]
     finally:
         agent.stop()
 
@@ -183,8 +205,11 @@ def test_worker_process_on_rabbitmq_rotates_and_stops_on_sigterm(host, zones, ra
         publish(broker, rotate_queue("dmz"), ROTATE_ACTOR,
                 sealed_command(host, channels, "dmz", 21, "alice", "alice-via-rabbitmq"))
         broker.close()
+        started = open_envelope(next_envelope(rabbitmq_url, RESULTS_QUEUE), channels["dmz"])
+        assert isinstance(started, RotateProgress) and started.record_id == 21   # before its result
         result = open_envelope(next_envelope(rabbitmq_url, RESULTS_QUEUE), channels["dmz"])
         assert (result.record_id, result.status) == (21, "success")
+        assert started.worker_id == result.worker_id
         assert result.worker_id == f"{socket.gethostname()}:{process.pid}"
         assert host.password_works("alice", "alice-via-rabbitmq")
         beat = open_envelope(next_envelope(rabbitmq_url, HEARTBEATS_QUEUE), channels["dmz"])

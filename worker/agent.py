@@ -23,8 +23,8 @@ from shared.broker import (HEARTBEAT_ACTOR, HEARTBEATS_QUEUE, RESULT_ACTOR, RESU
                            ROTATE_ACTOR, message_redelivered, publish, rotate_queue)
 from shared.errors import KeyturnError
 from shared.bounded import ZONE_NAME
-from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, open_envelope, parse_envelope,
-                             seal)
+from shared.messages import (SCHEMA_VERSION, BadMessage, Heartbeat, RotateProgress, open_envelope,
+                             parse_envelope, seal)
 from shared.settings import Settings
 from shared.zonecrypto import Channel
 from worker.concurrency import InFlightLimit
@@ -98,11 +98,25 @@ class WorkerAgent:
         started = self.in_flight.enter()    # waits while enough commands are in flight
         try:
             with self.limits.slot(command):    # the plan's per-asset and per-zone limits
+                if self.settings.worker_progress:
+                    self._started(command, channel)
                 result = rotate(command, self.targets, self.worker_id,
                                 message_redelivered() or retried)
         finally:
             self.in_flight.leave(started)
         publish(self.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("result", result, channel))
+
+    def _started(self, command, channel: Channel) -> None:
+        """Tell the controller this worker starts the command now (the execution log's "picked
+        up"), once the in-flight and rollout limits let it talk to the asset. Best effort: the
+        rotation does not depend on it, so a bus blip here is logged and the command goes on."""
+        progress = RotateProgress(record_id=command.record_id, attempt=command.attempt,
+                                  zone=command.zone, worker_id=self.worker_id, at=time.time())
+        try:
+            publish(self.broker, RESULTS_QUEUE, RESULT_ACTOR, seal("progress", progress, channel))
+        except Exception as exc:
+            logger.warning("record %s: progress not sent: %s", command.record_id,
+                           type(exc).__name__)
 
     def _open(self, args: tuple, kwargs: dict):
         try:

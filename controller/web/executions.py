@@ -2,13 +2,13 @@
 as CSV), and the actions on an execution's failures."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, request, url_for
+from flask import Blueprint, abort, current_app, request, stream_template, url_for
 from flask_login import current_user
 from peewee import JOIN, fn
 
 from controller import actions, steering
-from controller.models import Account, Asset, Execution, LogLine, Record
-from controller.web import forms, serialize, shapes
+from controller.models import Account, Asset, Execution, Record, utcnow
+from controller.web import execution_log, forms, serialize, shapes
 from controller.web.csv_download import csv_response
 from controller.web.forms import int_arg
 from controller.web.paging import keyset
@@ -21,7 +21,6 @@ from shared.words import plural
 bp = Blueprint("executions", __name__)
 STATUSES = ("running", "paused", "success", "failed", "empty", "cancelled")
 TRIGGERS = ("manual", "schedule", "retry", "api", "verify")
-LOG_SHOWN = 2000
 CSV_COLUMNS = ("record", "asset", "address", "account", "action", "status", "error_code", "error",
                "worker", "attempt", "started_at", "finished_at")
 
@@ -48,48 +47,69 @@ def found_execution(execution_id: int) -> Execution:
     return found
 
 
-def log_after(execution_id: int, after: int, limit: int = LOG_SHOWN) -> list[dict]:
-    return [serialize.log_row(line) for line in LogLine.select()
-            .where((LogLine.execution == execution_id) & (LogLine.id > after))
-            .order_by(LogLine.id).limit(limit)]
+def requested_filter() -> execution_log.LogFilter:
+    return execution_log.log_filter(request.args.get("level", ""), request.args.get("account", ""))
 
 
 @page(bp, "/executions/<int:execution_id>", "executions/show.html",
-      response=shapes.ExecutionPage, query=forms.ById)
+      response=shapes.ExecutionPage, query=forms.ExecutionPageQuery)
 def show(execution_id: int):
-    return {"execution": serialize.execution_row(found_execution(execution_id)),
+    """The execution with the latest lines of its log (or those before `log_before`), narrowed
+    by `level` and `account`; the page then polls for newer ones."""
+    execution = found_execution(execution_id)
+    wanted = requested_filter()
+    before = int_arg("log_before")
+    window = execution_log.latest(execution_id, wanted, before)
+    if before is not None:    # paging back: the poll follows the state only, from the newest line
+        follow_from = execution_log.last_id(execution_id)
+    else:
+        follow_from = window.lines[-1]["id"] if window.lines else 0
+    return {"execution": serialize.execution_row(execution),
             "retryable": actions.retryable(execution_id).exists(),
-            "log": log_after(execution_id, 0),
+            "log": window.lines, "log_older": window.older, "log_paged": before is not None,
+            "log_after": follow_from, "log_filter": wanted.args(),
             "records": record_page({"execution": str(execution_id)})}
 
 
 @api_route("/executions/<int:execution_id>/log", "log", response=shapes.ExecutionLog,
            query=forms.LogQuery)
 def log(execution_id: int):
-    """What the execution page polls while it runs: the state and the log lines after `after`."""
+    """What the execution page polls while it runs: the state and up to 500 log lines after
+    `after` (narrowed by `level` and `account` as the page is); a full answer means more wait."""
     return answer(shapes.ExecutionLog, {
         "execution": serialize.execution_row(found_execution(execution_id)),
-        "log": log_after(execution_id, int_arg("after", 0))})
+        "log": execution_log.after(execution_id, int_arg("after", 0), requested_filter())})
 
 
-def report_csv(execution_id: int):
-    """The per-account report, streamed: any number of rows in constant memory. No secrets."""
-    found_execution(execution_id)
-    rows = (Record.select(Record.id, Record.action, Record.status, Record.error_code,
-                          Record.error, Record.worker_id, Record.attempt, Record.started_at,
-                          Record.finished_at, fn.COALESCE(Asset.name, Record.asset_name),
-                          Asset.address, fn.COALESCE(Account.username, Record.account_name))
+def report_rows(execution_id: int):
+    """Each record's outcome in CSV_COLUMNS order, read as it is written out: any number of
+    rows in constant memory. Never a secret column. A generator: its query runs when first
+    read, in the streamed response, after the request gave its connection back."""
+    rows = (Record.select(Record.id, fn.COALESCE(Asset.name, Record.asset_name), Asset.address,
+                          fn.COALESCE(Account.username, Record.account_name), Record.action,
+                          Record.status, Record.error_code, Record.error, Record.worker_id,
+                          Record.attempt, Record.started_at, Record.finished_at)
             .join(Account, JOIN.LEFT_OUTER).join(Asset, JOIN.LEFT_OUTER)
             .where(Record.execution == execution_id)
             .order_by(Record.id).tuples())
+    yield from rows.iterator()
 
-    def lines():
-        for (record_id, act, status, code, error, worker, attempt, started, finished, asset,
-             address, username) in rows.iterator():
-            yield (record_id, asset, address, username, act, status, code, error, worker,
-                   attempt, started, finished)
 
-    return csv_response(f"execution-{execution_id}.csv", CSV_COLUMNS, lines())
+def report_csv(execution_id: int):
+    """The per-account report as CSV, streamed. No secrets."""
+    found_execution(execution_id)
+    return csv_response(f"execution-{execution_id}.csv", CSV_COLUMNS, report_rows(execution_id))
+
+
+@bp.route("/executions/<int:execution_id>/report")
+def report(execution_id: int):
+    """The per-account report as a page to print or save as PDF (for auditors: no navigation,
+    no actions, no secrets): the summary, then each account's outcome with its reason and times,
+    streamed like the CSV."""
+    execution = serialize.execution_row(found_execution(execution_id))
+    rows = (dict(zip(CSV_COLUMNS, row)) for row in report_rows(execution_id))
+    return stream_template("executions/report.html", execution=execution, rows=rows,
+                           printed_at=utcnow())
 
 
 bp.add_url_rule("/executions/<int:execution_id>/report.csv", "report_csv", report_csv)

@@ -280,8 +280,18 @@ class RecordQuery(ById):
     status: Query = ""
 
 
-class LogQuery(Body):
+class LogFilterQuery(Body):
+    level: Query = Field("", description="warning: warnings and errors; error: errors only")
+    account: Query = Field("", description="part of user@asset: that account's lines only")
+
+
+class LogQuery(LogFilterQuery):
     after: Annotated[WholeNumber, Field(description="the last log line's id already read")] = None
+
+
+class ExecutionPageQuery(ById, LogFilterQuery):
+    log_before: Annotated[WholeNumber, Field(
+        description="show the log lines before this line's id (paging back)")] = None
 
 
 class AssetQuery(ByName):

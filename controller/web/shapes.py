@@ -337,7 +337,11 @@ class ExecutionList(Shape):
 class ExecutionPage(Shape):
     execution: ExecutionRow
     retryable: bool
-    log: list[LogRow]
+    log: list[LogRow]             # the latest 500 lines (or those before `log_before`)
+    log_older: int | None         # `log_before` of the page of older lines (None: no more)
+    log_paged: bool               # showing older lines (the page does not append new ones)
+    log_after: int                # the newest line's id the page has seen (the poll's `after`)
+    log_filter: dict[str, str]    # the `level` and `account` it is narrowed to
     records: Page[RecordRow, int]
 
 

@@ -78,9 +78,14 @@ if (live && following(live.dataset.status)) {
     bad.setAttribute("width", (100 * (e.failed + e.unverified)) / total);
   }
 
+  // The page keeps at most LOG_KEPT lines: a 10,000-account run writes some 40,000.
+  const LOG_KEPT = 2000;
   function append(lines) {
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    const appending = live.dataset.append !== "0";
     for (const line of lines) {
+      live.dataset.after = line.id;
+      if (!appending) continue;
       const row = document.createElement("span");
       row.className = line.level;
       const at = document.createElement("span");
@@ -88,8 +93,8 @@ if (live && following(live.dataset.status)) {
       at.textContent = fmt(line.at);
       row.append(at, line.message, "\n");
       log.append(row);
-      live.dataset.after = line.id;
     }
+    while (log.childElementCount > LOG_KEPT) log.firstElementChild.remove();
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
@@ -105,11 +110,14 @@ if (live && following(live.dataset.status)) {
   let ended = -1;
   async function poll() {
     try {
-      const answer = await fetch(`${live.dataset.poll}?after=${live.dataset.after}`, { credentials: "same-origin" });
+      const url = new URL(live.dataset.poll, location.href);
+      url.searchParams.set("after", live.dataset.after);
+      const answer = await fetch(url, { credentials: "same-origin" });
       if (answer.ok) {
         const data = await answer.json();
         append(data.log);
         render(data.execution);
+        if (data.log.length >= 500) { setTimeout(poll, 0); return; }   // more lines wait: catch up
         if (data.execution.ended !== ended || data.execution.status !== live.dataset.status) {
           ended = data.execution.ended;
           await refreshReport();
