@@ -159,13 +159,22 @@ def add_rollout(migrator) -> list:
     return operations
 
 
+def add_user_language(migrator) -> list:
+    """10: the console language a user chose on their profile (`User.language`; none: the
+    browser's, `controller.web.i18n`)."""
+    from controller.models import User
+
+    return missing_columns(migrator, User, {"language": CharField(null=True, max_length=16)})
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
 
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
-               add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted]
+               add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted,
+               add_user_language]
 LATEST = 1 + len(STEPS)
 
 
