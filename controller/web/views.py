@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass, field
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext
 from pydantic import BaseModel
 
 from controller.web import forms
@@ -115,8 +116,10 @@ class Done:
 
 
 def started(execution, what: str) -> Done:
-    """The answer to an action that started an execution: go and watch it."""
-    return Done(f"{what} started as execution {execution.id}",
+    """The answer to an action that started an execution: go and watch it (`what`: already
+    in the page's language)."""
+    return Done(gettext("%(what)s started as execution %(execution)s", what=what,
+                        execution=execution.id),
                 url_for("executions.show", execution_id=execution.id),
                 {"execution": execution.id}, 201)
 
