@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from babel import Locale
+from babel.support import Translations
 from flask import Flask, request
-from flask_babel import Babel, format_datetime, format_decimal, get_locale
+from flask_babel import Babel, Domain, format_datetime, format_decimal, get_locale
 from flask_login import current_user
 
 DEFAULT = "en"
@@ -46,13 +48,29 @@ def select_locale() -> str:
 
 
 def language() -> str:
-    """This request's language as a Babel name ("en", "zh_CN")."""
-    return str(get_locale() or DEFAULT)
+    """This request's language as we name it ("en", "zh_CN"; Babel says zh_Hans_CN)."""
+    return named(get_locale() or Locale.parse(DEFAULT))
+
+
+def named(locale: Locale) -> str:
+    return "_".join(part for part in (locale.language, locale.territory) if part)
 
 
 def html_lang() -> str:
     """The language for <html lang>: a BCP 47 tag (zh-CN)."""
     return language().replace("_", "-")
+
+
+def catalogues() -> Domain:
+    """Our catalogues, loaded once. Flask-Babel looks one up by the locale's full name, and
+    Babel parses zh_CN as zh_Hans_CN, for which gettext finds no translations/zh_Hans_CN:
+    so each is loaded here by the name we give it and put where Flask-Babel looks first,
+    its domain's cache (keyed by the full name)."""
+    domain = Domain(translation_directories=[str(TRANSLATIONS)], domain="messages")
+    for code in LANGUAGES:
+        domain.cache[str(Locale.parse(code)), "messages"] = Translations.load(
+            str(TRANSLATIONS), [code], "messages")
+    return domain
 
 
 def when(moment: datetime | None) -> str:
@@ -72,4 +90,5 @@ def install(app: Flask) -> None:
     babel.init_app(app, default_locale=DEFAULT, default_timezone="UTC",
                    default_translation_directories=str(TRANSLATIONS),
                    locale_selector=select_locale)
+    babel.domain_instance = catalogues()
     app.jinja_env.globals.update(html_lang=html_lang, languages=LANGUAGES)
