@@ -11,7 +11,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, Node, Plan
                                WorkerSeen, Zone)
 from controller.web.inventory import param_fields
 from shared.platforms import PLATFORMS
-from tests.visible_text import english_words, visible_text, words_of
+from tests.visible_text import console_pages, english_words, visible_text, words_of
 from tests.web_support import Console, route_samples
 
 CHINESE = {"HTTP_ACCEPT_LANGUAGE": "zh-CN,zh;q=0.9,en;q=0.5"}
@@ -71,19 +71,10 @@ def data_words() -> set[str]:
     return words_of(*texts)
 
 
-def pages(app, ran) -> list[str]:
-    """Every console page a signed-in user opens with GET (not the API, not downloads)."""
-    skipped = {"/", "/login/code", "/login/enrol", "/logout"}
-    return [path for rule, path in route_samples(app, ran)
-            if "GET" in rule.methods and not path.startswith("/api/v1")
-            and path not in skipped and not path.endswith((".csv", ".json", "/metrics"))
-            and not rule.endpoint.startswith("health")]
-
-
 def test_every_page_reads_chinese(app, chinese, auditor, ran):
     allowed = TECHNICAL | data_words()
     checked = []
-    for path in pages(app, ran):
+    for path in console_pages(app, ran):
         answer = chinese.get(path)
         assert answer.status_code == 200, path
         if not answer.mimetype == "text/html":

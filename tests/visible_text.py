@@ -75,3 +75,15 @@ def words_of(*texts) -> set[str]:
         if text is not None:
             found |= set(WORD.findall(str(text)))
     return found
+
+
+def console_pages(app, ran) -> list[str]:
+    """Every console page a signed-in user opens with GET (not the API, downloads, health
+    or the sign-in steps), with ids from `route_samples` (needs `ran` and the auditor)."""
+    from tests.web_support import route_samples
+
+    skipped = {"/", "/login/code", "/login/enrol", "/logout"}
+    return [path for rule, path in route_samples(app, ran)
+            if "GET" in rule.methods and not path.startswith("/api/v1")
+            and path not in skipped and not path.endswith((".csv", ".json", "/metrics"))
+            and not rule.endpoint.startswith("health")]
