@@ -3,6 +3,8 @@ names; the user's own setting beats the browser's Accept-Language; English stays
 default; and the JSON API answers the same English whatever the language asked for."""
 from __future__ import annotations
 
+import html
+import json
 import re
 
 import pytest
@@ -115,6 +117,12 @@ def test_flash_messages_and_counts_are_chinese(chinese, ran):
     assert "个人信息已保存" in saved.text
     executions = chinese.get("/executions").text
     assert "共 1 条执行记录" in executions and "1 executions" not in executions
+    refused = chinese.post("/me/password", {"current": "not it", "new": "n" * 12},
+                           headers={"Referer": "http://localhost/me"}, follow_redirects=True)
+    assert "当前密码错误" in refused.text                      # an error of ours, in Chinese
+    shown = chinese.get(f"/executions/{ran.id}").text     # the live badge's words, for app.js
+    labels = json.loads(html.unescape(re.search(r'data-labels="([^"]*)"', shown).group(1)))
+    assert labels["running"] == "执行中" and labels["failed"] == "失败"
 
 
 def test_english_stays_the_default_with_singular_and_plural(app, admin, ran):

@@ -52,7 +52,7 @@ def toggle_active(user_id: int):
     """Deactivate (ends their sessions and token at once) or reactivate a user."""
     found = found_user(user_id)
     if found.id == current_user.id:
-        raise KeyturnError("you cannot deactivate yourself")
+        raise KeyturnError(N_("you cannot deactivate yourself"))
     found.active = not found.active
     found.save(only=[User.active])
     audit("user.activate" if found.active else "user.deactivate", f"user/{found.username}",
@@ -69,7 +69,7 @@ def change_role(user_id: int):
     found = found_user(user_id)
     role = str(form_data(forms.Role).get("role", ""))
     if found.id == current_user.id and role != found.role:
-        raise KeyturnError("you cannot change your own role")
+        raise KeyturnError(N_("you cannot change your own role"))
     users.set_role(found, role)
     return Done(gettext("user %(name)s is now %(role)s", name=found.username, role=role),
                 url_for("team.index"),
@@ -132,7 +132,7 @@ def change_password():
     data = form_data(forms.PasswordChange)
     row = current_user.row()
     if users.authenticate(row.username, str(data.get("current", ""))) is None:
-        raise KeyturnError("the current password is wrong")
+        raise KeyturnError(N_("the current password is wrong"))
     users.set_password(row, str(data.get("new", "")))
     auth.end_sessions(row.username, "user.password", row)
     return Done(gettext("password changed; your other sessions are signed out"),

@@ -140,7 +140,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
                 done = view(**kwargs)
             except KeyturnError as exc:
                 refused(view, exc)
-                flash(said(exc), "error")
+                flash(gettext(said(exc)), "error")      # in the page's words when ours (N_)
                 return redirect(back())
             if not isinstance(done, Done):
                 return done
