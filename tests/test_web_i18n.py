@@ -208,3 +208,23 @@ def test_the_check_sees_english(app, admin, ran):
     assert {"Overview", "Sign", "out", "Failed", "accounts"} <= left
     assert not {"nightly", "web", "ada", "bob"} & left
     assert english_words('<p translate="no">login refused</p><code>status</code>', set()) == set()
+
+
+def test_a_rollout_is_said_in_chinese_on_pages_and_english_in_the_api(ctl, chinese, ran):
+    from controller.planning import start_execution
+    from tests.web_support import save
+
+    plan = save(ctl, "waved", waves=["1", "100%"], max_failures="1",
+                window="Mon-Fri 00:00-24:00", asset_limit=1, zone_limit=5, connect_rate=2.5)
+    shown = chinese.get(f"/plans/{plan.id}").text
+    assert "批次 1,100%，失败熔断 1；维护窗口 Mon-Fri 00:00-24:00；单资产最多 1 个并发" in shown
+    assert not english_words(shown, TECHNICAL | data_words(), EXAMPLES)
+    execution = start_execution(ctl, plan, started_by="ada")
+    page = chinese.get(f"/executions/{execution.id}").text
+    assert "第 1 批，共 2 批" in page and not english_words(page, TECHNICAL | data_words(), EXAMPLES)
+    said = chinese.get(f"/api/v1/plans/{plan.id}").json["plan"]["rollout"]
+    assert said == ["waves 1,100%, brake 1", "window Mon-Fri 00:00-24:00",
+                    "at most 1 in flight per asset", "at most 5 in flight per zone",
+                    "at most 2.5 new SSH connections/s per zone"]
+    state = chinese.get(f"/api/v1/executions/{execution.id}").json["execution"]["state"]
+    assert state.startswith("wave 1 of 2")
