@@ -228,3 +228,14 @@ def test_a_rollout_is_said_in_chinese_on_pages_and_english_in_the_api(ctl, chine
                     "at most 2.5 new SSH connections/s per zone"]
     state = chinese.get(f"/api/v1/executions/{execution.id}").json["execution"]["state"]
     assert state.startswith("wave 1 of 2")
+
+
+def test_a_refusal_is_shown_in_the_pages_words_only_when_ours(app):
+    from controller.web.views import shown
+
+    with app.test_request_context("/overview", headers={"Accept-Language": "zh-CN"}):
+        assert shown("the current password is wrong") == "当前密码错误"
+        assert shown("asset web-9 is in execution 4") == "asset web-9 is in execution 4"
+        assert shown("") == ""                         # not the catalogue's header
+    with app.test_request_context("/api/v1/overview", headers={"Accept-Language": "zh-CN"}):
+        assert shown("the current password is wrong") == "the current password is wrong"

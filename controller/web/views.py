@@ -140,7 +140,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
                 done = view(**kwargs)
             except KeyturnError as exc:
                 refused(view, exc)
-                flash(gettext(said(exc)), "error")      # in the page's words when ours (N_)
+                flash(shown(said(exc)), "error")
                 return redirect(back())
             if not isinstance(done, Done):
                 return done
@@ -182,6 +182,12 @@ def said(exc: Exception) -> str:
     """An operator's error as an answer shows it: cut to `MAX_MESSAGE` characters."""
     text = str(exc)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " …"
+
+
+def shown(text: str) -> str:
+    """A refusal in the page's words when the catalogue has it (an `N_`-marked one of ours),
+    else as it is; never gettext(""), which answers the catalogue's header."""
+    return gettext(text) if text else text
 
 
 def form_data(model: type[forms.Body] | None = None) -> dict:
