@@ -19,11 +19,10 @@ from peewee import fn
 
 from controller.db import database, id_in, is_postgres
 from controller.models import Account, Asset, Execution, Record, utcnow
-from controller.rollout import LIMITS, describe
+from controller.rollout import LIMITS, describe, english, english_counted
 from controller.runtime import Controller
 from controller.windows import Windows, parse_windows
 from shared.messages import RotationLimits
-from shared.words import plural
 
 SCAN = 5000                  # pending records looked at per claim
 GATE_LOCK = 0x6B74_0016      # the advisory lock key gated claims serialise on
@@ -129,11 +128,11 @@ def connect_budget(zone_id: int, rate: float) -> int:
     return math.floor(rate * span + 1e-9) - recent
 
 
-def waiting(execution: Execution) -> str | None:
+def waiting(execution: Execution, say=english, say_counted=english_counted) -> str | None:
     """Why a running execution's open records are not all out (its rate limits), in words, or
-    None: what the execution page shows."""
+    None: what the execution page shows (`say`, `say_counted`: as `rollout.describe` takes)."""
     rollout = execution.rollout or {}
-    limits = describe({name: rollout.get(name) for name in LIMITS})
+    limits = describe({name: rollout.get(name) for name in LIMITS}, say)
     if execution.status != "running" or not limits:
         return None
     held = Record.select().where((Record.execution == execution.id)
@@ -141,5 +140,6 @@ def waiting(execution: Execution) -> str | None:
                                  & (Record.wave.is_null() | (Record.wave <= execution.wave))).count()
     if not held:
         return None
-    return (f"{plural(held, 'record')} {'waits' if held == 1 else 'wait'} on the rate limits "
-            f"({'; '.join(limits)})")
+    return say_counted("%(count)s record waits on the rate limits (%(limits)s)",
+                       "%(count)s records wait on the rate limits (%(limits)s)", held,
+                       count=format(held, ","), limits="; ".join(limits))

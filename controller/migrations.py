@@ -191,6 +191,14 @@ def add_live_log(migrator) -> list:
     return operations
 
 
+def add_user_language(migrator) -> list:
+    """12: the console language a user chose on their profile (`User.language`; none: the
+    browser's, `controller.web.i18n`)."""
+    from controller.models import User
+
+    return missing_columns(migrator, User, {"language": CharField(null=True, max_length=16)})
+
+
 # How step 5 renames the events still queued in the old format (the rest get the prefix).
 OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 
@@ -198,7 +206,7 @@ OLD_EVENT_TYPES = {"record.success": "io.keyturn.record.succeeded"}
 # Step N upgrades a version N-1 database to version N. Append; never edit a released step.
 STEPS: list = [add_token_scopes, add_asset_params, add_asset_refusals, add_integrations,
                add_worker_schema, key_workers_by_zone, add_rollout, keep_history_of_deleted,
-               index_record_lists, add_live_log]
+               index_record_lists, add_live_log, add_user_language]
 LATEST = 1 + len(STEPS)
 
 

@@ -209,6 +209,7 @@ class User(BaseModel):
     api_token_hash = pw.CharField(null=True, max_length=128, index=True)
     api_token_scopes = pw.CharField(null=True, max_length=64)   # users.TOKEN_SCOPES, spaced
     file_password = pw.BlobField(null=True)                      # opens mailed result archives
+    language = pw.CharField(null=True, max_length=16)   # the console's; None: the browser's
     active = pw.BooleanField(default=True)
     created_at = pw.DateTimeField(default=utcnow)
 

@@ -124,22 +124,34 @@ def execution_rollout(plan_rollout_: dict | None, total: int) -> dict | None:
     return copied
 
 
-def describe(rollout: dict | None) -> list[str]:
+def english(text: str, **values) -> str:
+    """`say` for the CLI, the API and the logs: the English phrase with its values."""
+    return text % values if values else text
+
+
+def english_counted(one: str, many: str, number: int, **values) -> str:
+    """`say_counted` for the CLI, the API and the logs (the console's is `ngettext`)."""
+    return english(one if number == 1 else many, **values)
+
+
+def describe(rollout: dict | None, say: Callable[..., str] = english) -> list[str]:
     """The rollout in words, one phrase a part (a plan's or an execution's), for pages and the
-    CLI."""
+    CLI. `say` puts a phrase into words (the console's `gettext`, in the page's language;
+    its texts are extracted for the catalogue by that name)."""
     if not rollout:
         return []
     said = []
     if rollout.get("waves"):
-        waves = rollout["waves"]
-        said.append(f"waves {','.join(str(w) for w in waves)}, "
-                    f"brake {rollout.get('max_failures', '0')}")
+        said.append(say("waves %(waves)s, brake %(brake)s",
+                        waves=",".join(str(w) for w in rollout["waves"]),
+                        brake=rollout.get("max_failures", "0")))
     if rollout.get("window"):
-        said.append(f"window {rollout['window']}")
+        said.append(say("window %(window)s", window=rollout["window"]))
     if rollout.get("asset_limit"):
-        said.append(f"at most {rollout['asset_limit']} in flight per asset")
+        said.append(say("at most %(limit)s in flight per asset", limit=rollout["asset_limit"]))
     if rollout.get("zone_limit"):
-        said.append(f"at most {rollout['zone_limit']} in flight per zone")
+        said.append(say("at most %(limit)s in flight per zone", limit=rollout["zone_limit"]))
     if rollout.get("connect_rate"):
-        said.append(f"at most {rollout['connect_rate']:g} new SSH connections/s per zone")
+        said.append(say("at most %(rate)s new SSH connections/s per zone",
+                        rate=format(rollout["connect_rate"], "g")))
     return said

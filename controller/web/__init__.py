@@ -41,9 +41,9 @@ def session_key(ctl: Controller) -> bytes:
 
 
 def create_app(ctl: Controller | None = None) -> Flask:
-    from controller.web import (audit, auth, executions, forms, health, integrations, inventory,
-                                openapi, overview, plans, records, security, team, templating,
-                                upkeep, views)
+    from controller.web import (audit, auth, executions, forms, health, i18n, integrations,
+                                inventory, openapi, overview, plans, records, security, team,
+                                templating, upkeep, views)
 
     ctl = ctl or start_controller(load_settings())
     app = Flask(__name__)
@@ -62,6 +62,7 @@ def create_app(ctl: Controller | None = None) -> Flask:
     security.trust_proxies(app, ctl.settings.web_trusted_proxies)
     app.url_map.converters["int"] = forms.IdConverter     # before any rule is added
     auth.login_manager.init_app(app)
+    i18n.install(app)
     templating.install(app)
     for module in (auth, overview, plans, executions, records, inventory, upkeep, team, audit,
                    integrations, openapi):

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, current_app, flash, g, redirect, render_template, request, session,
                    url_for)
+from flask_babel import gettext
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from peewee import Value, fn
 
@@ -39,6 +40,7 @@ class ConsoleUser(UserMixin):
         self.id = row.id
         self.username = row.username
         self.role = row.role
+        self.language = row.language        # None: the browser's (`controller.web.i18n`)
 
     @property
     def is_admin(self) -> bool:
@@ -134,7 +136,7 @@ def login():
     try:
         guard_attempt(keys.pair)
     except Throttled as exc:
-        return login_form(str(exc), 429, keys)
+        return login_form(exc.shown(), 429, keys)
     together = code_with_password(keys)
     row = users.authenticate(username, request.form.get("password", ""))
     if together and row is not None and not (row.totp_enrolled and users.check_totp(
@@ -144,8 +146,8 @@ def login():
         record_attempt(False, *keys)
         audit_failed(username, "wrong user name, password or code" if together
                      else "wrong user name or password")
-        return login_form("wrong user name, password or code" if together
-                          else "wrong user name or password", 401, keys)
+        return login_form(gettext("wrong user name, password or code") if together
+                          else gettext("wrong user name or password"), 401, keys)
     target = safe_next(request.form.get("next"))
     if together:
         return sign_in(row, target)
@@ -188,7 +190,7 @@ def totp_step(enrolling: bool):
     """Ask for the code; on enrolment also show the new seed (QR and otpauth text)."""
     row = pending_user()
     if row is None or row.totp_enrolled == enrolling or row.totp_secret is None:
-        flash("sign in again", "error")
+        flash(gettext("sign in again"), "error")
         return redirect(url_for("auth.login"))
     ctl = current_app.extensions["keyturn.ctl"]
     template = "auth/enrol.html" if enrolling else "auth/code.html"
@@ -202,11 +204,12 @@ def totp_step(enrolling: bool):
     try:
         guard_attempt(keys.pair)
     except Throttled as exc:
-        return render_template(template, error=str(exc), **context), 429
+        return render_template(template, error=exc.shown(), **context), 429
     if not users.check_totp(ctl, row, request.form.get("code", "")):
         record_attempt(False, *keys)
         audit_failed(row.username, "wrong or reused TOTP code")
-        return render_template(template, error="wrong or already used code", **context), 401
+        return render_template(template, error=gettext("wrong or already used code"),
+                               **context), 401
     if enrolling:
         users.finish_enrolment(row)
         audit("auth.enrol", f"user/{row.username}", actor=row.username)
@@ -234,5 +237,5 @@ def logout():
     audit("auth.signout", f"user/{current_user.username}")
     logout_user()
     session.clear()
-    flash("signed out", "info")
+    flash(gettext("signed out"), "info")
     return redirect(url_for("auth.login"))

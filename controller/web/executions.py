@@ -3,6 +3,7 @@ as CSV), and the actions on an execution's failures."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, request, stream_template, url_for
+from flask_babel import gettext, ngettext
 from flask_login import current_user
 from peewee import JOIN, fn
 
@@ -11,12 +12,12 @@ from controller.models import Account, Asset, Execution, Record, utcnow
 from controller.web import execution_log, forms, serialize, shapes
 from controller.web.csv_download import csv_response
 from controller.web.forms import int_arg
+from controller.web.i18n import number
 from controller.web.paging import keyset
 from controller.web.records import record_page
 from controller.web.security import admin_required
 from controller.web.views import Done, action, answer, api_route, page
 from controller.web.views import started as started_execution
-from shared.words import plural
 
 bp = Blueprint("executions", __name__)
 STATUSES = ("running", "paused", "success", "failed", "empty", "cancelled")
@@ -123,7 +124,7 @@ api_route("/executions/<int:execution_id>/report.csv", "executions_report_csv", 
 def retry_failed(execution_id: int):
     started = actions.retry_failed(current_app.extensions["keyturn.ctl"], execution_id,
                                    current_user.username)
-    return started_execution(started, "retry of the failed records")
+    return started_execution(started, gettext("retry of the failed records"))
 
 
 @action(bp, "/executions/<int:execution_id>/verify", response=shapes.MaybeStarted,
@@ -132,11 +133,11 @@ def retry_failed(execution_id: int):
 def verify(execution_id: int):
     accounts = actions.unverified_accounts(execution_id)
     if not accounts:
-        return Done("no unverified accounts to verify",
+        return Done(gettext("no unverified accounts to verify"),
                     url_for("executions.show", execution_id=execution_id))
     started = actions.verify_accounts(current_app.extensions["keyturn.ctl"], accounts,
                                       current_user.username)
-    return started_execution(started, "verification")
+    return started_execution(started, gettext("verification"))
 
 
 @action(bp, "/executions/<int:execution_id>/pause", response=shapes.Steered)
@@ -144,7 +145,8 @@ def verify(execution_id: int):
 def pause(execution_id: int):
     found_execution(execution_id)
     steering.pause_execution(execution_id, current_user.username)
-    return Done(f"execution {execution_id} paused: records in flight finish",
+    return Done(gettext("execution %(execution)s paused: records in flight finish",
+                        execution=execution_id),
                 url_for("executions.show", execution_id=execution_id),
                 {"execution": execution_id, "status": "paused"})
 
@@ -155,8 +157,10 @@ def resume(execution_id: int):
     found_execution(execution_id)
     resumed = steering.resume_execution(current_app.extensions["keyturn.ctl"], execution_id,
                                         current_user.username)
-    said = f" ({resumed.pause_reason})" if resumed.pause_reason else ""
-    return Done(f"execution {execution_id} resumed{said}",
+    said = (gettext("execution %(execution)s resumed (%(reason)s)", execution=execution_id,
+                    reason=resumed.pause_reason) if resumed.pause_reason
+            else gettext("execution %(execution)s resumed", execution=execution_id))
+    return Done(said,
                 url_for("executions.show", execution_id=execution_id),
                 {"execution": execution_id, "status": resumed.status})
 
@@ -167,6 +171,8 @@ def cancel(execution_id: int):
     found_execution(execution_id)
     steering.cancel_execution(execution_id, current_user.username)
     cancelled = steering.cancelled_count(execution_id)
-    return Done(f"execution {execution_id} cancelled: {plural(cancelled, 'record')} not sent",
+    return Done(ngettext("execution %(execution)s cancelled: %(count)s record not sent",
+                         "execution %(execution)s cancelled: %(count)s records not sent",
+                         cancelled, execution=execution_id, count=number(cancelled)),
                 url_for("executions.show", execution_id=execution_id),
                 {"execution": execution_id, "status": "cancelled", "cancelled": cancelled})

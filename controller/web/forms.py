@@ -155,6 +155,8 @@ class Role(StepUp):
 class Profile(Body):
     email: text(User.email.max_length) | None = None
     file_password: Secret | None = None
+    # The console's language (`controller.web.i18n.LANGUAGES`); blank: the browser's; absent: kept.
+    language: text(User.language.max_length) | None = None
 
 
 class PasswordChange(Body):

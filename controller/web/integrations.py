@@ -5,11 +5,13 @@ signing secret is shown once, to the admin who made it."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, render_template, url_for
+from flask_babel import gettext
 from flask_login import current_user
 
 from controller import integrations, webhooks
 from controller.models import Integration, OutboxEvent, WebhookDelivery, WebhookSubscription
 from controller.web import forms, shapes
+from controller.web.i18n import N_
 from controller.web.security import admin_required, step_up_required
 from controller.web.views import Done, action, form_data, is_api, page
 
@@ -64,30 +66,31 @@ def index():
 @action(bp, "/integrations/new", response=shapes.IntegrationSaved, body=NewIntegration,
         statuses=(201,))
 @admin_required
-@step_up_required("add an integration", "integrations.index")
+@step_up_required(N_("add an integration"), "integrations.index")
 def add_integration():
     data = form_data(NewIntegration)
     rate = forms.number("rate_limit", data.get("rate_limit") or "60")
     created = integrations.add_integration(data["name"].strip(), data["public_key"],
                                            data["grants"].split(), rate, current_user.username)
-    return Done(f"integration {created.name} registered", url_for("integrations.index"),
+    return Done(gettext("integration %(name)s registered", name=created.name), url_for("integrations.index"),
                 {"integration": integration_row(created)}, 201)
 
 
 @action(bp, "/integrations/<int:integration_id>/active", response=shapes.IntegrationSaved,
         body=forms.StepUp)
 @admin_required
-@step_up_required("enable or disable an integration", "integrations.index")
+@step_up_required(N_("enable or disable an integration"), "integrations.index")
 def toggle_integration(integration_id: int):
     found = Integration.get_or_none(Integration.id == integration_id) or abort(404)
     changed = integrations.set_active(found.name, not found.active, current_user.username)
-    return Done(f"integration {found.name} {'enabled' if changed.active else 'disabled'}",
+    return Done(gettext("integration %(name)s enabled", name=found.name) if changed.active
+                else gettext("integration %(name)s disabled", name=found.name),
                 url_for("integrations.index"), {"integration": integration_row(changed)})
 
 
 @action(bp, "/webhooks/new", response=shapes.WebhookCreated, body=NewWebhook, statuses=(201,))
 @admin_required
-@step_up_required("add a webhook", "integrations.index")
+@step_up_required(N_("add a webhook"), "integrations.index")
 def add_webhook():
     data = form_data(NewWebhook)
     ctl = current_app.extensions["keyturn.ctl"]
@@ -101,9 +104,10 @@ def add_webhook():
 @action(bp, "/webhooks/<int:webhook_id>/active", response=shapes.WebhookSaved,
         body=forms.StepUp)
 @admin_required
-@step_up_required("enable or disable a webhook", "integrations.index")
+@step_up_required(N_("enable or disable a webhook"), "integrations.index")
 def toggle_webhook(webhook_id: int):
     found = WebhookSubscription.get_or_none(WebhookSubscription.id == webhook_id) or abort(404)
     changed = webhooks.set_active(found.name, not found.active, current_user.username)
-    return Done(f"webhook {found.name} {'enabled' if changed.active else 'disabled'}",
+    return Done(gettext("webhook %(name)s enabled", name=found.name) if changed.active
+                else gettext("webhook %(name)s disabled", name=found.name),
                 url_for("integrations.index"), {"webhook": webhook_row(changed)})

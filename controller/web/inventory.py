@@ -8,18 +8,19 @@ from types import NoneType, UnionType
 from typing import Literal, Union, get_args, get_origin
 
 from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask_babel import gettext, ngettext
 from peewee import JOIN, fn
 
 from controller import inventory
 from controller.models import Account, Asset, Node, WorkerSeen, Zone
 from controller.web import forms, serialize, shapes
+from controller.web.i18n import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
 from shared.errors import KeyturnError
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
-from shared.words import plural
 
 bp = Blueprint("inventory", __name__)
 
@@ -52,8 +53,10 @@ def add_zone():
     zone, made_key = inventory.add_zone(ctl(), str(data.get("name", "")).strip(),
                                         str(data.get("public_key") or "").strip() or None,
                                         bool(data.get("trust_first_use")))
-    note = " (a key pair was made here for a local worker)" if made_key else ""
-    return Done(f"zone {zone.name} saved{note}", url_for("inventory.zones"),
+    said = (gettext("zone %(name)s saved (a key pair was made here for a local worker)",
+                    name=zone.name) if made_key
+            else gettext("zone %(name)s saved", name=zone.name))
+    return Done(said, url_for("inventory.zones"),
                 {"zone": zone.name}, 201)
 
 
@@ -70,7 +73,8 @@ def nodes():
 @admin_required
 def add_node():
     node = inventory.add_node(str(form_data(forms.NewNode).get("path", "")).strip())
-    return Done(f"node {node.path} saved", url_for("inventory.nodes"), {"node": node.path}, 201)
+    return Done(gettext("node %(path)s saved", path=node.path), url_for("inventory.nodes"),
+                {"node": node.path}, 201)
 
 
 # ---- assets -------------------------------------------------------------------------------
@@ -157,7 +161,8 @@ def add_asset():
         if is_api():
             raise
         return asset_form_again(None, data, exc)
-    return Done(f"asset {created.name} added", url_for("inventory.asset", asset_id=created.id),
+    return Done(gettext("asset %(name)s added", name=created.name),
+                url_for("inventory.asset", asset_id=created.id),
                 {"asset": asset_row(created)}, 201)
 
 
@@ -195,7 +200,11 @@ def import_assets():
     """Assets from CSV (see `inventory.import_assets`): all rows or none, every bad row named."""
     upload = request.files.get("file")
     done = inventory.import_assets(upload.read() if upload else request.get_data())
-    return Done(f"{plural(done.assets, 'asset')} imported ({plural(done.nodes, 'new node')})",
+    nodes = ngettext("%(count)s new node", "%(count)s new nodes", done.nodes,
+                     count=number(done.nodes))
+    return Done(ngettext("%(count)s asset imported (%(nodes)s)",
+                         "%(count)s assets imported (%(nodes)s)", done.assets,
+                         count=number(done.assets), nodes=nodes),
                 url_for("inventory.assets"), {"created": done.assets, "nodes": done.nodes}, 201)
 
 
@@ -230,8 +239,9 @@ def set_account(asset_id: int):
                                   username.strip() if isinstance(username, str) else username,
                                   secret, bool(data.get("privileged")),
                                   data.get("secret_type") or None)
-    what = "secret set" if secret else "saved"
-    return Done(f"account {saved.username}: {what}", url_for("inventory.asset", asset_id=asset_id),
+    said = (gettext("account %(name)s: secret set", name=saved.username) if secret
+            else gettext("account %(name)s: saved", name=saved.username))
+    return Done(said, url_for("inventory.asset", asset_id=asset_id),
                 {"account": saved.id})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template,
                    request, url_for)
+from flask_babel import gettext, ngettext
 from flask_login import current_user
 from peewee import fn
 
@@ -17,10 +18,10 @@ from controller.plans import PlanError, PlanSpec, delete_plan, parse_spec, save_
 from controller.secretgen import DEFAULT_SYMBOLS
 from controller.web import forms, planform, serialize, shapes
 from controller.web.forms import int_arg
+from controller.web.i18n import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, answer, api_route, form_data, is_api, page
-from shared.words import plural
 
 bp = Blueprint("plans", __name__)
 RECENT = 10
@@ -118,7 +119,7 @@ def submit(plan: Plan | None, keep_secret_of: Plan | None):
         notes = plan_notes(saved, current_app.extensions["keyturn.ctl"].settings.secure_mode)
         return (answer(shapes.PlanSaved, {"plan": serialize.plan_row(saved), "warnings": notes}),
                 201 if plan is None else 200)
-    flash(f"plan {saved.name} saved", "info")
+    flash(gettext("plan %(name)s saved", name=saved.name), "info")
     return redirect(url_for("plans.show", plan_id=saved.id))
 
 
@@ -170,8 +171,11 @@ def execute(plan_id: int):
                               trigger="api" if is_api() else "manual",
                               started_by=current_user.username)
     audit("plan.run", f"plan/{plan.name}", f"execution {started.id}")
-    return Done(f"execution {started.id} started: {plural(started.total, 'account')}, "
-                f"{started.skipped} skipped", url_for("executions.show", execution_id=started.id),
+    return Done(ngettext("execution %(execution)s started: %(count)s account, %(skipped)s skipped",
+                         "execution %(execution)s started: %(count)s accounts, %(skipped)s skipped",
+                         started.total, execution=started.id, count=number(started.total),
+                         skipped=started.skipped),
+                url_for("executions.show", execution_id=started.id),
                 {"execution": started.id}, 201)
 
 
@@ -186,5 +190,6 @@ def confirm_delete(plan_id: int):
 def delete(plan_id: int):
     plan = found_plan(plan_id)
     delete_plan(plan)
-    return Done(f"plan {plan.name} deleted (its executions and records are kept)",
+    return Done(gettext("plan %(name)s deleted (its executions and records are kept)",
+                        name=plan.name),
                 url_for("plans.index"))

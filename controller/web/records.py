@@ -3,6 +3,7 @@ appear only on the reveal page, after step-up MFA, and every reveal is audited."
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
+from flask_babel import gettext
 from flask_login import current_user
 from peewee import JOIN, SelectQuery
 
@@ -11,6 +12,7 @@ from controller.audit import audit
 from controller.models import Account, Asset, Execution, Record
 from controller.web import forms, serialize, shapes
 from controller.web.forms import number
+from controller.web.i18n import N_
 from controller.web.paging import keyset_union
 from controller.web.security import admin_required, step_up_gate
 from controller.web.views import Done, action, is_api, page
@@ -104,9 +106,11 @@ def secrets_gate(record_id: int, purpose: str, scope: str | None = None):
     else the answer asking for a TOTP code."""
     record = found_record(record_id)
     asset, username = record.names()
-    return step_up_gate(f"{purpose} for {username}@{asset} "
-                        f"(record {record_id})",
-                        url_for("records.show", record_id=record_id), scope)
+    account = f"{username}@{asset}"
+    return step_up_gate(f"{purpose} for {account} (record {record_id})",
+                        url_for("records.show", record_id=record_id), scope,
+                        gettext("%(purpose)s for %(account)s (record %(record)s)",
+                                purpose=gettext(purpose), account=account, record=record_id))
 
 
 @action(bp, "/records/<int:record_id>/reveal", response=shapes.Revealed, body=forms.StepUp,
@@ -115,7 +119,7 @@ def secrets_gate(record_id: int, purpose: str, scope: str | None = None):
 def reveal(record_id: int):
     """The record's old and new secret, after step-up; audited with user, record, time and
     how the step-up was shown (window, code or token scope)."""
-    if (asked := secrets_gate(record_id, "view its old and new secret", scope="reveal")):
+    if (asked := secrets_gate(record_id, N_("view its old and new secret"), scope="reveal")):
         return asked
     secret = Record.select(Record.old_secret, Record.new_secret).where(
         Record.id == record_id).first()
@@ -136,10 +140,11 @@ def reveal(record_id: int):
 @admin_required
 def restore(record_id: int):
     """Make an unverified record's new secret current (admin, after step-up)."""
-    if (asked := secrets_gate(record_id, "make its new secret the account's current one")):
+    if (asked := secrets_gate(record_id, N_("make its new secret the account's current one"))):
         return asked
     actions.restore_record(record_id, current_user.username)
-    return Done(f"record {record_id}: new secret is now the account's current one",
+    return Done(gettext("record %(record)s: new secret is now the account's current one",
+                        record=record_id),
                 url_for("records.show", record_id=record_id))
 
 
@@ -155,5 +160,5 @@ def retry(record_id: int):
 @admin_required
 def ignore(record_id: int):
     actions.ignore_record(record_id, current_user.username)
-    return Done(f"record {record_id} ignored", url_for("overview.index"))
+    return Done(gettext("record %(record)s ignored", record=record_id), url_for("overview.index"))
 

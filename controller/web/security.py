@@ -9,11 +9,13 @@ import time
 from dataclasses import dataclass
 
 from flask import abort, current_app, g, jsonify, render_template, request, session, url_for
+from flask_babel import gettext
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from controller.audit import audit
 from controller.web import users
+from controller.web.i18n import N_
 from controller.web.views import form_data, is_api
 from shared.errors import KeyturnError
 from shared.bounded import USERNAME
@@ -41,7 +43,8 @@ def check_csrf() -> None:
     sent = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, "")
     expected = session.get(CSRF_FIELD)
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, "the form expired or did not come from this console; reload and try again")
+        abort(400, N_("the form expired or did not come from this console; reload and try "
+                      "again"))
 
 
 # ---- throttling ---------------------------------------------------------------------------
@@ -99,7 +102,13 @@ class Throttle:
 
 class Throttled(KeyturnError):
     def __init__(self, seconds: float):
-        super().__init__(f"too many failed attempts: try again in {int(seconds) + 1} s")
+        self.seconds = int(seconds) + 1
+        super().__init__(f"too many failed attempts: try again in {self.seconds} s")
+
+    def shown(self) -> str:
+        """The message in the page's language (the API and the audit log say `str(self)`)."""
+        return gettext("too many failed attempts: try again in %(seconds)s s",
+                       seconds=self.seconds)
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,7 @@ def admin_required(view):
         if current_user.role != "admin":
             audit(request.endpoint or view.__name__, request.path, "this needs the admin role",
                   refused=True)
-            abort(403, "this needs the admin role")
+            abort(403, N_("this needs the admin role"))
         return view(*args, **kwargs)
 
     guarded.admin_only = True         # what the API document says (`views.describe`)
@@ -193,11 +202,12 @@ def step_up_proof(scope: str | None = None) -> str | None:
     return "TOTP code"
 
 
-def step_up_gate(purpose: str, back: str, scope: str | None = None):
+def step_up_gate(purpose: str, back: str, scope: str | None = None, shown: str | None = None):
     """None when the request shows a fresh TOTP check (how: `g.step_up`, for the audit); else
     the answer asking for a code: 401 for a script, or a page posting the same form again
     with the code. A form holding a password is never copied into that page: it fails with
-    a message instead, to be sent again with a code."""
+    a message instead, to be sent again with a code. `purpose` (English) goes to the audit
+    log and the API; the page says `shown`, else `purpose` in its language."""
     if (proof := step_up_proof(scope)):
         g.step_up = proof
         return None
@@ -211,7 +221,8 @@ def step_up_gate(purpose: str, back: str, scope: str | None = None):
               if name not in (CSRF_FIELD, "code")}
     if SECRET_FIELDS & fields.keys():
         raise KeyturnError(f"{error or 'enter a code from your authenticator'} to {purpose}")
-    return render_template("auth/step_up.html", purpose=purpose, error=error, back=back,
+    return render_template("auth/step_up.html", purpose=shown or gettext(purpose),
+                           error=error and gettext(error), back=back,
                            target=request.path, fields=fields), 401 if error else 200
 
 

@@ -1,6 +1,9 @@
 """Rows as plain dicts: what both a page and its JSON twin show. No secret ever goes in here;
-an account or record says only whether a secret exists."""
+an account or record says only whether a secret exists. Phrases (a rollout, where it
+stands) are said with `gettext`: in the page's language, and English under /api/v1."""
 from __future__ import annotations
+
+from flask_babel import gettext, ngettext
 
 from controller.actions import RETRYABLE
 from controller.gates import waiting
@@ -21,7 +24,8 @@ def plan_row(plan: Plan) -> dict:
             "strategy": plan.strategy, "secret_type": plan.secret_type,
             "schedule": schedule_text(plan), "interval_hours": plan.interval_hours,
             "crontab": plan.crontab, "next_run_at": plan.next_run_at,
-            "recipients": plan.recipients, "active": plan.active, "rollout": describe(plan.rollout),
+            "recipients": plan.recipients, "active": plan.active,
+            "rollout": describe(plan.rollout, gettext),
             "created_at": plan.created_at, "updated_at": plan.updated_at}
 
 
@@ -33,16 +37,18 @@ def execution_row(e: Execution) -> dict:
             "duration": (end - e.created_at).total_seconds() if end else None,
             "total": e.total, "succeeded": e.succeeded, "failed": e.failed,
             "unverified": e.unverified, "skipped": e.skipped, "ended": e.ended,
-            "rollout": describe(e.rollout), "wave": e.wave,
+            "rollout": describe(e.rollout, gettext), "wave": e.wave,
             "waves": len((e.rollout or {}).get("waves") or []), "paused_by": e.paused_by,
-            "pause_reason": e.pause_reason, "waiting": waiting(e), "state": course(e)}
+            "pause_reason": e.pause_reason, "waiting": waiting(e, gettext, ngettext),
+            "state": course(e)}
 
 
 def course(e: Execution) -> str | None:
     """Where a rollout stands in words: why it is paused, what it waits on, which wave."""
     waves = len((e.rollout or {}).get("waves") or [])
-    at = f"wave {e.wave} of {waves}" if waves and e.status in ("running", "paused") else None
-    said = [part for part in (at, e.pause_reason, waiting(e)) if part]
+    at = (gettext("wave %(wave)s of %(waves)s", wave=e.wave, waves=waves)
+          if waves and e.status in ("running", "paused") else None)
+    said = [part for part in (at, e.pause_reason, waiting(e, gettext, ngettext)) if part]
     return "; ".join(said) or None
 
 

@@ -399,6 +399,7 @@ class Users(Shape):
 class Me(Shape):
     user: UserRow
     has_file_password: bool
+    language: str | None          # the console's language chosen; None: the browser's
 
 
 class Integrations(Shape):

@@ -1,20 +1,19 @@
-"""What templates use beyond the data: time formats, paging links, the CSRF token and the
+"""What templates use beyond the data: time and number formats (in the page's language),
+the console's words for data values (`terms`), paging links, the CSRF token and the
 overview's chart (an SVG drawn from the daily counts)."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from flask import Flask, request, url_for
+from flask_babel import gettext
 
 from controller.models import utcnow
+from controller.web.i18n import number, when
 from controller.web.security import csrf_token
-from shared.words import plural
+from controller.web.terms import labels, problem_name, problem_text, registry, schedule, term
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 1000, 200, 26
-
-
-def when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
 def duration(seconds: float | None) -> str:
@@ -23,14 +22,20 @@ def duration(seconds: float | None) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+    if hours:
+        return gettext("%(hours)sh %(minutes)02dm", hours=hours, minutes=minutes)
+    if minutes:
+        return gettext("%(minutes)sm %(seconds)02ds", minutes=minutes, seconds=secs)
+    return gettext("%(seconds)ss", seconds=secs)
 
 
 def ago(moment: datetime | None) -> str:
     if moment is None:
-        return "never"
+        return gettext("never")
     seconds = (utcnow() - moment).total_seconds()
-    return f"{duration(seconds)} ago" if seconds >= 0 else f"in {duration(-seconds)}"
+    if seconds >= 0:
+        return gettext("%(duration)s ago", duration=duration(seconds))
+    return gettext("in %(duration)s", duration=duration(-seconds))
 
 
 def page_url(**changes) -> str:
@@ -79,8 +84,11 @@ def nice_ceiling(value: float) -> int:
 
 
 def install(app: Flask) -> None:
-    app.jinja_env.filters.update(when=when, duration=duration, ago=ago, counted=plural)
+    app.jinja_env.filters.update(when=when, duration=duration, ago=ago, number=number,
+                               term=term, registry=registry,
+                               schedule=schedule)
     app.jinja_env.globals.update(csrf_token=csrf_token, page_url=page_url,
-                                 daily_chart=daily_chart)
+                                 daily_chart=daily_chart, labels=labels,
+                                 problem_name=problem_name, problem_text=problem_text)
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True

@@ -6,18 +6,19 @@ they change."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, render_template, request, url_for
+from flask_babel import gettext, ngettext
 
 from controller import upkeep
 from controller.actions import verify_accounts
 from controller.audit import current_actor
 from controller.models import Account, Asset, Node, Zone
 from controller.web import forms, serialize, shapes
+from controller.web.i18n import number
 from controller.web.inventory import (asset_form_again, asset_row, ctl, form_params,
                                       found_asset)
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, started
 from shared.errors import KeyturnError
-from shared.words import plural
 
 bp = Blueprint("upkeep", __name__)
 
@@ -56,7 +57,21 @@ def edit_node(node_id: int):
     """Give a node another path (`path`); what is under it moves along."""
     path = text_field(body(forms.NodeEdit), "path")
     node = upkeep.rename_node(found(Node, node_id, "node"), path)
-    return Done(f"node {node.path} saved", url_for("inventory.nodes"), {"node": node.path})
+    return Done(gettext("node %(path)s saved", path=node.path), url_for("inventory.nodes"),
+                {"node": node.path})
+
+
+def node_question(node: Node) -> str:
+    """What deleting a node that holds more takes with it (`upkeep.NeedsConfirmation`'s
+    text, which the API and the audit log keep in English), in the page's language."""
+    children, assets = upkeep.node_contents(node)
+    return gettext("node %(path)s holds %(nodes)s and %(assets)s: deleting it deletes the nodes "
+                   "and leaves the assets in no node (plans targeting these nodes lose them); "
+                   "confirm to delete", path=node.path,
+                   nodes=ngettext("%(count)s node", "%(count)s nodes", children,
+                                  count=number(children)),
+                   assets=ngettext("%(count)s asset", "%(count)s assets", assets,
+                                   count=number(assets)))
 
 
 @action(bp, "/nodes/<int:node_id>/delete", response=shapes.NodeDeleted, body=forms.NodeDelete)
@@ -70,11 +85,15 @@ def delete_node(node_id: int):
     except upkeep.NeedsConfirmation as exc:
         if is_api():
             raise KeyturnError(f"{exc} (send confirm: true)") from None
-        return render_template("inventory/confirm.html", question=str(exc), target=request.path,
-                               back=url_for("inventory.nodes"),
-                               title=f"Delete node {node.path}"), 409
-    return Done(f"node {node.path} deleted ({plural(children, 'node')} under it; "
-                f"{plural(assets, 'asset')} now in no node)", url_for("inventory.nodes"),
+        return render_template("inventory/confirm.html", question=node_question(node),
+                               target=request.path, back=url_for("inventory.nodes"),
+                               title=gettext("Delete node %(path)s", path=node.path)), 409
+    under = ngettext("%(count)s node under it", "%(count)s nodes under it", children,
+                     count=number(children))
+    loose = ngettext("%(count)s asset now in no node", "%(count)s assets now in no node", assets,
+                     count=number(assets))
+    return Done(gettext("node %(path)s deleted (%(under)s; %(loose)s)", path=node.path,
+                        under=under, loose=loose), url_for("inventory.nodes"),
                 {"nodes": children + 1, "assets": assets})
 
 
@@ -85,7 +104,8 @@ def edit_zone(zone_id: int):
     data = body(forms.ZoneEdit)
     zone = upkeep.edit_zone(ctl(), found(Zone, zone_id, "zone"), text_field(data, "name"),
                             flag(data, "trust_first_use"))
-    return Done(f"zone {zone.name} saved", url_for("inventory.zones"), {"zone": zone.name})
+    return Done(gettext("zone %(name)s saved", name=zone.name), url_for("inventory.zones"),
+                {"zone": zone.name})
 
 
 @action(bp, "/zones/<int:zone_id>/delete", response=shapes.ZoneSaved)
@@ -94,7 +114,8 @@ def delete_zone(zone_id: int):
     """Delete a zone without assets."""
     zone = found(Zone, zone_id, "zone")
     upkeep.delete_zone(zone)
-    return Done(f"zone {zone.name} deleted", url_for("inventory.zones"), {"zone": zone.name})
+    return Done(gettext("zone %(name)s deleted", name=zone.name), url_for("inventory.zones"),
+                {"zone": zone.name})
 
 
 @action(bp, "/assets/<int:asset_id>/edit", response=shapes.AssetSaved, body=forms.AssetEdit)
@@ -112,7 +133,8 @@ def edit_asset(asset_id: int):
         if is_api():
             raise
         return asset_form_again(asset_id, data, exc)
-    return Done(f"asset {saved.name} saved", url_for("inventory.asset", asset_id=asset_id),
+    return Done(gettext("asset %(name)s saved", name=saved.name),
+                url_for("inventory.asset", asset_id=asset_id),
                 {"asset": asset_row(found_asset(asset_id))})
 
 
@@ -122,8 +144,10 @@ def delete_asset(asset_id: int):
     """Delete an asset and its accounts (their records stay); refused while one rotates."""
     target = found_asset(asset_id)
     count = upkeep.delete_asset(target)
-    return Done(f"asset {target.name} deleted with {plural(count, 'account')} (their records "
-                "are kept)", url_for("inventory.assets"), {"asset": target.name, "accounts": count})
+    return Done(ngettext("asset %(name)s deleted with %(count)s account (their records are kept)",
+                         "asset %(name)s deleted with %(count)s accounts (their records are kept)",
+                         count, name=target.name, count=number(count)),
+                url_for("inventory.assets"), {"asset": target.name, "accounts": count})
 
 
 @action(bp, "/assets/<int:asset_id>/test", response=shapes.Started, statuses=(201,))
@@ -135,7 +159,7 @@ def test_connection(asset_id: int):
     if login is None:
         raise KeyturnError(f"asset {target.name} has no privileged account to log in with: "
                            "add one first")
-    return started(verify_accounts(ctl(), [login], current_actor()), "connection test")
+    return started(verify_accounts(ctl(), [login], current_actor()), gettext("connection test"))
 
 
 def found_account(account_id: int) -> Account:
@@ -156,7 +180,8 @@ def edit_account(account_id: int):
     saved = upkeep.edit_account(ctl(), account, text_field(data, "username") or None,
                                 flag(data, "privileged"), data.get("secret") or None,
                                 data.get("secret_type") or None)
-    return Done(f"account {saved.username}@{saved.asset.name} saved",
+    name = f"{saved.username}@{saved.asset.name}"
+    return Done(gettext("account %(name)s saved", name=name),
                 url_for("inventory.asset", asset_id=saved.asset_id),
                 {"account": serialize.account_row(saved)})
 
@@ -167,9 +192,9 @@ def delete_account(account_id: int):
     """Delete an account (its records stay, with its names); refused while it rotates."""
     account = found_account(account_id)
     upkeep.delete_account(account)
-    return Done(f"account {account.username}@{account.asset.name} deleted (its records are "
-                "kept)", url_for("inventory.asset", asset_id=account.asset_id),
-                {"account": account.id})
+    name = f"{account.username}@{account.asset.name}"
+    return Done(gettext("account %(name)s deleted (its records are kept)", name=name),
+                url_for("inventory.asset", asset_id=account.asset_id), {"account": account.id})
 
 
 @action(bp, "/accounts/<int:account_id>/verify", response=shapes.Started, statuses=(201,))
@@ -177,4 +202,4 @@ def delete_account(account_id: int):
 def verify_account(account_id: int):
     """Have a worker find which of the account's candidate secrets logs in, and settle on it."""
     account = found_account(account_id)
-    return started(verify_accounts(ctl(), [account], current_actor()), "verification")
+    return started(verify_accounts(ctl(), [account], current_actor()), gettext("verification"))

@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass, field
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext
 from pydantic import BaseModel
 
 from controller.web import forms
@@ -115,8 +116,10 @@ class Done:
 
 
 def started(execution, what: str) -> Done:
-    """The answer to an action that started an execution: go and watch it."""
-    return Done(f"{what} started as execution {execution.id}",
+    """The answer to an action that started an execution: go and watch it (`what`: already
+    in the page's language)."""
+    return Done(gettext("%(what)s started as execution %(execution)s", what=what,
+                        execution=execution.id),
                 url_for("executions.show", execution_id=execution.id),
                 {"execution": execution.id}, 201)
 
@@ -137,7 +140,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
                 done = view(**kwargs)
             except KeyturnError as exc:
                 refused(view, exc)
-                flash(said(exc), "error")
+                flash(shown(said(exc)), "error")
                 return redirect(back())
             if not isinstance(done, Done):
                 return done
@@ -179,6 +182,12 @@ def said(exc: Exception) -> str:
     """An operator's error as an answer shows it: cut to `MAX_MESSAGE` characters."""
     text = str(exc)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " …"
+
+
+def shown(text: str) -> str:
+    """A refusal in the page's words when the catalogue has it (an `N_`-marked one of ours),
+    else as it is; never gettext(""), which answers the catalogue's header."""
+    return gettext(text) if text else text
 
 
 def form_data(model: type[forms.Body] | None = None) -> dict:

@@ -51,6 +51,7 @@ const live = document.getElementById("live");
 const following = (status) => status === "running" || status === "paused";
 if (live && following(live.dataset.status)) {
   const log = document.getElementById("log");
+  const labels = JSON.parse(live.dataset.labels || "{}");
   const fmt = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
   const dur = (s) => {
     if (s === null) return "—";
@@ -69,7 +70,7 @@ if (live && following(live.dataset.status)) {
     const state = live.querySelector('[data-field="state"]');
     if (state) state.textContent = e.state || "—";
     const badge = live.querySelector('[data-field="status"]');
-    badge.textContent = e.status;
+    badge.textContent = labels[e.status] || e.status;     // the page's words for a status
     badge.className = `badge ${e.status}`;
     const total = e.total || 1;
     live.querySelector('[data-bar="ok"]').setAttribute("width", (100 * e.succeeded) / total);
