@@ -41,8 +41,12 @@ class MariaDB:
         self.root_password = ""                  # until `start` sets it
 
     def start(self) -> None:
+        # Its own temporary directory: two servers bootstrapping at once in /tmp (parallel test
+        # processes) failed on "Error on delete of '/tmp/#sql-temptable-...'".
+        (self.dir / "tmp").mkdir()
         run(["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.dir / 'data'}",
-             "--auth-root-authentication-method=normal", "--skip-test-db"], self.dir)
+             "--auth-root-authentication-method=normal", "--skip-test-db",
+             f"--tmpdir={self.dir / 'tmp'}"], self.dir)
         make_certificates(self.dir)
         with (self.dir / "error.log").open("wb") as errors:
             self.process = subprocess.Popen(
@@ -50,7 +54,7 @@ class MariaDB:
                  f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
                  "--skip-name-resolve", "--general-log=1",
                  f"--general-log-file={self.general_log_path}", f"--log-bin={self.dir / 'binlog'}",
-                 "--server-id=1", f"--pid-file={self.dir / 'pid'}",
+                 "--server-id=1", f"--pid-file={self.dir / 'pid'}", f"--tmpdir={self.dir / 'tmp'}",
                  f"--ssl-cert={self.dir / 'server.pem'}", f"--ssl-key={self.dir / 'server.key'}",
                  "--innodb-buffer-pool-size=16M"],
                 stdin=subprocess.DEVNULL, stdout=errors, stderr=subprocess.STDOUT)

@@ -80,7 +80,7 @@ def test_asset_add_refuses_what_its_platform_does_not_take(cli, args, words):
 
 
 @only_sqlite
-def test_asset_trust_is_refused_for_a_database_asset(cli):
+def test_asset_trust_is_refused_for_a_database_asset(cli, ctl):   # ctl: this test's database
     assert cli.run("asset", "add", "db-1", "--platform", "postgresql", "--address", "127.0.0.1",
                    "--zone", "z").returncode == 0
     for extra in ((), ("--host-key", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA")):

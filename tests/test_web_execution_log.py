@@ -69,8 +69,10 @@ def test_the_printable_report_is_for_auditors_without_secrets(ctl, as_admin, as_
     answer = as_auditor.get(f"/executions/{ran.id}/report")
     assert answer.status_code == 200
     page = answer.get_data(as_text=True)
-    assert "@media print" in page and "<nav>" not in page and "Retry failed" not in page
+    assert 'class="report"' in page and "<nav>" not in page and "Retry failed" not in page
+    print_rules = as_auditor.get("/static/app.css").get_data(as_text=True).split("@media print")[1]
+    assert ".no-print { display: none; }" in print_rules     # the page's links are not printed
     assert f"Execution {ran.id}: nightly" in page and "4 in total: 3 succeeded, 1 failed" in page
-    assert "login_failed: web-2: login refused" in page and page.count("<tr><td>") == 4
+    assert "login_failed: web-2: login refused" in page and page.count('<tr><td data-label="#">') == 4
     assert not [secret for secret in secrets_of(ctl, ran) if secret in page]
     assert as_admin.get("/executions/424242/report").status_code == 404

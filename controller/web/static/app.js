@@ -41,6 +41,9 @@ for (const box of document.querySelectorAll("input[data-filter]")) {
 }
 
 // Ask before a destructive button is used.
+for (const link of document.querySelectorAll("[data-print]")) {   // the report's Print link
+  link.addEventListener("click", (event) => { event.preventDefault(); window.print(); });
+}
 for (const form of document.querySelectorAll("form[data-confirm]")) {
   form.addEventListener("submit", (event) => { if (!confirm(form.dataset.confirm)) event.preventDefault(); });
 }
