@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import pytest
 
 from controller.embedded import services
 from controller.models import Account, Asset, Record
 from controller.web import users
+from tests.browser.conftest import ARTIFACTS
 from tests.web_support import PASSWORD, Person, make_person, next_code
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 OLD = {"alice": "alice-old-pw-1", "bob": "bob-old-pw-1"}
 
 
@@ -46,15 +44,6 @@ def console(ctl, hosts):
     yield running[-1].url
     for service in reversed(running):
         service.stop()
-
-
-@pytest.fixture
-def browser():
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield launched
-        launched.close()
 
 
 def add_inventory(page, base: str, hosts: dict) -> None:

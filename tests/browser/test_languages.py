@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_layout import (ARTIFACTS, CHROMIUM, DESKTOP, PHONE, console,  # noqa: F401
-                                       failures)
+from tests.browser.conftest import ARTIFACTS
+from tests.browser.test_layout import DESKTOP, PHONE, console, failures  # noqa: F401
 from tests.visible_text import console_pages
 from tests.web_support import next_code
 
@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite
 LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
 SIZES = {"desktop": DESKTOP, "phone": PHONE}
 SHOTS = ARTIFACTS / "languages"
-
-
-@pytest.fixture
-def browser():
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield launched
-        launched.close()
 
 
 def signed_in(browser, base: str, person, viewport: dict, locale: str):

@@ -6,20 +6,18 @@ strongly, the plan form's node picker is a tree, and on a phone the navigation m
 the page. Screenshots land in artifacts/."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from controller.models import Record
 from controller.web.server import WebServer
+from tests.browser.conftest import ARTIFACTS
 from tests.web_support import finish, next_code, save
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 DESKTOP, PHONE = {"width": 1440, "height": 900}, {"width": 390, "height": 844}
 LONG_REASON = ("web-2: the host refused the privileged login (Permission denied, please try "
                "again; the account may be locked or its password changed out of band)")
@@ -34,25 +32,20 @@ def console(ctl, app):
 
 
 @pytest.fixture
-def page_of(console, admin):
+def page_of(console, admin, browser):
     """A function giving a signed-in page of the given viewport size."""
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+    def open_page(viewport: dict):
+        page = browser.new_page(viewport=viewport)
+        page.goto(f"{console}/login")
+        page.fill("#username", admin.username)
+        page.fill("#password", admin.password)
+        page.click("button[type=submit]")
+        page.fill("#code", next_code(admin))
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{console}/overview")
+        return page
 
-        def open_page(viewport: dict):
-            page = browser.new_page(viewport=viewport)
-            page.goto(f"{console}/login")
-            page.fill("#username", admin.username)
-            page.fill("#password", admin.password)
-            page.click("button[type=submit]")
-            page.fill("#code", next_code(admin))
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{console}/overview")
-            return page
-
-        yield open_page
-        browser.close()
+    yield open_page
 
 
 @pytest.fixture
