@@ -74,8 +74,8 @@ def add_zone(ctl: Controller, name: str, public_key: str | None,
     An existing zone is refused unless `replace` (a new worker key, a new first-use setting)."""
     name = names.zone_name(name)
     if not replace and Zone.select().where(Zone.name == name).exists():
-        raise KeyturnError(f"zone {name} exists already (to give it another key or first-use "
-                           f"setting: keyturn zone add {name} --replace ...)")
+        raise KeyturnError("zone %(name)s exists already (to give it another key or first-use "
+                           "setting: keyturn zone add %(name)s --replace ...)", name=name)
     made_key = False
     if public_key:
         try:
@@ -183,8 +183,9 @@ def asset_params(kind: Platform, values: object) -> dict:
     unknown = sorted(str(key) for key in values if key not in known)
     if unknown:
         offered = f"use {', '.join(known)}" if known else "it has none"
-        raise names.BadName("params", f"{names.shown(unknown[0])} is not a parameter of "
-                                      f"{kind.title} assets ({offered})")
+        raise names.BadName("params", "%(param)s is not a parameter of %(platform)s assets "
+                                      "(%(offered)s)", param=names.shown(unknown[0]),
+                            platform=kind.title, offered=offered)
     try:
         parsed = kind.parse_params(values)
     except ValidationError as exc:
@@ -220,9 +221,9 @@ def host_key_line(value: object) -> str:
     try:
         load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
     except (ValueError, UnsupportedAlgorithm):
-        raise names.BadName("host_key", f"{names.shown(parts[0])} key does not parse (give a "
-                                        "whole Ed25519, ECDSA or RSA public key line, e.g. "
-                                        "from ssh-keyscan)") from None
+        raise names.BadName("host_key", "%(type)s key does not parse (give a whole Ed25519, "
+                                        "ECDSA or RSA public key line, e.g. from ssh-keyscan)",
+                            type=names.shown(parts[0])) from None
     return " ".join(parts[:2])
 
 
@@ -250,7 +251,7 @@ def save_asset(spec: NewAsset, existing: Asset | None = None) -> Asset:
     if existing is not None:
         taken = taken.where(Asset.id != existing.id)
     if taken.exists():
-        raise names.BadName("name", f"asset {spec.name} exists already")
+        raise names.BadName("name", "asset %(name)s exists already", name=spec.name)
     node = node_for_path(spec.node) if spec.node else None
     fields = {"name": spec.name, "address": spec.address, "port": spec.port,
               "platform": spec.platform, "zone": zone, "node": node, "host_key": spec.host_key,
@@ -262,13 +263,14 @@ def save_asset(spec: NewAsset, existing: Asset | None = None) -> Asset:
 
 
 def unknown_zone(name: str) -> KeyturnError:
-    return names.BadName("zone", f"unknown zone {name}: add it with `keyturn zone add {name}`")
+    return names.BadName("zone", "unknown zone %(name)s: add it with `keyturn zone add %(name)s`",
+                         name=name)
 
 
 def no_host_keys(label: str, kind: Platform) -> names.BadName:
     pinning = ", ".join(p.name for p in PLATFORMS.values() if p.host_keys)
-    return names.BadName(label, f"{kind.title} has no SSH host keys: only {pinning} assets "
-                                "pin one")
+    return names.BadName(label, "%(platform)s has no SSH host keys: only %(pinning)s assets "
+                                "pin one", platform=kind.title, pinning=pinning)
 
 
 def with_host_keys(asset: Asset) -> Asset:
@@ -303,7 +305,7 @@ def pin_host_key(asset: Asset, key_line: str, actor: str) -> None:
 def asset_by_name(name: str) -> Asset:
     found = Asset.get_or_none(Asset.name == name)
     if found is None:
-        raise KeyturnError(f"no asset named {name}")
+        raise KeyturnError("no asset named %(name)s", name=name)
     return found
 
 
@@ -311,14 +313,15 @@ def account_by_name(asset_name: str, username: str) -> Account:
     found = (Account.select().join(Asset)
              .where((Asset.name == asset_name) & (Account.username == username)).first())
     if found is None:
-        raise KeyturnError(f"no account {username} on asset {asset_name}")
+        raise KeyturnError("no account %(username)s on asset %(asset)s", username=username,
+                           asset=asset_name)
     return found
 
 
 def plan_by_name(name: str) -> Plan:
     found = Plan.get_or_none(Plan.name == name)
     if found is None:
-        raise KeyturnError(f"no plan named {name}")
+        raise KeyturnError("no plan named %(name)s", name=name)
     return found
 
 
@@ -352,16 +355,17 @@ def write_account(ctl: Controller, asset_name: str, username: object, secret: st
     on = platform(target.platform)
     username = names.username(username, on.name)
     if secret_type is not None and secret_type not in on.secret_types:
-        raise names.BadName("secret_type", f"{names.shown(secret_type)}: {on.title} accounts "
-                                           f"take {', '.join(on.secret_types)}")
+        raise names.BadName("secret_type", "%(type)s: %(platform)s accounts take %(types)s",
+                            type=names.shown(secret_type), platform=on.title,
+                            types=", ".join(on.secret_types))
     found = (Account.get_or_none((Account.asset == target) & (Account.username == username))
              or Account(asset=target, username=username))
     kind = secret_type or found.secret_type
     if kind != found.secret_type and secret is None and found.secret_current is not None:
-        raise names.BadName("secret_type", f"changing {username}@{asset_name} to {kind} needs "
-                                           f"its {kind} as the secret")
-    in_rotation = KeyturnError(f"{username}@{asset_name} is in a rotation; its secret cannot "
-                               f"be set now")
+        raise names.BadName("secret_type", "changing %(account)s to %(type)s needs its %(type)s "
+                            "as the secret", account=f"{username}@{asset_name}", type=kind)
+    in_rotation = KeyturnError("%(account)s is in a rotation; its secret cannot be set now",
+                               account=f"{username}@{asset_name}")
     sets_secret = secret is not None or kind != found.secret_type
     if sets_secret and found.busy_execution is not None:
         raise in_rotation
@@ -369,8 +373,8 @@ def write_account(ctl: Controller, asset_name: str, username: object, secret: st
     if secret is not None:
         secret = checked_secret(kind, secret)
         if on.typed_secrets and not typeable(secret):
-            raise RuleError("secret", f"holds a tab or another control character, which a "
-                                      f"{on.title} CLI cannot take")
+            raise RuleError("secret", "holds a tab or another control character, which a "
+                                      "%(platform)s CLI cannot take", platform=on.title)
         changes |= {Account.secret_previous: Account.secret_current,
                     Account.previous_since: Account.current_since,
                     Account.secret_current: ctl.vault.encrypt(secret),
@@ -438,9 +442,10 @@ def import_assets(data: bytes) -> Imported:
             write_batch(Asset, fields, values)
         except IntegrityError:
             raise KeyturnError(
-                f"{written} of {len(rows)} assets imported (the rows before line {batch[0][0]}); "
-                f"stopped at lines {batch[0][0]}-{batch[-1][0]}: an asset of one of their names "
-                f"was added meanwhile. Import the rest again.") from None
+                "%(written)s of %(rows)s assets imported (the rows before line %(first)s); "
+                "stopped at lines %(first)s-%(last)s: an asset of one of their names "
+                "was added meanwhile. Import the rest again.", written=written, rows=len(rows),
+                first=batch[0][0], last=batch[-1][0]) from None
         written, transactions = written + len(batch), transactions + 1
         logger.debug("import: %d of %d assets written", written, len(rows))
     logger.info("import: %d assets, %d new nodes, %d transactions", written, new_nodes,
@@ -454,14 +459,14 @@ def checked_rows(data: bytes) -> list[tuple[int, NewAsset]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise KeyturnError(f"the file is not UTF-8 text (byte {exc.start})") from None
+        raise KeyturnError("the file is not UTF-8 text (byte %(byte)s)", byte=exc.start) from None
     reader = csv.DictReader(io.StringIO(text))
     rows, errors, first_line = [], [], {}   # errors: (line, message)
     try:
         missing = [name for name in CSV_REQUIRED if name not in (reader.fieldnames or ())]
         if missing:
-            raise KeyturnError(f"CSV header lacks {', '.join(missing)} "
-                               f"(columns: {', '.join(CSV_FIELDS)})")
+            raise KeyturnError("CSV header lacks %(missing)s (columns: %(columns)s)",
+                               missing=", ".join(missing), columns=", ".join(CSV_FIELDS))
         for row in reader:
             line = reader.line_num
             try:

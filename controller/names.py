@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from shared.errors import KeyturnError
+from shared.errors import FieldError, KeyturnError, Said
 from shared import platforms
 from shared.bounded import ZONE_NAME
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS
@@ -23,14 +23,9 @@ PLAN_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,128}")   # one line: it goes into ma
 SHOWN = 40
 
 
-class BadName(KeyturnError, ValueError):
+class BadName(FieldError, ValueError):
     """A name breaks its rule; `field` says which one (a ValueError, so that a pydantic
     validator may raise it)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def shown(value: object) -> str:
@@ -45,20 +40,20 @@ def shown(value: object) -> str:
 
 def text(field: str, value: object) -> str:
     if not isinstance(value, str):
-        raise BadName(field, f"must be text, not {shown(value)}")
+        raise BadName(field, "must be text, not %(type)s", type=shown(value))
     return value
 
 
-def full_match(field: str, pattern: re.Pattern, value: object, rule: str) -> str:
+def full_match(field: str, pattern: re.Pattern, value: object, rule: Said) -> str:
     if not pattern.fullmatch(text(field, value)):
-        raise BadName(field, f"{shown(value)} is not valid: {rule}")
+        raise BadName(field, "%(value)s is not valid: %(rule)s", value=shown(value), rule=rule)
     return value
 
 
 def zone_name(value: object) -> str:
-    return full_match("zone", ZONE_NAME, value,
+    return full_match("zone", ZONE_NAME, value, Said(
                       "1-63 lowercase ASCII letters, digits, - and _, starting with a letter or "
-                      "digit")
+                      "digit"))
 
 
 def username(value: object, platform_name: str = DEFAULT_PLATFORM) -> str:
@@ -66,32 +61,36 @@ def username(value: object, platform_name: str = DEFAULT_PLATFORM) -> str:
     POSIX user name)."""
     kind = platforms.platform(platform_name)
     return full_match("username", kind.account_name, value,
-                      f"{kind.title} takes {kind.account_rule}")
+                      Said("%(platform)s takes %(rule)s", platform=kind.title,
+                           rule=Said(kind.account_rule)))
 
 
 def asset_name(value: object) -> str:
-    return full_match("name", ASSET_NAME, value,
-                      "1-128 ASCII letters, digits, . _ -, starting with a letter or digit")
+    return full_match("name", ASSET_NAME, value, Said(
+                      "1-128 ASCII letters, digits, . _ -, starting with a letter or digit"))
 
 
 def plan_name(value: object) -> str:
     if text("name", value) != value.strip():
         raise BadName("name", "must not begin or end with spaces")
-    return full_match("name", PLAN_NAME, value, "1-128 characters of any script on one line")
+    return full_match("name", PLAN_NAME, value,
+                      Said("1-128 characters of any script on one line"))
 
 
 def node_path(value: object) -> str:
     """`/prod/web` (leading and trailing slashes optional), each segment an asset-like name."""
     parts = [part for part in text("node", value).split("/") if part]
     if not parts:
-        raise BadName("node", f"{shown(value)}: use a path like /prod/web")
+        raise BadName("node", "%(value)s: use a path like /prod/web", value=shown(value))
     for part in parts:
         if not NODE_SEGMENT.fullmatch(part):
-            raise BadName("node", f"segment {shown(part)} is not valid: 1-128 ASCII letters, "
-                                     "digits, . _ -, starting with a letter or digit")
+            raise BadName("node", "segment %(segment)s is not valid: 1-128 ASCII letters, "
+                                  "digits, . _ -, starting with a letter or digit",
+                          segment=shown(part))
     path = "/" + "/".join(parts)
     if len(path) > NODE_PATH_MAX:
-        raise BadName("node", f"path is longer than {NODE_PATH_MAX} characters")
+        raise BadName("node", "path is longer than %(max_length)s characters",
+                      max_length=NODE_PATH_MAX)
     return path
 
 
@@ -105,7 +104,8 @@ def address(value: object) -> str:
     labels = given.split(".")
     if (len(given) > HOSTNAME_MAX or not all(HOST_LABEL.fullmatch(label) for label in labels)
             or labels[-1].isdigit()):
-        raise BadName("address", f"{shown(value)} is neither an IP address nor a host name")
+        raise BadName("address", "%(value)s is neither an IP address nor a host name",
+                      value=shown(value))
     return given
 
 
@@ -116,13 +116,14 @@ def port(value: object) -> int:
     elif isinstance(value, str) and PORT.fullmatch(value):
         number = int(value)
     else:
-        raise BadName("port", f"{shown(value)}: a number from 1 to 65535")
+        raise BadName("port", "%(value)s: a number from 1 to 65535", value=shown(value))
     if not 0 < number < 65536:
-        raise BadName("port", f"{number}: a number from 1 to 65535")
+        raise BadName("port", "%(value)s: a number from 1 to 65535", value=number)
     return number
 
 
 def platform(value: object) -> str:
     if text("platform", value) not in PLATFORMS:
-        raise BadName("platform", f"{shown(value)}: one of {', '.join(PLATFORMS)}")
+        raise BadName("platform", "%(value)s: one of %(platforms)s", value=shown(value),
+                      platforms=", ".join(PLATFORMS))
     return value

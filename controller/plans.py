@@ -16,7 +16,7 @@ from controller.secretgen import (DEFAULT_LENGTH, PasswordRules, RuleError, norm
 from controller.vault import Vault
 from controller.windows import parse_windows
 from shared.dialogues import typeable
-from shared.errors import KeyturnError
+from shared.errors import Invalid, KeyturnError, Said
 from shared.problems import plain
 from shared.platforms import PLATFORMS, SecretType, borrowed_params, param_names, platform
 
@@ -76,9 +76,9 @@ class PlanSpec(BaseModel):
         bad = [names.shown(name) for name in cleaned     # some platform's account name
                if not any(kind.account_name.match(name) for kind in PLATFORMS.values())]
         if bad:
-            raise ValueError(f"not a valid user name: {', '.join(bad[:5])}")
+            raise Invalid("not a valid user name: %(names)s", names=", ".join(bad[:5]))
         if not cleaned:
-            raise ValueError("name at least one user")
+            raise Invalid("name at least one user")
         return cleaned
 
     @field_validator("params")
@@ -88,12 +88,13 @@ class PlanSpec(BaseModel):
         plan may cover UNIX hosts and databases together)."""
         sealed = sorted(borrowed_params() & set(params))
         if sealed:
-            raise ValueError(f"{sealed[0]} is the secret of another account of the asset "
-                             f"(root, enable), never a plan's param")
+            raise Invalid("%(param)s is the secret of another account of the asset "
+                          "(root, enable), never a plan's param", param=sealed[0])
         unknown = sorted(set(params) - param_names())
         if unknown:
-            raise ValueError(f"unknown param {names.shown(unknown[0])}: use one of "
-                             f"{', '.join(sorted(param_names() - borrowed_params()))}")
+            raise Invalid("unknown param %(param)s: use one of %(params)s",
+                          param=names.shown(unknown[0]),
+                          params=", ".join(sorted(param_names() - borrowed_params())))
         for kind in PLATFORMS.values():
             kind.parse_params(params)
         return params
@@ -105,7 +106,7 @@ class PlanSpec(BaseModel):
             return None
         if not isinstance(waves, (str, list)) or not all(isinstance(w, str) for w in (
                 waves if isinstance(waves, list) else [])):
-            raise ValueError("a text such as 1,5%,25%,100% or a list of such parts")
+            raise Invalid("a text such as 1,5%,25%,100% or a list of such parts")
         return parse_waves(waves)
 
     @field_validator("max_failures")
@@ -186,14 +187,15 @@ def save_plan(spec: PlanSpec, vault: Vault, plan: Plan | None = None, *, now=Non
     nodes = {n.path: n for n in Node.select().where(Node.path.in_(spec.nodes))}
     missing = {"assets": [a for a in spec.assets if a not in assets],
                "nodes": [n for n in spec.nodes if n not in nodes]}
-    errors = {field: "unknown: " + ", ".join(names) for field, names in missing.items() if names}
+    errors = {field: Said("unknown: %(names)s", names=", ".join(names))
+              for field, names in missing.items() if names}
     clash = Plan.select().where((Plan.name == spec.name) & (Plan.id != (plan.id if plan else -1)))
     if clash.exists():
-        errors["name"] = "another plan has this name"
+        errors["name"] = Said("another plan has this name")
     typed_on = sorted(a.name for a in assets.values() if platform(a.platform).typed_secrets)
     if spec.secret and typed_on and not typeable(spec.secret.get_secret_value()):
-        errors["secret"] = (f"holds a tab or another control character, which the CLI of "
-                            f"{typed_on[0]} cannot take")
+        errors["secret"] = Said("holds a tab or another control character, which the CLI of "
+                                "%(asset)s cannot take", asset=typed_on[0])
     if errors:
         raise PlanError(errors)
     fields = spec.model_dump(exclude={"assets", "nodes", "secret", "passphrase", *ROLLOUT_FIELDS})

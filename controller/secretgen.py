@@ -11,20 +11,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
                                                           load_pem_private_key, load_ssh_private_key)
 
-from shared.errors import KeyturnError
+from shared.errors import FieldError, KeyturnError
 
 DEFAULT_SYMBOLS = "!#$%&()*+,-.:;<=?@[]_~"
 MIN_LENGTH, MAX_LENGTH, DEFAULT_LENGTH = 8, 64, 16
 MAX_GIVEN_SECRET = 1024
 
 
-class RuleError(KeyturnError, ValueError):
+class RuleError(FieldError, ValueError):
     """The rules cannot produce a secret (or a given secret is unusable); says which field."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -51,17 +46,20 @@ class PasswordRules:
 
     def validate(self) -> None:
         if not MIN_LENGTH <= self.length <= MAX_LENGTH:
-            raise RuleError("length", f"must be between {MIN_LENGTH} and {MAX_LENGTH}")
+            raise RuleError("length", "must be between %(min)s and %(max)s", min=MIN_LENGTH,
+                            max=MAX_LENGTH)
         stray = sorted(set(self.exclude_symbols) - set(DEFAULT_SYMBOLS))
         if stray:
-            raise RuleError("exclude_symbols", f"not in the symbol set: {''.join(stray)}")
+            raise RuleError("exclude_symbols", "not in the symbol set: %(symbols)s",
+                            symbols="".join(stray))
         classes = self.classes()
         if not classes:
             raise RuleError("rules", "turn on at least one of lowercase, uppercase, digits, symbols")
         if self.symbols and not classes[-1]:
             raise RuleError("exclude_symbols", "excludes every symbol while symbols are required")
         if len(classes) > self.length:
-            raise RuleError("length", f"is shorter than the {len(classes)} required character classes")
+            raise RuleError("length", "is shorter than the %(count)s required character classes",
+                            count=len(classes))
 
     def generate(self) -> str:
         return self.generate_many(1)[0]
@@ -118,7 +116,8 @@ def validate_given_secret(secret: str) -> None:
     if not secret:
         raise RuleError("secret", "is empty")
     if len(secret) > MAX_GIVEN_SECRET:
-        raise RuleError("secret", f"is longer than {MAX_GIVEN_SECRET} characters")
+        raise RuleError("secret", "is longer than %(max_length)s characters",
+                        max_length=MAX_GIVEN_SECRET)
     if any(c in secret for c in "\n\r\x00"):
         raise RuleError("secret", "must be one line without NUL characters")
 

@@ -142,7 +142,7 @@ def wait_for_window(execution: Execution, reason: str, *, next_wave: bool) -> bo
 def found(execution_id: int) -> Execution:
     execution = Execution.get_or_none(Execution.id == execution_id)
     if execution is None:
-        raise KeyturnError(f"no execution {execution_id}")
+        raise KeyturnError("no execution %(id)s", id=execution_id)
     return execution
 
 
@@ -158,8 +158,8 @@ def pause_execution(execution_id: int, actor: str) -> Execution:
     done = (hold(execution, "operator", reason, "running")
             or hold(execution, "operator", reason, "paused", paused_by="window"))
     if not done:
-        raise KeyturnError(f"execution {execution_id} is {state(execution)}: only a running "
-                           f"execution pauses")
+        raise KeyturnError("execution %(id)s is %(state)s: only a running execution pauses",
+                           id=execution_id, state=state(execution))
     audit(actor, "execution.pause", execution, reason)
     return found(execution_id)
 
@@ -169,8 +169,8 @@ def resume_execution(ctl: Controller, execution_id: int, actor: str,
     """Dispatch a paused execution's records again: after the brake, from the next wave on."""
     execution = found(execution_id)
     if execution.status != "paused":
-        raise KeyturnError(f"execution {execution_id} is {state(execution)}: only a paused "
-                           f"execution resumes")
+        raise KeyturnError("execution %(id)s is %(state)s: only a paused execution resumes",
+                           id=execution_id, state=state(execution))
     brake = execution.paused_by == "brake"
     now = now or utcnow()
     if window_open(ctl, execution.rollout, now):
@@ -180,7 +180,7 @@ def resume_execution(ctl: Controller, execution_id: int, actor: str,
         done = wait_for_window(execution, window_reason(ctl, execution, now), next_wave=brake)
         detail = f"resumed by {actor}, waiting for its window"
     if not done:
-        raise KeyturnError(f"execution {execution_id} changed meanwhile: look again")
+        raise KeyturnError("execution %(id)s changed meanwhile: look again", id=execution_id)
     detail += f": wave {execution.wave + 1} opened" if brake else ""
     log(execution.id, detail)
     audit(actor, "execution.resume", execution, detail)
@@ -198,8 +198,8 @@ def cancel_execution(execution_id: int, actor: str) -> Execution:
                  .where((Execution.id == execution_id)
                         & Execution.status.in_(("running", "paused"))).execute())
         if not ended:
-            raise KeyturnError(f"execution {execution_id} is {state(execution)}: only a running "
-                               f"or paused execution is cancelled")
+            raise KeyturnError("execution %(id)s is %(state)s: only a running or paused execution "
+                               "is cancelled", id=execution_id, state=state(execution))
         cancelled = list(Record.update(status="cancelled", error_code="cancelled",
                                        error=f"cancelled by {actor} before it was sent",
                                        finished_at=now)

@@ -16,7 +16,7 @@ from controller.audit import audit
 from controller.db import database
 from controller.models import IN_FLIGHT, Account, Asset, Node, Record, WorkerSeen, Zone
 from controller.runtime import Controller
-from shared.errors import KeyturnError
+from shared.errors import N_, KeyturnError, Said, counted
 from shared.platforms import platform
 from shared.words import plural
 
@@ -41,11 +41,13 @@ def busy_executions(accounts) -> list[int]:
         Record.account.in_(accounts) & Record.status.in_(IN_FLIGHT)).distinct().tuples()})
 
 
-def refuse_in_flight(what: str, accounts, doing: str) -> None:
+def refuse_in_flight(refusal: Said, accounts) -> None:
+    """Refuse (`refusal`: what cannot be done now) while `accounts` are in a rotation."""
     running = busy_executions(accounts)
     if running:
-        raise KeyturnError(f"{what} cannot be {doing} now: a rotation is in flight "
-                           f"(execution {', '.join(map(str, running))}); wait for it to end")
+        raise KeyturnError("%(refusal)s: a rotation is in flight (execution %(executions)s); "
+                           "wait for it to end", refusal=refusal,
+                           executions=", ".join(map(str, running)))
 
 
 # ---- assets ---------------------------------------------------------------------------------
@@ -66,8 +68,8 @@ def edit_asset(asset: Asset, changes: dict) -> Asset:
     Moving to another zone or platform waits for a rotation in flight."""
     unknown = sorted(set(changes) - set(ASSET_FIELDS))
     if unknown:
-        raise names.BadName(unknown[0], f"is not a field of an asset (use "
-                                        f"{', '.join(ASSET_FIELDS)})")
+        raise names.BadName(unknown[0], "is not a field of an asset (use %(fields)s)",
+                            fields=", ".join(ASSET_FIELDS))
     before = asset_fields(asset)
     row = dict(before)
     if changes.get("platform") not in (None, "", before["platform"]):
@@ -78,8 +80,8 @@ def edit_asset(asset: Asset, changes: dict) -> Asset:
     row |= changes
     spec = inventory.asset_from_row(row)
     if (spec.zone, spec.platform) != (before["zone"], before["platform"]):
-        refuse_in_flight(f"asset {asset.name}", accounts_of(asset),
-                         "moved to another zone or platform")
+        refuse_in_flight(Said("asset %(name)s cannot be moved to another zone or platform now",
+                              name=asset.name), accounts_of(asset))
     if spec.platform != before["platform"]:
         misfits(asset, platform(spec.platform))
     saved = inventory.save_asset(spec, asset)
@@ -92,14 +94,15 @@ def misfits(asset: Asset, kind) -> None:
     type it has not)."""
     for account in Account.select().where(Account.asset == asset.id).order_by(Account.username):
         if account.secret_type not in kind.secret_types:
-            raise names.BadName("platform", f"{kind.title} accounts take "
-                                            f"{', '.join(kind.secret_types)}, and "
-                                            f"{account.username} has a {account.secret_type}")
+            raise names.BadName("platform", "%(platform)s accounts take %(types)s, and "
+                                            "%(username)s has a %(type)s", platform=kind.title,
+                                types=", ".join(kind.secret_types), username=account.username,
+                                type=account.secret_type)
         try:
             names.username(account.username, kind.name)
         except names.BadName as exc:
-            raise names.BadName("platform", f"account {account.username} does not fit: "
-                                            f"{exc.message}") from None
+            raise names.BadName("platform", "account %(username)s does not fit: %(problem)s",
+                                username=account.username, problem=exc.message) from None
 
 
 def accounts_of(asset: Asset):
@@ -111,13 +114,13 @@ def delete_asset(asset: Asset) -> int:
     went). Refused while one of its accounts is in a rotation."""
     accounts = accounts_of(asset)
     with database.atomic():
-        refuse_in_flight(f"asset {asset.name}", accounts, "deleted")
+        refuse_in_flight(Said("asset %(name)s cannot be deleted now", name=asset.name), accounts)
         count = accounts.count()
         keep_names(accounts, asset.name)
         before = asset_fields(asset)
         if not Asset.delete().where((Asset.id == asset.id) & ~in_flight(accounts)).execute():
-            raise KeyturnError(f"asset {asset.name} was not deleted: a rotation of it began "
-                               "meanwhile")
+            raise KeyturnError("asset %(name)s was not deleted: a rotation of it began meanwhile",
+                               name=asset.name)
         audit("asset.delete", f"asset/{asset.name}", f"with {plural(count, 'account')}",
               before=before)
     return count
@@ -142,10 +145,12 @@ def edit_account(ctl: Controller, account: Account, username: str | None = None,
     with database.atomic():
         if username is not None and username != account.username:
             username = names.username(username, asset.platform)
-            refuse_in_flight(f"{account.username}@{asset.name}", [account.id], "renamed")
+            refuse_in_flight(Said("%(account)s cannot be renamed now",
+                                  account=f"{account.username}@{asset.name}"), [account.id])
             if Account.select().where((Account.asset == asset.id)
                                       & (Account.username == username)).exists():
-                raise names.BadName("username", f"{username}@{asset.name} exists already")
+                raise names.BadName("username", "%(account)s exists already",
+                                    account=f"{username}@{asset.name}")
             Account.update(username=username).where(Account.id == account.id).execute()
             account.username = username
         if privileged is False:
@@ -163,12 +168,13 @@ def delete_account(account: Account) -> None:
     """Delete an account, keeping its records (with its names). Refused while in a rotation."""
     where = f"{account.username}@{account.asset.name}"
     with database.atomic():
-        refuse_in_flight(where, [account.id], "deleted")
+        refuse_in_flight(Said("%(account)s cannot be deleted now", account=where), [account.id])
         keep_names([account.id], account.asset.name)
         before = inventory.account_fields(account)
         if not Account.delete().where((Account.id == account.id)
                                       & ~in_flight([account.id])).execute():
-            raise KeyturnError(f"{where} was not deleted: a rotation of it began meanwhile")
+            raise KeyturnError("%(account)s was not deleted: a rotation of it began meanwhile",
+                               account=where)
         audit("account.delete", f"account/{account.asset.name}/{account.username}",
               before=before)
 
@@ -188,9 +194,10 @@ def rename_node(node: Node, new_path: object) -> Node:
     if path == old:
         return node
     if path.startswith(old + "/"):
-        raise names.BadName("path", f"{path} is inside {old}")
+        raise names.BadName("path", "%(path)s is inside %(old)s", path=path, old=old)
     if Node.select().where(Node.path == path).exists():
-        raise names.BadName("path", f"node {path} exists already (delete or rename it first)")
+        raise names.BadName("path", "node %(path)s exists already (delete or rename it first)",
+                            path=path)
     with database.atomic():
         for inner in list(subtree(node)):
             Node.update(path=path + inner.path[len(old):]).where(Node.id == inner.id).execute()
@@ -215,9 +222,11 @@ def delete_node(node: Node, confirm: bool = False) -> tuple[int, int]:
     children, assets = node_contents(node)
     if (children or assets) and not confirm:
         raise NeedsConfirmation(
-            f"node {node.path} holds {plural(children, 'node')} and {plural(assets, 'asset')}: "
-            f"deleting it deletes the nodes and leaves the assets in no node (plans targeting "
-            f"these nodes lose them); confirm to delete")
+            "node %(path)s holds %(nodes)s and %(assets)s: deleting it deletes the nodes and "
+            "leaves the assets in no node (plans targeting these nodes lose them); confirm to "
+            "delete", path=node.path, nodes=counted(children, N_("%(count)s node"),
+                                                    N_("%(count)s nodes")),
+            assets=counted(assets, N_("%(count)s asset"), N_("%(count)s assets")))
     with database.atomic():
         ids = [n.id for n in subtree(node)]
         Asset.update(node=None).where(Asset.node.in_(ids)).execute()
@@ -245,13 +254,14 @@ def edit_zone(ctl: Controller, zone: Zone, name: object = None,
         if name is not None and name != zone.name:
             name = names.zone_name(name)
             if Zone.select().where(Zone.name == name).exists():
-                raise names.BadName("name", f"zone {name} exists already")
-            refuse_in_flight(f"zone {zone.name}", Account.select(Account.id).join(Asset).where(
-                Asset.zone == zone.id), "renamed")
+                raise names.BadName("name", "zone %(name)s exists already", name=name)
+            refuse_in_flight(Said("zone %(name)s cannot be renamed now", name=zone.name),
+                             Account.select(Account.id).join(Asset).where(Asset.zone == zone.id))
             old_key = ctl.settings.zone_key_path(zone.name)
             new_key = ctl.settings.zone_key_path(name)
             if new_key.exists():
-                raise KeyturnError(f"zone {name}: a key file {new_key} is in the way")
+                raise KeyturnError("zone %(name)s: a key file %(file)s is in the way", name=name,
+                                   file=new_key)
             WorkerSeen.delete().where(WorkerSeen.zone == zone.name).execute()
             zone.name = name
             if old_key.exists():
@@ -267,8 +277,9 @@ def delete_zone(zone: Zone) -> None:
     """Delete a zone that has no assets (move or delete them first)."""
     count = Asset.select().where(Asset.zone == zone.id).count()
     if count:
-        raise KeyturnError(f"zone {zone.name} has {plural(count, 'asset')}: move them to another "
-                           f"zone or delete them first")
+        raise KeyturnError("zone %(name)s has %(assets)s: move them to another zone or delete "
+                           "them first", name=zone.name,
+                           assets=counted(count, N_("%(count)s asset"), N_("%(count)s assets")))
     with database.atomic():
         WorkerSeen.delete().where(WorkerSeen.zone == zone.name).execute()
         zone.delete_instance()

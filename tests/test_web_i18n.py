@@ -239,3 +239,38 @@ def test_a_refusal_is_shown_in_the_pages_words_only_when_ours(app):
         assert shown("") == ""                         # not the catalogue's header
     with app.test_request_context("/api/v1/overview", headers={"Accept-Language": "zh-CN"}):
         assert shown("the current password is wrong") == "the current password is wrong"
+
+
+LONG_PATH = "/" + "a" * 600            # longer than the node column (`forms.NewNode`)
+NOT_A_PATH = "no slash"                 # a segment with a space: `names.node_path` refuses it
+REFUSED = ("node: segment no slash is not valid: 1-128 ASCII letters, digits, . _ -, "
+           "starting with a letter or digit")
+
+
+def test_bad_form_values_are_said_in_chinese_on_pages_and_in_english_in_the_api(chinese):
+    """A form's field problem (pydantic's, in our words) and a core module's refusal are said
+    in the page's language, their data as it is; the API answers the same English as ever."""
+    too_long = chinese.post("/nodes/new", {"path": LONG_PATH})
+    assert too_long.status_code == 400
+    assert "最多 512 个字符" in html.unescape(too_long.text), too_long.text
+    refused = chinese.post("/nodes/new", {"path": NOT_A_PATH}, follow_redirects=True)
+    text = html.unescape(refused.text)
+    assert "路径段 no slash 无效：须为 1-128 个 ASCII 字母" in text, text
+    assert "is not valid" not in text
+    answered = chinese.post_json("/api/v1/nodes/new", {"path": LONG_PATH})
+    assert answered.status_code == 400
+    assert answered.json["error"] == "path: at most 512 characters"
+    answered = chinese.post_json("/api/v1/nodes/new", {"path": NOT_A_PATH})
+    assert answered.status_code == 409 and answered.json["error"] == REFUSED
+
+
+def test_a_refusal_keeps_its_english_for_the_cli():
+    """`str(exc)`, what the CLI prints (and the API, the audit log), is the template filled in
+    English; the console's words come from the same template and parameters."""
+    from controller import names
+
+    with pytest.raises(names.BadName) as caught:
+        names.node_path(NOT_A_PATH)
+    assert str(caught.value) == REFUSED
+    said = caught.value.said(lambda text: text.replace("is not valid", "IS NOT VALID"))
+    assert said.startswith("node: segment no slash IS NOT VALID")

@@ -4,7 +4,8 @@ brings):
     python -m controller.web.catalogue        # extract, merge into each .po, compile the .mo
 
 It extracts every message of the web package (babel.cfg: Python `gettext`/`ngettext`/`N_`,
-templates `_`/`ngettext`, the `say` hooks of the rollout's phrases) plus the platform registry's texts the pages show
+templates `_`/`ngettext`, the `say` hooks of the rollout's phrases, the message templates of
+the refusals the core modules raise, `ERRORS`) plus the platform registry's texts the pages show
 (`terms.registry_texts`), merges them into each language's messages.po (new ones empty,
 gone ones dropped, fuzzy matching off: a guess is never shipped) and compiles messages.mo
 next to it. The .mo files are committed and shipped as package data, so an install needs
@@ -24,8 +25,12 @@ from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parents[2]          # the checkout: babel.cfg's paths start here
 TRANSLATIONS = Path(__file__).parent / "translations"
-# N_: marked, translated where shown; say/say_counted: the hooks of controller.rollout/gates
-KEYWORDS = DEFAULT_KEYWORDS | {"N_": None, "say": None, "say_counted": (1, 2)}
+# N_: marked, translated where shown; say/say_counted: the hooks of controller.rollout/gates;
+# the error classes and `Said` of `shared.errors`: their message template (a field error's is
+# its second argument, after the field's name)
+ERRORS = {"KeyturnError": None, "Invalid": None, "NeedsConfirmation": None, "Said": None,
+          "BadName": (2,), "RuleError": (2,), "FieldError": (2,)}
+KEYWORDS = DEFAULT_KEYWORDS | {"N_": None, "say": None, "say_counted": (1, 2)} | ERRORS
 PROJECT = "keyturn"
 
 

@@ -17,6 +17,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
 from controller.models import Account, Asset, Node, User, Zone
+from shared.errors import N_, Invalid, Said, translated
 from shared.problems import plain
 
 DIGITS = re.compile(r"[0-9]{1,18}")          # 10**18 - 1 < 2**63 - 1: every value fits a BIGINT
@@ -34,6 +35,13 @@ class BadInput(BadRequest):
     def __init__(self, problems: dict[str, str]):
         super().__init__("; ".join(f"{field}: {problem}" for field, problem in problems.items()))
         self.fields = list(problems)
+        self.problems = problems
+
+    def said(self, translate) -> str:
+        """The problems through `translate` (a gettext; `Said` ones filled in), each field by
+        its label in that language when the catalogue has one."""
+        return "; ".join(f"{translated(field, translate)}: {translated(problem, translate)}"
+                         for field, problem in self.problems.items())
 
 
 # ---- numbers ------------------------------------------------------------------------------
@@ -44,7 +52,7 @@ def whole_number(value: Any) -> int:
         return value
     if isinstance(value, str) and DIGITS.fullmatch(value.strip()):
         return int(value.strip())
-    raise ValueError("a whole number of at most 18 digits")
+    raise Invalid(N_("a whole number of at most 18 digits"))
 
 
 def number(field: str, value: Any) -> int:
@@ -52,7 +60,7 @@ def number(field: str, value: Any) -> int:
     try:
         return whole_number(value)
     except ValueError as exc:
-        raise BadInput({field: str(exc)}) from None
+        raise BadInput({field: Said(exc.template)}) from None
 
 
 def int_arg(name: str, default: int | None = None) -> int | None:
@@ -77,11 +85,11 @@ def _text(limit: int, lines: bool, strip: bool):
             return value            # pydantic names the wrong type
         value = value.strip() if strip else value
         if NUL in value:
-            raise ValueError("must not contain NUL")
+            raise Invalid(N_("must not contain NUL"))
         if not lines and CONTROL.search(value):
-            raise ValueError("must be one line, without control characters")
+            raise Invalid(N_("must be one line, without control characters"))
         if len(value) > limit:
-            raise ValueError(f"at most {limit} characters")
+            raise Invalid(N_("at most %(max_length)s characters"), max_length=limit)
         return value
     return check
 
@@ -336,9 +344,10 @@ def check_request() -> None:
     a JSON body parses, nests at most `MAX_DEPTH` deep and holds no NUL."""
     for name, value in request.args.items(multi=True):
         if CONTROL.search(value):
-            raise BadInput({label(name): "must be one line, without control characters"})
+            raise BadInput({label(name): Said(N_("must be one line, without control characters"))})
         if len(value) > MAX_QUERY_VALUE:
-            raise BadInput({label(name): f"at most {MAX_QUERY_VALUE} characters"})
+            raise BadInput({label(name): Said(N_("at most %(max_length)s characters"),
+                                              max_length=MAX_QUERY_VALUE)})
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
     if request.is_json and request.get_data():
@@ -349,7 +358,7 @@ def check_request() -> None:
     else:
         for name, value in request.form.items(multi=True):
             if NUL in value:
-                raise BadInput({label(name): "must not contain NUL"})
+                raise BadInput({label(name): Said(N_("must not contain NUL"))})
 
 
 def label(name: str) -> str:

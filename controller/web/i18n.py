@@ -80,6 +80,16 @@ def when(moment: datetime | None) -> str:
     return format_datetime(moment, TIME_PATTERNS.get(language(), "medium"))
 
 
+def time_pattern() -> str:
+    """The CLDR pattern `when` formats a time with in this language."""
+    chosen = TIME_PATTERNS.get(language())
+    if chosen:
+        return chosen
+    locale = get_locale() or Locale.parse(DEFAULT)
+    return (str(locale.datetime_formats["medium"]).replace("{1}", locale.date_formats["medium"].pattern)
+            .replace("{0}", locale.time_formats["medium"].pattern))
+
+
 def number(value) -> str:
     """A count with this language's grouping (1,234 in both of ours)."""
     return format_decimal(value or 0)

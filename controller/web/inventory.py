@@ -18,7 +18,7 @@ from controller.web.i18n import number
 from controller.web.paging import keyset
 from controller.web.security import admin_required
 from controller.web.views import Done, action, form_data, is_api, page
-from shared.errors import KeyturnError
+from shared.errors import FieldError, KeyturnError
 from shared.messages import SCHEMA_VERSION
 from shared.platforms import DEFAULT_PLATFORM, PLATFORMS, Platform
 
@@ -170,7 +170,7 @@ def asset_form_again(asset_id: int | None, typed: dict, exc: KeyturnError):
     """The page of the asset form (the assets page to add, the asset's page to edit) again,
     with the form as typed and the error beside its field (422): one mistake does not cost
     every value."""
-    errors = {getattr(exc, "field", "form"): getattr(exc, "message", str(exc))}
+    errors = {exc.field: exc.message} if isinstance(exc, FieldError) else {"form": exc}
     if asset_id is None:
         return render_template("inventory/assets.html", **assets(), typed=typed,
                                errors=errors), 422

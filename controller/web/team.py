@@ -123,7 +123,8 @@ def profile():
 def chosen_language(value: str) -> str | None:
     """A language of the console's, or None (blank: follow the browser)."""
     if value and value not in i18n.LANGUAGES:
-        raise KeyturnError(f"language must be one of {', '.join(i18n.LANGUAGES)} or blank")
+        raise KeyturnError("language must be one of %(languages)s or blank",
+                           languages=", ".join(i18n.LANGUAGES))
     return value or None
 
 

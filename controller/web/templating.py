@@ -9,9 +9,10 @@ from flask import Flask, request, url_for
 from flask_babel import gettext
 
 from controller.models import utcnow
-from controller.web.i18n import number, when
+from controller.web.i18n import number, time_pattern, when
 from controller.web.security import csrf_token
-from controller.web.terms import labels, problem_name, problem_text, registry, schedule, term
+from controller.web.terms import (labels, problem_name, problem_text, registry, said,
+                                  schedule, term)
 
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 1000, 200, 26
 
@@ -27,6 +28,15 @@ def duration(seconds: float | None) -> str:
     if minutes:
         return gettext("%(minutes)sm %(seconds)02ds", minutes=minutes, seconds=secs)
     return gettext("%(seconds)ss", seconds=secs)
+
+
+def clock_words() -> dict[str, str]:
+    """How `duration` and `when` say a length and a time in this language, for the script
+    that updates a running execution's page (app.js): the templates with their placeholders,
+    and the time's CLDR pattern."""
+    return {"hm": gettext("%(hours)sh %(minutes)02dm"),
+            "ms": gettext("%(minutes)sm %(seconds)02ds"),
+            "s": gettext("%(seconds)ss"), "time": time_pattern()}
 
 
 def ago(moment: datetime | None) -> str:
@@ -85,10 +95,10 @@ def nice_ceiling(value: float) -> int:
 
 def install(app: Flask) -> None:
     app.jinja_env.filters.update(when=when, duration=duration, ago=ago, number=number,
-                               term=term, registry=registry,
+                               term=term, registry=registry, said=said,
                                schedule=schedule)
     app.jinja_env.globals.update(csrf_token=csrf_token, page_url=page_url,
-                                 daily_chart=daily_chart, labels=labels,
+                                 daily_chart=daily_chart, labels=labels, clock_words=clock_words,
                                  problem_name=problem_name, problem_text=problem_text)
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True

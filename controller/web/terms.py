@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask_babel import gettext
 
 from controller.web.i18n import N_
+from shared.errors import translated
 
 TERMS = {
     # statuses of executions and records (a badge's text)
@@ -37,6 +38,11 @@ def term(value) -> str:
 def labels(*values: str) -> dict[str, str]:
     """Several values' words, for a script on the page that shows them live (app.js)."""
     return {value: term(value) for value in values}
+
+
+def said(text) -> str:
+    """A message of ours (a `Said`, a `KeyturnError`, a marked text) in the page's language."""
+    return translated(text, gettext)
 
 
 def registry(text: str | None) -> str:
@@ -94,6 +100,8 @@ def problem_text(problem) -> str:
     """What went wrong: our own description in the page's language when the catalogue has
     it (an `N_`-marked one), werkzeug's default as our sentence for the status, else as
     it is (a description that names a value, like "no plan 7", stays English)."""
+    if hasattr(problem, "said"):                 # a `forms.BadInput`: its problems, said here
+        return problem.said(gettext)
     description = problem.description or ""
     if description == type(problem).description and problem.code in PROBLEMS:
         return gettext(PROBLEMS[problem.code][1])

@@ -157,8 +157,8 @@ def test_connection(asset_id: int):
     target = found_asset(asset_id)
     login = Account.get_or_none((Account.asset == target.id) & Account.privileged)
     if login is None:
-        raise KeyturnError(f"asset {target.name} has no privileged account to log in with: "
-                           "add one first")
+        raise KeyturnError("asset %(name)s has no privileged account to log in with: "
+                           "add one first", name=target.name)
     return started(verify_accounts(ctl(), [login], current_actor()), gettext("connection test"))
 
 

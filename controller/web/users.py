@@ -32,7 +32,8 @@ def check_password(password: str) -> str:
     """`password` if a console user may have it (asked before hashing, so a prompt can ask
     again)."""
     if len(password) < MIN_PASSWORD:
-        raise KeyturnError(f"password: too short (use at least {MIN_PASSWORD} characters)")
+        raise KeyturnError("password: too short (use at least %(min_length)s characters)",
+                           min_length=MIN_PASSWORD)
     return password
 
 
@@ -70,15 +71,15 @@ def create_user(username: str, password: str, role: str, email: str | None = Non
 def check_new_name(username: str) -> None:
     """A name a new user may take (checked before anyone is asked for a password)."""
     if not USERNAME.match(username):
-        raise KeyturnError(f"user name {username!r} is not valid (use 1-32 ASCII letters, "
-                           "digits, _ . -, starting with a letter or _)")
+        raise KeyturnError("user name %(name)s is not valid (use 1-32 ASCII letters, "
+                           "digits, _ . -, starting with a letter or _)", name=repr(username))
     if User.select().where(User.username == username).exists():
-        raise KeyturnError(f"user {username} exists already")
+        raise KeyturnError("user %(name)s exists already", name=username)
 
 
 def check_role(role: str) -> None:
     if role not in ROLES:
-        raise KeyturnError(f"role {role!r}: one of {', '.join(ROLES)}")
+        raise KeyturnError("role %(role)s: one of %(roles)s", role=repr(role), roles=", ".join(ROLES))
 
 
 def set_role(user: User, role: str) -> None:
@@ -167,9 +168,10 @@ def new_api_token(user: User, scopes: tuple[str, ...] = ()) -> str:
     (`TOKEN_SCOPES`) let it do what otherwise needs a TOTP code; `reveal` is for admins."""
     for scope in scopes:
         if scope not in TOKEN_SCOPES:
-            raise KeyturnError(f"scope {scope!r}: one of {', '.join(TOKEN_SCOPES)}")
+            raise KeyturnError("scope %(scope)s: one of %(scopes)s", scope=repr(scope),
+                               scopes=", ".join(TOKEN_SCOPES))
     if "reveal" in scopes and user.role != "admin":
-        raise KeyturnError(f"scope reveal: {user.username} is not an admin")
+        raise KeyturnError("scope reveal: %(name)s is not an admin", name=user.username)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     User.update(api_token_hash=_token_hash(token),
                 api_token_scopes=" ".join(sorted(set(scopes))) or None).where(
@@ -197,5 +199,5 @@ def user_for_token(token: str) -> User | None:
 def user_by_name(username: str) -> User:
     found = User.get_or_none(User.username == username)
     if found is None:
-        raise KeyturnError(f"no user named {username}")
+        raise KeyturnError("no user named %(name)s", name=username)
     return found

@@ -15,7 +15,7 @@ from flask_babel import gettext
 from pydantic import BaseModel
 
 from controller.web import forms
-from shared.errors import KeyturnError
+from shared.errors import KeyturnError, translated
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_MESSAGE = 2000      # of an error's text: whatever it quotes, an answer never echoes megabytes
@@ -140,7 +140,7 @@ def action(bp: Blueprint, rule: str, methods=("POST",), *, response: type[BaseMo
                 done = view(**kwargs)
             except KeyturnError as exc:
                 refused(view, exc)
-                flash(shown(said(exc)), "error")
+                flash(shown(exc), "error")
                 return redirect(back())
             if not isinstance(done, Done):
                 return done
@@ -184,10 +184,12 @@ def said(exc: Exception) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " …"
 
 
-def shown(text: str) -> str:
-    """A refusal in the page's words when the catalogue has it (an `N_`-marked one of ours),
-    else as it is; never gettext(""), which answers the catalogue's header."""
-    return gettext(text) if text else text
+def shown(exc: KeyturnError | str) -> str:
+    """A refusal in the page's words: its template through the catalogue, its parameters
+    (data) filled in as they are (a plain text: when the catalogue has it); cut as `said`
+    cuts it."""
+    text = translated(exc, gettext)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " …"
 
 
 def form_data(model: type[forms.Body] | None = None) -> dict:

@@ -55,12 +55,29 @@ const following = (status) => status === "running" || status === "paused";
 if (live && following(live.dataset.status)) {
   const log = document.getElementById("log");
   const labels = JSON.parse(live.dataset.labels || "{}");
-  const fmt = (iso) => (iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "—");
+  // The page's words for a length and a time (data-clock: gettext templates and a CLDR
+  // pattern, as the server says them), so a live update reads like the rest of the page.
+  const clock = JSON.parse(live.dataset.clock || "{}");
+  const fill = (template, values) =>
+    template.replace(/%\((\w+)\)(02d|s)/g, (_, name, kind) =>
+      kind === "02d" ? String(values[name]).padStart(2, "0") : String(values[name]));
+  const two = (n) => String(n).padStart(2, "0");
+  const fmt = (iso) => {
+    if (!iso) return "—";
+    const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)/.exec(iso);
+    if (!m) return iso;
+    const [y, mo, d, h, mi, s] = m.slice(1).map(Number);
+    const parts = { yyyy: m[1], y: String(y), MM: two(mo), M: String(mo), dd: two(d), d: String(d),
+                    HH: two(h), H: String(h), mm: two(mi), ss: two(s) };
+    return (clock.time || "yyyy-MM-dd HH:mm:ss").replace(/yyyy|y|MM|M|dd|d|HH|H|mm|ss/g, (t) => parts[t]);
+  };
   const dur = (s) => {
     if (s === null) return "—";
     s = Math.round(s);
-    const h = Math.floor(s / 3600), mi = Math.floor((s % 3600) / 60), se = s % 60;
-    return h ? `${h}h ${String(mi).padStart(2, "0")}m` : mi ? `${mi}m ${String(se).padStart(2, "0")}s` : `${se}s`;
+    const hours = Math.floor(s / 3600), minutes = Math.floor((s % 3600) / 60), seconds = s % 60;
+    if (hours) return fill(clock.hm || "%(hours)sh %(minutes)02dm", { hours, minutes });
+    if (minutes) return fill(clock.ms || "%(minutes)sm %(seconds)02ds", { minutes, seconds });
+    return fill(clock.s || "%(seconds)ss", { seconds });
   };
 
   function render(e) {
