@@ -25,13 +25,14 @@ from peewee import Expression
 from controller.db import database
 from controller.models import Execution, Plan, utcnow
 from controller.runtime import Controller
+from shared.errors import Invalid, Said
 from shared.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 5.0
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-CRONTAB_HELP = "five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * 0'"
+CRONTAB_HELP = Said("five fields: minute hour day-of-month month day-of-week, e.g. '0 2 * * 0'")
 
 
 # ---- calendar arithmetic ------------------------------------------------------------------
@@ -42,9 +43,11 @@ def validate_crontab(line: str) -> str:
     try:
         trigger = crontab_trigger(cleaned, timezone.utc)
     except ValueError as exc:
-        raise ValueError(f"crontab {cleaned!r}: {exc}; use {CRONTAB_HELP}") from None
+        raise Invalid("crontab %(line)s: %(problem)s; use %(help)s", line=repr(cleaned),
+                      problem=Said(exc.template, **exc.params) if isinstance(exc, Invalid) else str(exc),
+                      help=CRONTAB_HELP) from None
     if trigger.get_next_fire_time(None, datetime.now(timezone.utc)) is None:
-        raise ValueError(f"crontab {cleaned!r} never matches a date")
+        raise Invalid("crontab %(line)s never matches a date", line=repr(cleaned))
     return cleaned
 
 
@@ -54,7 +57,7 @@ def crontab_trigger(line: str, tz: tzinfo) -> BaseTrigger:
     when both fields are restricted. Weekdays are passed as names, which mean the same to both."""
     fields = line.split()
     if len(fields) != 5:
-        raise ValueError(f"{len(fields)} fields instead of 5")
+        raise Invalid("%(count)s fields instead of 5", count=len(fields))
     minute, hour, day, month, weekday = fields
     weekdays = cron_weekdays(weekday)
 
@@ -83,7 +86,8 @@ def cron_weekdays(field: str) -> str:
             last = day_number(end) if dash else (6 if slash else first)
         bad_step = slash and (not step.isdigit() or int(step) == 0)
         if bad_step or first > last:
-            raise ValueError(f"day of week {part!r} is not a range, list or step of 0-7 or sun-sat")
+            raise Invalid("day of week %(part)s is not a range, list or step of 0-7 or sun-sat",
+                          part=repr(part))
         days.update(day % 7 for day in range(first, last + 1, int(step) if slash else 1))
     return ",".join(DAY_NAMES[day] for day in sorted(days))
 
@@ -93,7 +97,7 @@ def day_number(text: str) -> int:
         return int(text)
     if text in DAY_NAMES:
         return DAY_NAMES.index(text)
-    raise ValueError(f"day of week {text!r} is not 0-7 or sun-sat")
+    raise Invalid("day of week %(text)s is not 0-7 or sun-sat", text=repr(text))
 
 
 def plan_trigger(plan: Plan, anchor: datetime, tz: tzinfo | None) -> BaseTrigger | None:

@@ -9,11 +9,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
 
+from shared.errors import Invalid, Said
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")     # datetime.weekday() order
 FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 WINDOW = re.compile(r"^(?P<days>\S+)\s+(?P<start>\d{1,2}:\d{2})-(?P<end>\d{1,2}:\d{2})$")
-HELP = ("days and hours, e.g. 'Mon-Fri 01:00-05:00' (days: Mon…Sun, ranges, lists, or "
-        "daily; several windows separated by ;)")
+HELP = Said("days and hours, e.g. 'Mon-Fri 01:00-05:00' (days: Mon…Sun, ranges, lists, or "
+            "daily; several windows separated by ;)")
 MAX_TEXT = 200
 
 
@@ -63,10 +65,10 @@ def parse_windows(text: str) -> Windows:
     """The windows of `text`; ValueError names what is wrong, with an example."""
     cleaned = " ".join(text.split())
     if len(cleaned) > MAX_TEXT:
-        raise ValueError(f"at most {MAX_TEXT} characters")
+        raise Invalid("at most %(count)s characters", count=MAX_TEXT)
     parts = [part.strip() for part in cleaned.split(";") if part.strip()]
     if not parts:
-        raise ValueError(f"give {HELP}")
+        raise Invalid("give %(help)s", help=HELP)
     spans = tuple(parse_span(part) for part in parts)
     return Windows("; ".join(parts), spans)
 
@@ -74,20 +76,20 @@ def parse_windows(text: str) -> Windows:
 def parse_span(text: str) -> Span:
     match = WINDOW.match(text)
     if not match:
-        raise ValueError(f"{text[:40]!r} is not {HELP}")
+        raise Invalid("%(text)s is not %(help)s", text=repr(text[:40]), help=HELP)
     start, end = minutes(match["start"]), minutes(match["end"])
     if start == 1440:
-        raise ValueError(f"{match['start']}: a window starts before 24:00")
+        raise Invalid("%(start)s: a window starts before 24:00", start=match["start"])
     if start == end:
-        raise ValueError(f"{text[:40]!r} is empty (it ends when it starts); a whole day is "
-                         f"00:00-24:00")
+        raise Invalid("%(text)s is empty (it ends when it starts); a whole day is 00:00-24:00",
+                      text=repr(text[:40]))
     return Span(frozenset(weekdays(match["days"])), start, end)
 
 
 def minutes(clock: str) -> int:
     hours, mins = (int(part) for part in clock.split(":"))
     if hours > 24 or mins > 59 or (hours == 24 and mins):
-        raise ValueError(f"{clock} is not a time of day (00:00 to 24:00)")
+        raise Invalid("%(clock)s is not a time of day (00:00 to 24:00)", clock=clock)
     return hours * 60 + mins
 
 
@@ -107,7 +109,7 @@ def day_number(name: str) -> int:
     """`mon` or `monday` (any case) as 0, … `sun` as 6."""
     if name[:3] in DAYS and (len(name) == 3 or name == FULL_DAYS[DAYS.index(name[:3])]):
         return DAYS.index(name[:3])
-    raise ValueError(f"{name[:12]!r} is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)")
+    raise Invalid("%(name)s is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)", name=repr(name[:12]))
 
 
 def _local(now: datetime, tz: tzinfo) -> datetime:

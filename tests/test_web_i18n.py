@@ -274,3 +274,22 @@ def test_a_refusal_keeps_its_english_for_the_cli():
     assert str(caught.value) == REFUSED
     said = caught.value.said(lambda text: text.replace("is not valid", "IS NOT VALID"))
     assert said.startswith("node: segment no slash IS NOT VALID")
+
+
+def test_a_bad_schedule_or_window_is_said_in_chinese_on_the_plan_form(chinese):
+    """The calendar's refusals (controller.scheduling, controller.windows) on a Chinese page,
+    unchanged English through the API."""
+    form = {"name": "weekly", "usernames": "alice", "nodes": "/prod", "strategy": "random",
+            "secret_type": "password", "length": "20", "lowercase": "on", "digits": "on",
+            "schedule": "crontab", "crontab": "0 2 * *", "window": "Mon-Fri 25:00-05:00",
+            "active": "on"}
+    text = html.unescape(chinese.post("/plans/new", form).text)
+    assert "crontab '0 2 * *'：有 4 个字段，应为 5 个" in text, text
+    assert "25:00 不是有效的时刻" in text, text
+    assert "fields instead of" not in text and "is not a time of day" not in text
+    answered = chinese.post_json("/api/v1/plans/new", form | {"usernames": ["alice"],
+                                                               "nodes": ["/prod"]})
+    said = json.dumps(answered.json, ensure_ascii=False)
+    assert answered.status_code == 422
+    assert "crontab '0 2 * *': 4 fields instead of 5; use five fields" in said, said
+    assert "25:00 is not a time of day (00:00 to 24:00)" in said, said

@@ -17,7 +17,7 @@ from controller.audit import audit
 from controller.web import users
 from controller.web.i18n import N_
 from controller.web.views import form_data, is_api
-from shared.errors import KeyturnError
+from shared.errors import KeyturnError, Said
 from shared.bounded import USERNAME
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -220,7 +220,8 @@ def step_up_gate(purpose: str, back: str, scope: str | None = None, shown: str |
     fields = {name: value for name, value in request.form.items()
               if name not in (CSRF_FIELD, "code")}
     if SECRET_FIELDS & fields.keys():
-        raise KeyturnError(f"{error or 'enter a code from your authenticator'} to {purpose}")
+        raise KeyturnError("%(problem)s to %(purpose)s", purpose=Said(purpose),
+                           problem=Said(error or N_("enter a code from your authenticator")))
     return render_template("auth/step_up.html", purpose=shown or gettext(purpose),
                            error=error and gettext(error), back=back,
                            target=request.path, fields=fields), 401 if error else 200

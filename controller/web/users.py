@@ -98,7 +98,7 @@ def mail_address(address: str | None) -> str | None:
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise KeyturnError(f"email: {exc}") from None
+        raise KeyturnError("email: %(problem)s", problem=str(exc)) from None
 
 
 def set_password(user: User, password: str) -> None:
