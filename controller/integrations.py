@@ -80,21 +80,25 @@ def parse_grant(text: str) -> dict:
     """`ACTION[:KIND:VALUE]` or `ACTION:*` as {"action": ..., "scope": "kind:value" | "*" | None}."""
     action, _, scope = (text or "").strip().partition(":")
     if action not in ACTIONS:
-        raise IntegrationError(f"grant {text[:80]!r}: the action is one of {', '.join(ACTIONS)}")
+        raise IntegrationError("grant %(grant)s: the action is one of %(actions)s",
+                               grant=repr(text[:80]), actions=", ".join(ACTIONS))
     if not scope:
         if action != "status":
-            raise IntegrationError(f"grant {text[:80]!r}: {action} needs a scope "
-                                   f"({', '.join(k + ':...' for k in SCOPE_KINDS[action])} or *)")
+            raise IntegrationError("grant %(grant)s: %(action)s needs a scope (%(scopes)s or *)",
+                                   grant=repr(text[:80]), action=action,
+                                   scopes=", ".join(k + ":..." for k in SCOPE_KINDS[action]))
         return {"action": action, "scope": None}
     if scope == "*":
         return {"action": action, "scope": "*"}
     kind, _, value = scope.partition(":")
     if kind not in SCOPE_KINDS[action] or not value or len(value) > MAX_SCOPE \
             or not value.isprintable():
-        raise IntegrationError(f"grant {text[:80]!r}: {action} takes a scope of "
-                               f"{', '.join(k + ':NAME' for k in SCOPE_KINDS[action])} or *")
+        raise IntegrationError("grant %(grant)s: %(action)s takes a scope of %(scopes)s or *",
+                               grant=repr(text[:80]), action=action,
+                               scopes=", ".join(k + ":NAME" for k in SCOPE_KINDS[action]))
     if kind == "node" and not value.startswith("/"):
-        raise IntegrationError(f"grant {text[:80]!r}: a node is a path such as /prod/web")
+        raise IntegrationError("grant %(grant)s: a node is a path such as /prod/web",
+                               grant=repr(text[:80]))
     return {"action": action, "scope": f"{kind}:{value}"}
 
 
@@ -131,12 +135,12 @@ def add_integration(name: str, public_key: str, grants: list[str], rate_limit: i
         raise IntegrationError("name: 1-63 lower-case letters, digits, '_' or '-'")
     verify_key(public_key)
     if not grants or len(grants) > MAX_GRANTS:
-        raise IntegrationError(f"give 1 to {MAX_GRANTS} grants (--allow ACTION[:SCOPE])")
+        raise IntegrationError("give 1 to %(most)s grants (--allow ACTION[:SCOPE])", most=MAX_GRANTS)
     parsed = [parse_grant(text) for text in grants]
     if not 1 <= rate_limit <= MAX_RATE:
-        raise IntegrationError(f"rate limit: 1 to {MAX_RATE} requests per minute")
+        raise IntegrationError("rate limit: 1 to %(most)s requests per minute", most=MAX_RATE)
     if Integration.get_or_none(Integration.name == name):
-        raise IntegrationError(f"an integration named {name} exists")
+        raise IntegrationError("an integration named %(name)s exists", name=name)
     with database.atomic():
         created = Integration.create(name=name, public_key=public_key.strip(), grants=parsed,
                                      rate_limit=rate_limit)
@@ -148,7 +152,7 @@ def add_integration(name: str, public_key: str, grants: list[str], rate_limit: i
 def integration_by_name(name: str) -> Integration:
     found = Integration.get_or_none(Integration.name == name)
     if found is None:
-        raise IntegrationError(f"no integration named {name}")
+        raise IntegrationError("no integration named %(name)s", name=name)
     return found
 
 

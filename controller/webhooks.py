@@ -59,7 +59,7 @@ def add_subscription(ctl: Controller, name: str, url: str, event_types: list[str
     if not NAME.match(name or ""):
         raise Refused("name: 1-64 lower-case letters, digits, '_', '.' or '-'")
     if WebhookSubscription.get_or_none(WebhookSubscription.name == name):
-        raise Refused(f"a webhook named {name} exists")
+        raise Refused("a webhook named %(name)s exists", name=name)
     destination(url, ctl.settings.webhook_allow_private)
     types = check_types(event_types)
     key = secrets.token_bytes(32)
@@ -73,11 +73,11 @@ def add_subscription(ctl: Controller, name: str, url: str, event_types: list[str
 
 def check_types(event_types: list[str]) -> list[str]:
     if not event_types or len(event_types) > MAX_TYPES:
-        raise Refused(f"events: give 1 to {MAX_TYPES} event types")
+        raise Refused("events: give 1 to %(most)s event types", most=MAX_TYPES)
     for kind in event_types:
         if kind not in TYPES and not TYPE_PATTERN.match(kind):
-            raise Refused(f"events: {kind[:80]!r} is not an event type (known: "
-                          f"{', '.join(TYPES)}; or a prefix ending in '*')")
+            raise Refused("events: %(kind)s is not an event type (known: %(types)s; or a prefix "
+                          "ending in '*')", kind=repr(kind[:80]), types=", ".join(TYPES))
     return sorted(set(event_types))
 
 
@@ -92,7 +92,7 @@ def set_active(name: str, active: bool, actor: str) -> WebhookSubscription:
 def subscription_by_name(name: str) -> WebhookSubscription:
     found = WebhookSubscription.get_or_none(WebhookSubscription.name == name)
     if found is None:
-        raise KeyturnError(f"no webhook named {name}")
+        raise KeyturnError("no webhook named %(name)s", name=name)
     return found
 
 
@@ -117,7 +117,7 @@ def queue_deliveries(events: list[tuple[int, str]]) -> None:
 def destination(url: str, allow_private: bool) -> tuple[str, int, list[str]]:
     """(host, port, allowed addresses) of a webhook URL, or `Refused` saying why."""
     if not isinstance(url, str) or len(url) > MAX_URL or not url.isprintable():
-        raise Refused(f"url: at most {MAX_URL} printable characters")
+        raise Refused("url: at most %(most)s printable characters", most=MAX_URL)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused("url: must be http:// or https:// with a host")
@@ -128,11 +128,12 @@ def destination(url: str, allow_private: bool) -> tuple[str, int, list[str]]:
         found = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port,
                                                            type=socket.SOCK_STREAM)}
     except (ValueError, OSError) as exc:
-        raise Refused(f"url: cannot resolve {parts.hostname} ({type(exc).__name__})") from None
+        raise Refused("url: cannot resolve %(host)s (%(why)s)", host=parts.hostname,
+                      why=type(exc).__name__) from None
     for address in found:
         if (why := forbidden(ipaddress.ip_address(address.split("%")[0]), allow_private)):
-            raise Refused(f"url: {parts.hostname} resolves to {address}, {why}; "
-                          f"not allowed as a webhook destination")
+            raise Refused("url: %(host)s resolves to %(address)s, %(why)s; not allowed as a webhook "
+                          "destination", host=parts.hostname, address=address, why=why)
     return parts.hostname, port, sorted(found)
 
 

@@ -14,7 +14,7 @@ from controller.models import (Account, Asset, AuditEvent, Execution, Node, Plan
 from controller.web.inventory import param_fields
 from shared.platforms import PLATFORMS
 from tests.visible_text import console_pages, english_words, visible_text, words_of
-from tests.web_support import Console, route_samples
+from tests.web_support import Console, next_code, route_samples
 
 CHINESE = {"HTTP_ACCEPT_LANGUAGE": "zh-CN,zh;q=0.9,en;q=0.5"}
 ENGLISH = {"HTTP_ACCEPT_LANGUAGE": "en-US,en;q=0.9"}
@@ -293,3 +293,14 @@ def test_a_bad_schedule_or_window_is_said_in_chinese_on_the_plan_form(chinese):
     assert answered.status_code == 422
     assert "crontab '0 2 * *': 4 fields instead of 5; use five fields" in said, said
     assert "25:00 is not a time of day (00:00 to 24:00)" in said, said
+
+
+def test_a_refused_webhook_is_said_in_chinese_on_the_page_and_in_english_in_the_api(chinese,
+                                                                                      admin):
+    form = {"name": "siem", "url": "ftp://example.invalid/hook", "events": "io.keyturn.record.*"}
+    page = chinese.post("/webhooks/new", form | {"code": next_code(admin)}, follow_redirects=True)
+    text = html.unescape(page.text)
+    assert "URL：须为带主机名的 http:// 或 https://" in text, text
+    assert "must be http://" not in text
+    answered = chinese.post_json("/api/v1/webhooks/new", form | {"code": next_code(admin)})
+    assert answered.json["error"] == "url: must be http:// or https:// with a host", answered.json

@@ -29,6 +29,7 @@ TRANSLATIONS = Path(__file__).parent / "translations"
 # the error classes and `Said` of `shared.errors`: their message template (a field error's is
 # its second argument, after the field's name)
 ERRORS = {"KeyturnError": None, "Invalid": None, "NeedsConfirmation": None, "Said": None,
+          "IntegrationError": None, "Refused": None,
           "BadName": (2,), "RuleError": (2,), "FieldError": (2,)}
 KEYWORDS = DEFAULT_KEYWORDS | {"N_": None, "say": None, "say_counted": (1, 2)} | ERRORS
 PROJECT = "keyturn"
