@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.web_support import next_code
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -18,3 +20,14 @@ def browser():
             "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield launched
         launched.close()
+
+
+def sign_in(page, base: str, person) -> None:
+    """Sign `person` in through the console's own forms (password, then a TOTP code)."""
+    page.goto(f"{base}/login")
+    page.fill("#username", person.username)
+    page.fill("#password", person.password)
+    page.click("button[type=submit]")
+    page.fill("#code", next_code(person))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/overview")

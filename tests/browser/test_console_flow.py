@@ -14,7 +14,7 @@ import pytest
 from controller.embedded import services
 from controller.models import Account, Asset, Record
 from controller.web import users
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, sign_in
 from tests.web_support import PASSWORD, Person, make_person, next_code
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -68,16 +68,6 @@ def add_inventory(page, base: str, hosts: dict) -> None:
             page.set_checked("#c-privileged", privileged)
             page.click("button:has-text('Save account')")
             page.wait_for_selector(f"text=account {username}: secret set")
-
-
-def sign_in(page, base: str, person: Person) -> None:
-    page.goto(f"{base}/login")
-    page.fill("#username", person.username)
-    page.fill("#password", person.password)
-    page.click("button[type=submit]")
-    page.fill("#code", next_code(person))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/overview")
 
 
 def test_operator_rotates_and_reveals_in_the_browser(ctl, hosts, console, browser, monkeypatch):

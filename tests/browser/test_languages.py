@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, sign_in
 from tests.browser.test_layout import DESKTOP, PHONE, console, failures  # noqa: F401
 from tests.visible_text import console_pages
-from tests.web_support import next_code
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -24,13 +23,7 @@ SHOTS = ARTIFACTS / "languages"
 def signed_in(browser, base: str, person, viewport: dict, locale: str):
     """A page whose browser speaks `locale` (its Accept-Language), signed in as `person`."""
     page = browser.new_page(viewport=viewport, locale=locale)
-    page.goto(f"{base}/login")
-    page.fill("#username", person.username)
-    page.fill("#password", person.password)
-    page.click("button[type=submit]")
-    page.fill("#code", next_code(person))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/overview")
+    sign_in(page, base, person)
     return page
 
 

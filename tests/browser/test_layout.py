@@ -11,8 +11,8 @@ import pytest
 
 from controller.models import Record
 from controller.web.server import WebServer
-from tests.browser.conftest import ARTIFACTS
-from tests.web_support import finish, next_code, save
+from tests.browser.conftest import ARTIFACTS, sign_in
+from tests.web_support import finish, save
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -36,13 +36,7 @@ def page_of(console, admin, browser):
     """A function giving a signed-in page of the given viewport size."""
     def open_page(viewport: dict):
         page = browser.new_page(viewport=viewport)
-        page.goto(f"{console}/login")
-        page.fill("#username", admin.username)
-        page.fill("#password", admin.password)
-        page.click("button[type=submit]")
-        page.fill("#code", next_code(admin))
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{console}/overview")
+        sign_in(page, console, admin)
         return page
 
     yield open_page
