@@ -34,9 +34,11 @@ def test_dispatcher_publishes_planned_records_and_results_end_them(ctl, daemon):
     plan = save_plan(parse_spec({"name": "p", "usernames": ["alice", "bob"], "nodes": ["/prod"]}),
                      ctl.vault)
     execution = start_execution(ctl, plan, trigger="api")      # the console's path: plan only
-    wait_until(lambda: Record.select().where(Record.status == "dispatched").count() == 2, 30,
-               what="the dispatcher")
-    assert len(ctl.broker.queues[rotate_queue("dmz")].queue) == 2
+    # Records are claimed as `dispatched` before they are published: wait for the messages.
+    def queued():
+        return len(getattr(ctl.broker.queues.get(rotate_queue("dmz")), "queue", ()))
+    wait_until(lambda: queued() == 2, 30, what="the dispatcher")
+    assert Record.select().where(Record.status == "dispatched").count() == 2
     channel = worker_channel(ctl)
     now = time.time()
     for record in Record.select():
