@@ -90,6 +90,17 @@ def id_in(field: peewee.Field, ids: list[int]) -> peewee.Expression:
     return field.in_(ids)
 
 
+def lock_rows(model: type[peewee.Model], ids: list[int]) -> None:
+    """Inside a transaction about to write several rows of `model`: lock them on PostgreSQL in
+    id order first. An UPDATE over many rows locks them in whatever order its plan visits them,
+    so two such transactions (a result batch and a progress batch, the reaper) can each hold a
+    row the other waits for; when every writer takes its rows in one order, none can deadlock.
+    SQLite has one writer at a time already."""
+    if ids and is_postgres():
+        list(model.select(model.id).where(id_in(model.id, ids)).order_by(model.id)
+             .for_update().tuples())
+
+
 def bulk_insert(model: type[peewee.Model], fields: list[peewee.Field], rows: list[tuple]) -> None:
     """Insert many rows of database-ready values without building a query per row: PostgreSQL's
     COPY, or one prepared SQLite statement run over all rows."""

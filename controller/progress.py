@@ -13,7 +13,7 @@ import logging
 
 from peewee import ValuesList
 
-from controller.db import database, id_in
+from controller.db import database, id_in, lock_rows
 from controller.executions import Line, one_line, record_name, write_lines
 from controller.models import Account, Asset, Record, Zone
 from controller.results import _time, as_timestamp, refuse_foreign
@@ -27,6 +27,7 @@ def apply_progress_batch(messages: list[RotateProgress]) -> dict[int, str]:
     those refused (to dead-letter)."""
     refused: dict[int, str] = {}
     with database.atomic():
+        lock_rows(Record, [m.record_id for m in messages])
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.attempt, Record.execution, Record.started_at,
             Account.username, Asset.name.alias("asset"), Zone.name.alias("zone"))

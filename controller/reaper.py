@@ -2,7 +2,7 @@
 are dispatched again with the same new secret, and after the last attempt marked `unverified`."""
 from __future__ import annotations
 
-from controller.db import database
+from controller.db import database, lock_rows
 from controller.executions import Line, record_name, write_lines
 from controller.models import Account, Asset, Record, Zone, utcnow
 from controller.results import Outcome, count_settled, settle_records
@@ -25,6 +25,7 @@ def reap(ctl: Controller) -> tuple[int, int]:
     requeued, gave_up, lines = 0, [], []
     attempts = ctl.settings.max_dispatch_attempts
     with database.atomic():
+        lock_rows(Record, [record.id for record in overdue])
         for record in overdue:
             if record.attempt < attempts:
                 # As read: another daemon's reaper may have re-queued it, and the dispatcher

@@ -31,7 +31,7 @@ from typing import NamedTuple
 from peewee import Cast, ValuesList
 
 from controller.audit import audit
-from controller.db import database, id_in, is_postgres
+from controller.db import database, id_in, is_postgres, lock_rows
 from controller.events import record_events
 from controller.executions import Line, finish_if_done, one_line, record_name, write_lines
 from controller.models import Account, Asset, Execution, Record, Zone, utcnow
@@ -87,6 +87,7 @@ def apply_results(results: list[RotateResult]) -> int:
 def apply_result_batch(results: list[RotateResult]) -> Applied:
     """Apply a batch of results in one transaction."""
     with database.atomic():
+        lock_rows(Record, [result.record_id for result in results])
         records = {r.id: r for r in Record.select(
             Record.id, Record.status, Record.action, Record.attempt, Record.account, Record.execution,
             Record.dispatched_at, Record.old_secret, Record.new_secret, Asset.id.alias("asset_id"),
@@ -248,7 +249,7 @@ def count_settled(settled: list[Settled]) -> None:
         counter[COUNTER[s.status]] += 1
         if s.was in COUNTER:    # a late success replaces a given-up outcome
             counter[COUNTER[s.was]] -= 1
-    for execution_id, counter in counts.items():
+    for execution_id, counter in sorted(counts.items()):   # in one order, as `lock_rows`
         bump_counts(execution_id, counter)
         finish_if_done(execution_id)
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from peewee import JOIN, fn
 
-from controller.db import database, id_in
+from controller.db import database, id_in, lock_rows
 from controller.executions import Line, record_name, write_lines
 from controller.models import Account, Asset, Execution, Plan, Record, utcnow
 from controller.planning import command_timeout
@@ -46,6 +46,7 @@ def report_silent(ctl: Controller, now: datetime | None = None) -> int:
     if not rows:
         return 0
     with database.atomic():
+        lock_rows(Record, [r.id for r in rows])
         claimed = {row.id for row in (Record.update(silent_at=now)
                    .where(id_in(Record.id, [r.id for r in rows]) & Record.silent_at.is_null()
                           & (Record.status == "dispatched")).returning(Record.id).execute())}

@@ -121,3 +121,51 @@ def test_a_record_another_reaper_sent_again_meanwhile_is_left_alone(ctl, monkeyp
     assert reap(ctl) == (0, 0)
     records = Record.select().where(Record.execution == execution.id)
     assert {(r.status, r.attempt) for r in records} == {("dispatched", 2)}
+
+
+def test_result_and_progress_batches_over_the_same_records_never_deadlock(ctl):
+    """A result consumer, a progress consumer and the silence watch each write many records in
+    one transaction; batches over the same records in opposite orders must wait for each other,
+    never deadlock (PostgreSQL aborts one transaction of a deadlock: its batch is lost to an
+    error and redelivered)."""
+    from controller.progress import apply_progress_batch
+    from controller.silence import report_silent
+    from shared.messages import RotateProgress
+
+    execution = started(ctl, assets=40)
+    records = list(Record.select().where(Record.execution == execution.id).order_by(Record.id))
+    sent_commands(ctl)
+    # Overdue for the reaper, and (each row rewritten alone, in a random order) stored on
+    # PostgreSQL in an order unlike their ids: a scan then visits them unlike an index does.
+    for record in random.Random(7).sample(records, len(records)):
+        Record.update(deadline=utcnow() - timedelta(seconds=1)).where(Record.id == record.id).execute()
+    progress = [RotateProgress(record_id=r.id, attempt=r.attempt, zone="dmz", worker_id="w1",
+                               at=time.time() - 3600) for r in records]
+    results = [result(r, "success") for r in records]
+    barrier = threading.Barrier(5)
+    errors = []
+
+    def run(job):
+        try:
+            barrier.wait()
+            job()
+        except Exception as exc:   # reported below; a thread's exception is otherwise lost
+            errors.append(exc)
+        finally:
+            database.close()
+
+    def batches(items, size=25):
+        return [items[start:start + size] for start in range(0, len(items), size)]
+
+    jobs = [lambda: [apply_progress_batch(b) for b in batches(progress)],
+            lambda: [apply_progress_batch(b) for b in batches(progress[::-1])],
+            lambda: [apply_results(b) for b in batches(results[::-1])],
+            lambda: [report_silent(ctl) for _ in range(20)],
+            lambda: [reap(ctl) for _ in range(5)]]
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    counts_match_statuses(execution.id)
