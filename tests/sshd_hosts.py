@@ -1,7 +1,7 @@
 """Real OpenSSH test hosts, each with its own user database.
 
 Every host is a long-lived *holder* process in a private mount namespace that
-sees its own copy-on-write /etc and /var (overlays over the machine's) and
+sees its own copy-on-write /etc, /var and /usr/local (overlays over the machine's) and
 private tmpfs /run, /home and /root; the machine's users and files are never
 touched.  sshd is started inside that namespace with nsenter, so it can be
 stopped, paused and restarted while the users, passwords and home directories
@@ -59,8 +59,8 @@ HOLDER_SCRIPT = r"""
 set -e
 scratch=$1
 mount -t tmpfs -o mode=0700 tmpfs "$scratch"
-for d in etc var; do
-  mkdir "$scratch/$d" "$scratch/$d.work"
+for d in etc var usr/local; do
+  mkdir -p "$scratch/$d" "$scratch/$d.work"
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$scratch/$d,workdir=$scratch/$d.work" "/$d"
 done
 mount -t tmpfs -o mode=0755 tmpfs /run

@@ -4,6 +4,7 @@ Each through root, NOPASSWD sudo, password sudo and su, checked on the host itse
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -145,6 +146,7 @@ def test_a_rule_visudo_rejects_is_never_installed(host, targets):
     strict = "/usr/local/sbin/visudo"
     host.run(["sh", "-c", f'printf "#!/bin/sh\\necho no such rule >&2\\nexit 1\\n" > {strict} '
                           f'&& chmod 0755 {strict}'])
+    assert not os.path.exists(strict)        # only in the host's /usr/local overlay
     try:
         shadow = host.shadow_line("alice")
         result = run_as(host, targets, "nopasswd sudo", "alice", fresh(), modify_sudo=True)
