@@ -46,9 +46,10 @@ def report_silent(ctl: Controller, now: datetime | None = None) -> int:
     if not rows:
         return 0
     with database.atomic():
-        lock_rows(Record, [r.id for r in rows])
+        ids = [r.id for r in rows]
+        lock_rows(Record, ids)
         claimed = {row.id for row in (Record.update(silent_at=now)
-                   .where(id_in(Record.id, [r.id for r in rows]) & Record.silent_at.is_null()
+                   .where(id_in(Record.id, ids) & Record.silent_at.is_null()
                           & (Record.status == "dispatched")).returning(Record.id).execute())}
         write_lines([Line(r.execution_id, silent_line(ctl, r, now), "warning", r.id)
                      for r in rows if r.id in claimed])

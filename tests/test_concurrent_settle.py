@@ -13,10 +13,12 @@ from controller.db import database
 from controller.dispatch import dispatch_execution, dispatch_pending
 from controller.models import Account, Execution, Record, utcnow
 from controller.planning import start_execution
+from controller.progress import apply_progress_batch
 from controller.plans import parse_spec, save_plan
 from controller.reaper import reap
 from controller.results import apply_results
-from shared.messages import RotateResult
+from controller.silence import report_silent
+from shared.messages import RotateProgress, RotateResult
 from tests.inventory_helpers import build_fleet, sent_commands
 
 USERS = ("u0", "u1", "u2", "u3", "u4")
@@ -128,10 +130,6 @@ def test_result_and_progress_batches_over_the_same_records_never_deadlock(ctl):
     one transaction; batches over the same records in opposite orders must wait for each other,
     never deadlock (PostgreSQL aborts one transaction of a deadlock: its batch is lost to an
     error and redelivered)."""
-    from controller.progress import apply_progress_batch
-    from controller.silence import report_silent
-    from shared.messages import RotateProgress
-
     execution = started(ctl, assets=40)
     records = list(Record.select().where(Record.execution == execution.id).order_by(Record.id))
     sent_commands(ctl)
