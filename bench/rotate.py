@@ -363,6 +363,8 @@ def print_report(rows: list[dict], summary: dict, title: str = TITLE,
     table = Table(title=title)
     columns = ["round", "pair", "run", "accounts", "seconds", "ms_per_account",
                "ratio_to_reference"]
+    if any("host_cpu_ms_per_account" in row for row in rows):
+        columns.append("host_cpu_ms_per_account")
     for column in columns:
         table.add_column(column)
     for row in rows:

@@ -382,6 +382,26 @@ if pytest is not None:
             farm.close()
 
 
+def cpu_seconds(hosts: list[SshHost]) -> float:
+    """CPU time used so far by everything in `hosts` (sshd, its sessions and the commands they
+    ran, ended ones included: a reaped child's time is in its parent's), so a benchmark can
+    compare the work two clients cause on the hosts."""
+    namespaces = {os.stat(f"/proc/{h._holder.pid}/ns/mnt").st_ino for h in hosts if h._holder}
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"{entry.path}/ns/mnt").st_ino not in namespaces:
+                continue
+            with open(f"{entry.path}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:   # ended meanwhile
+            continue
+        ticks += sum(int(field) for field in fields[11:15])   # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def describe(host: SshHost, passwords: dict[str, str]) -> dict:
     """What a demo or a benchmark needs of a host: where it is, its key, its logins."""
     return {"name": host.name, "address": host.address, "port": host.port,

@@ -75,18 +75,26 @@ def no_secret_in_argv(calls: list[Call], *secrets: str) -> bool:
     return not any(s in arg for call in calls for arg in call.argv for s in secrets)
 
 
-def test_a_password_is_set_with_chpasswd_c_as_root():
+def test_a_password_is_set_with_chpasswd_c_as_root_and_nothing_else():
     calls = change(aix_command(), RecordingSession([("lsuser", LSUSER_ALICE)]))
-    assert calls == [Call(["lsuser", "-c", "-a", "home", "pgrp", "alice"], b"", b"", None),
-                     Call(["chpasswd", "-c"], f"alice:{NEW_PW}\n".encode(), b"", None)]
+    assert calls == [Call(["chpasswd", "-c"], f"alice:{NEW_PW}\n".encode(), b"", None)]
 
 
-def test_a_missing_user_is_refused_without_create_user():
-    session = RecordingSession([("lsuser", NO_SUCH_USER)])
+def test_a_refused_password_looks_the_user_up_to_name_a_missing_one():
+    refused = Completed(1, "", "chpasswd: cannot change the password\n")
+    session = RecordingSession([("chpasswd", refused), ("lsuser", NO_SUCH_USER)])
     with pytest.raises(ChangeFailed) as caught:
         change(aix_command(), session)
     assert (caught.value.code, str(caught.value)) == ("user_missing", "user alice does not exist on aix-1")
-    assert [call.argv[0] for call in session.calls] == ["lsuser"]
+    assert [call.argv[0] for call in session.calls] == ["chpasswd", "lsuser"]
+
+
+def test_a_refused_password_of_an_existing_user_says_why():
+    refused = Completed(1, "", "chpasswd: cannot change the password\n")
+    session = RecordingSession([("chpasswd", refused), ("lsuser", LSUSER_ALICE)])
+    with pytest.raises(ChangeFailed) as caught:
+        change(aix_command(), session)
+    assert caught.value.code == "change_failed" and "cannot change the password" in str(caught.value)
 
 
 def test_create_user_uses_mkuser_with_ksh_and_home_by_default():
@@ -113,7 +121,7 @@ def test_a_sudoer_login_feeds_sudo_its_password_on_stdin():
     session = RecordingSession([("lsuser", LSUSER_ALICE),
                                 ("sudo -n -l", Completed(1, "", "sudo: a password is required\n"))])
     calls = change(aix_command(login=("admin", LOGIN_PW)), session)
-    assert calls[1:] == [
+    assert calls == [
         Call(["sudo", "-n", "-l"], b"", b"", None),
         Call(["sudo", "-S", "-k", "-p", "", "-l"], b"", f"{LOGIN_PW}\n".encode(), None),
         Call(["sudo", "-S", "-k", "-p", "", "chpasswd", "-c"], f"alice:{NEW_PW}\n".encode(),
@@ -155,7 +163,7 @@ def test_a_wrong_root_password_for_su_stops_before_the_change():
                session)
     assert caught.value.code == "privilege_failed"
     assert "su to root failed on aix-1: 3004-300" in str(caught.value)
-    assert len(session.calls) == 2
+    assert len(session.calls) == 1
 
 
 def test_a_rejected_password_is_explained():

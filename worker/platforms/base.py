@@ -83,16 +83,28 @@ class UnixDriver:
         (nothing changed) and `SshError` when the connection failed; `SshError.command_sent`
         is True only if the secret itself may have changed."""
         self.check(command)
-        account = self.account(root, command)
+        account = self.account(root, command) if self.needs_account(command) else None
         if command.params.modify_sudo:
             self.grant_sudo(root, command)
         if command.secret_type == "password":
             line = f"{command.username}:{command.new_secret.get_secret_value()}\n"
             done = root.run(self.password_argv, line.encode(), sets_secret=True)
             if done.status != 0:
+                if account is None:   # chpasswd through PAM does not say the user is missing
+                    self.account(root, command)
                 raise password_refusal(done, command)
         else:
             self.set_key(root, command, account)
+
+    @staticmethod
+    def needs_account(command: RotateCommand) -> bool:
+        """Whether the change must look the account up first. A plain password change need
+        not: chpasswd refuses a missing user, and only then is the user looked up (to name
+        the failure), which saves each account a command (a channel, a shell, two round
+        trips). Keys need the home directory; creating the user, or a sudo rule, must first
+        know that the user exists."""
+        params = command.params
+        return command.secret_type != "password" or params.create_user or params.modify_sudo
 
     def account(self, root: Root, command: RotateCommand) -> Account:
         """The account as it is, or as created when it is missing and the plan allows it."""
