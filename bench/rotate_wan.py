@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -73,32 +74,31 @@ def main(host_count, user_count, round_trip_ms, jitter_ms, runs, threads, forks,
         keyturn = Keyturn(stack, hosts, users, login_password, folder,
                           worker_command=wan.enter_argv + KEYTURN, validity=VALIDITY)
 
-        def add(row: dict, host_cpu_before: float) -> None:
-            row["host_cpu_ms_per_account"] = (1000 * (cpu_seconds(hosts) - host_cpu_before)
-                                              / row["accounts"])
+        def add(run: Callable[[], dict]) -> None:
+            """Time `run`'s row and the CPU it cost the hosts (its login check included)."""
+            before = cpu_seconds(hosts)
+            row = run()
+            row["host_cpu_ms_per_account"] = 1000 * (cpu_seconds(hosts) - before) / row["accounts"]
             rows.append(row)
             say(f"{row['run']}: {row['accounts']} accounts in {row['seconds']:.1f} s")
 
         def run_keyturn(round_: int) -> None:
             say(f"round {round_}: keyturn")
-            before = cpu_seconds(hosts)
-            add({"round": round_, "pair": round_, **keyturn.run(False, None, "")}, before)
+            add(lambda: {"round": round_, "pair": round_, **keyturn.run(False, None, "")})
 
         def run_reference(round_: int) -> None:
             say(f"round {round_}: reference")
-            before = cpu_seconds(hosts)
-            add({"round": round_, "pair": round_, **in_netns(
-                wan.client_netns, reference_run, hosts, users, login_password, threads)}, before)
+            add(lambda: {"round": round_, "pair": round_, **in_netns(
+                wan.client_netns, reference_run, hosts, users, login_password, threads)})
 
         for round_ in range(1, runs + 1):
             for run in (run_keyturn, run_reference)[::1 if round_ % 2 else -1]:
                 run(round_)
             for connection in chosen if round_ <= ansible_runs else ():
                 say(f"round {round_}: ansible {connection}")
-                before = cpu_seconds(hosts)
-                add({"round": round_, "pair": "", **in_netns(
+                add(lambda: {"round": round_, "pair": "", **in_netns(
                     wan.client_netns, ansible_run, hosts, users, login_password, connection,
-                    ansible_rounds, forks, folder)}, before)
+                    ansible_rounds, forks, folder)})
         rss = keyturn.worker_peak_rss_mb()
         for count in [int(n) for n in worker_counts.split(",") if n.strip()]:
             say(f"scale-out: {count} worker processes")
