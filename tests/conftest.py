@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 import psycopg
@@ -88,8 +89,16 @@ def rabbitmq_url():
     rabbitmqctl("delete_vhost", vhost)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+def rabbitmqctl(*args: str, attempts: int = 3) -> None:
+    """rabbitmqctl against the machine's node, tried again when it fails (under a loaded
+    machine its CLI can time out reaching the node); the last failure says why."""
+    for attempt in range(1, attempts + 1):
+        done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+        if done.returncode == 0 or (args[0] == "add_vhost" and "already exists" in done.stderr):
+            return
+        if attempt < attempts:
+            time.sleep(2 * attempt)
+    raise RuntimeError(f"rabbitmqctl {' '.join(args)}: exit {done.returncode}: {done.stderr.strip()}")
 
 
 def pytest_collection_modifyitems(items):
