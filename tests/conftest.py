@@ -12,6 +12,7 @@ import pytest
 
 from controller.inventory import initialise
 from controller.runtime import start_controller
+from controller.web import users
 from shared.settings import load_settings
 
 pytest_plugins = ["tests.sshd_hosts", "tests.web_support", "tests.e2e", "tests.pg_server", "tests.mariadb_server", "tests.redis_server", "tests.slapd_server", "tests.samba_dc", "tests.rabbitmq_server", "tests.rabbitmq_cluster"]
@@ -25,6 +26,16 @@ def _clean_environment(monkeypatch):
     for name in list(os.environ):
         if name.startswith("KEYTURN_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(request, monkeypatch):
+    """Console users made in the test process get scrypt at N=2^12, not 2^15: the same code
+    at an eighth of the 0.1 s that each hash and each sign-in costs, over hundreds of tests.
+    A test marked `full_password_cost` keeps the real cost (a `keyturn` subprocess always
+    has it)."""
+    if not request.node.get_closest_marker("full_password_cost"):
+        monkeypatch.setattr(users, "PASSWORD_HASH", "scrypt:4096:8:1")
 
 
 @pytest.fixture

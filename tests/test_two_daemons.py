@@ -15,8 +15,8 @@ from controller.models import Execution, OutboxEvent, Record, utcnow
 from shared.broker import EVENTS_EXCHANGE
 from tests.fleets import linux_fleet
 from tests.processes import wait_until
-from tests.test_faults import (assert_settled, current_execution, ended, group,  # noqa: F401
-                               settle, start_run)
+from tests.test_faults import (assert_settled, current_execution, ended,  # noqa: F401
+                               fault_bus, group, settle, start_run)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400),
               pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
@@ -67,8 +67,8 @@ def assert_counts_match_records() -> None:
         assert execution.status != "running", execution.id
 
 
-def test_two_daemons_one_killed_mid_run(ctl, farm, group, rabbitmq_url):
-    listen_for_events(rabbitmq_url)
+def test_two_daemons_one_killed_mid_run(ctl, farm, group, fault_bus):
+    listen_for_events(fault_bus)
     first = group.start("daemon-1", "daemon")
     group.start("daemon-2", "daemon")
     group.start("worker", "worker", "--zone", "pair")
@@ -92,7 +92,7 @@ def test_two_daemons_one_killed_mid_run(ctl, farm, group, rabbitmq_url):
     # lost): they are the only ones not relayed.
     stranded = list(OutboxEvent.select().where(OutboxEvent.relayed_at.is_null()))
     assert all(row.claimed_until is not None and row.claimed_until > now for row in stranded)
-    seen = published_event_ids(rabbitmq_url)
+    seen = published_event_ids(fault_bus)
     assert seen, "no event reached keyturn.events"
     twice = {event_id: n for event_id, n in seen.items() if n > 1}
     assert not twice, f"events published more than once: {twice}"

@@ -25,7 +25,8 @@ TOTP_PERIOD = 30
 TOKEN_PREFIX = "kt_"
 TOKEN_SCOPES = ("reveal",)      # `reveal`: the token reveals secrets without a TOTP code
 # Checked against when a username is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = generate_password_hash("keyturn-dummy-password", method="scrypt")
+PASSWORD_HASH = "scrypt"      # werkzeug's scrypt at N=2^15, r=8, p=1: about 0.1 s a hash
+_DUMMY_HASH = generate_password_hash("keyturn-dummy-password", method=PASSWORD_HASH)
 
 
 def check_password(password: str) -> str:
@@ -38,8 +39,8 @@ def check_password(password: str) -> str:
 
 
 def hash_password(password: str) -> str:
-    """A slow salted hash (scrypt, N=2^15) that werkzeug can check."""
-    return generate_password_hash(check_password(password), method="scrypt")
+    """A slow salted hash (`PASSWORD_HASH`) that werkzeug can check."""
+    return generate_password_hash(check_password(password), method=PASSWORD_HASH)
 
 
 def authenticate(username: str, password: str) -> User | None:
