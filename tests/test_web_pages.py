@@ -101,6 +101,20 @@ def test_failed_list_reads_candidates_in_batches(ctl, as_admin, fleet, monkeypat
         (second.id, "bob", "web-2", 2)]           # once, its newest failure, with the count
 
 
+
+def test_failed_list_merges_failed_and_unverified_newest_first(ctl, as_admin, fleet, monkeypatch):
+    from controller.web import overview
+
+    monkeypatch.setattr(overview, "FAILED_BATCH", 1)      # each batch merges the two statuses
+    first = start_execution(ctl, save(ctl), started_by="ada")
+    finish(first, {"alice@web-1": "unverified", "alice@web-2": "failed", "bob@web-1": "unverified",
+                   "bob@web-2": "failed"})
+    failed = as_admin.get("/api/v1/overview").json["failed"]
+    assert sorted((r["account"], r["asset"]) for r in failed) == [
+        ("alice", "web-1"), ("alice", "web-2"), ("bob", "web-1"), ("bob", "web-2")]
+    ids = [r["id"] for r in failed]
+    assert ids == sorted(ids, reverse=True)
+
 # ---- executions ---------------------------------------------------------------------------
 
 def test_execution_list_filters_and_pages(ctl, as_admin, ran):

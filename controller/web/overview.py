@@ -95,13 +95,10 @@ def failed_accounts(since) -> list[tuple[Record, int]]:
     in batches, and the check reads only their accounts' later records (account index), so
     the cost does not grow with the table; at most FAILED_BATCHES are looked at (the counts
     are of those)."""
-    candidates = listing().where(Record.status.in_(("failed", "unverified")) & ~Record.ignored
-                                 & (Record.created_at >= since)).order_by(Record.id.desc())
     shown: dict[int, list] = {}          # account id: [newest record, failures]
     before = None
     for _ in range(FAILED_BATCHES):
-        page = candidates if before is None else candidates.where(Record.id < before)
-        batch = list(page.limit(FAILED_BATCH))
+        batch = newest_failures(since, before)
         good = made_good(batch)
         for record in batch:
             if record.id not in good:
@@ -110,6 +107,21 @@ def failed_accounts(since) -> list[tuple[Record, int]]:
             break
         before = batch[-1].id
     return [(record, count) for record, count in shown.values()][:FAILED_SHOWN]
+
+
+def newest_failures(since, before: int | None) -> list[Record]:
+    """The newest FAILED_BATCH failed or unverified records in the window (with ids below
+    `before`): one query per status, merged, so that each reads the status index newest first
+    and stops early. (SQLite keeps an index's entries in id order within one status; with
+    `status IN (...)` it reads every failure of the window and sorts them.)"""
+    found: list[Record] = []
+    for status in ("failed", "unverified"):
+        query = listing().where((Record.status == status) & ~Record.ignored
+                                & (Record.created_at >= since))
+        if before is not None:
+            query = query.where(Record.id < before)
+        found.extend(query.order_by(Record.id.desc()).limit(FAILED_BATCH))
+    return sorted(found, key=lambda record: record.id, reverse=True)[:FAILED_BATCH]
 
 
 def made_good(records: list[Record]) -> set[int]:
