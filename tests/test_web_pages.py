@@ -101,7 +101,6 @@ def test_failed_list_reads_candidates_in_batches(ctl, as_admin, fleet, monkeypat
         (second.id, "bob", "web-2", 2)]           # once, its newest failure, with the count
 
 
-
 def test_failed_list_merges_failed_and_unverified_newest_first(ctl, as_admin, fleet, monkeypatch):
     from controller.web import overview
 
@@ -114,6 +113,7 @@ def test_failed_list_merges_failed_and_unverified_newest_first(ctl, as_admin, fl
         ("alice", "web-1"), ("alice", "web-2"), ("bob", "web-1"), ("bob", "web-2")]
     ids = [r["id"] for r in failed]
     assert ids == sorted(ids, reverse=True)
+
 
 # ---- executions ---------------------------------------------------------------------------
 
